@@ -1,0 +1,144 @@
+"""The alert: what is published to an alert topic (contract §4), as a pydantic model.
+
+Validation happens once, at intake; an alert that fails it is never retried (it goes to the
+dead-letter queue with the reason), so every rule that can be checked up front is checked
+here, templates included.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from messaging.errors import InputError
+from messaging.templates import check_template
+
+#: The alert id doubles as the blast id and as SQS/Redis key material.
+ALERT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+Priority = Literal["urgent", "normal", "bulk"]
+#: Longest SMS body template we accept: 10 segments of GSM-7. Longer texts are a paste error.
+SMS_BODY_MAX_CHARS = 1600
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as "sms_body" must not silently send nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SmsContent(_Strict):
+    """The SMS part: a Jinja2 template over the supporter's fields."""
+
+    body: str = Field(min_length=1, max_length=SMS_BODY_MAX_CHARS)
+
+    @field_validator("body")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        return check_template(value, "sms.body")
+
+
+class EmailContent(_Strict):
+    """The email part; at least one of text and html."""
+
+    subject: str = Field(min_length=1, max_length=998)  # RFC 5322 line limit
+    text: str | None = None
+    html: str | None = None
+
+    @model_validator(mode="after")
+    def _has_a_body(self) -> EmailContent:
+        if not self.text and not self.html:
+            raise ValueError("email needs text or html")
+        for name in ("subject", "text", "html"):
+            value = getattr(self, name)
+            if value:
+                check_template(value, f"email.{name}")
+        return self
+
+
+class Audience(_Strict):
+    """An optional filter over the topic's subscribers; every given list must match."""
+
+    postal_codes: list[str] = Field(default_factory=list, max_length=10_000)
+    states: list[str] = Field(default_factory=list, max_length=60)
+    tags: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("states")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [s.strip().upper() for s in value]
+
+    @field_validator("tags")
+    @classmethod
+    def _lower(cls, value: list[str]) -> list[str]:
+        return [t.strip().lower() for t in value]
+
+    @field_validator("postal_codes")
+    @classmethod
+    def _zip5(cls, value: list[str]) -> list[str]:
+        return [p.strip()[:5] for p in value]
+
+
+class Alert(_Strict):
+    """A validated alert. ``alert_id`` is filled in by intake when the publisher left it out."""
+
+    alert_id: str = Field(pattern=ALERT_ID_PATTERN)
+    priority: Priority = "normal"
+    sms: SmsContent | None = None
+    email: EmailContent | None = None
+    audience: Audience | None = None
+    send_by: AwareDatetime | None = None
+    test_recipients: list[str] = Field(default_factory=list, max_length=100)
+    dry_run: bool = False
+    #: Extension: the alert topic, for raw SNS delivery where no TopicArn travels along.
+    topic: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,64}$")
+
+    @model_validator(mode="after")
+    def _has_a_channel(self) -> Alert:
+        if self.sms is None and self.email is None:
+            raise ValueError("an alert needs at least one of sms and email")
+        return self
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels this alert sends on, in a fixed order."""
+        return tuple(c for c in ("sms", "email") if getattr(self, c) is not None)
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """True once ``send_by`` has passed."""
+        return self.send_by is not None and (now or datetime.now(UTC)) >= self.send_by
+
+    def to_json(self) -> str:
+        """Canonical JSON, as stored with the blast."""
+        return self.model_dump_json(exclude_none=True)
+
+
+def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = None) -> Alert:
+    """Validate an alert document; :class:`InputError` with every problem in one line if bad."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"alert is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError("alert must be a JSON object")
+    data.setdefault("alert_id", fallback_id)
+    if topic is not None:
+        if data.get("topic") not in (None, topic):
+            raise InputError(f"alert names topic {data['topic']!r} but was published to {topic!r}")
+        data["topic"] = topic
+    try:
+        return Alert.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'alert'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InputError(f"invalid alert: {problems}") from None

@@ -1,0 +1,83 @@
+"""Provider Protocols: what the senders need from an SMS and an email service.
+
+Each Protocol is one method; :mod:`messaging.providers.memory` has in-memory versions for unit
+tests, :mod:`twilio_sms` and :mod:`sendgrid_email` the real ones (official clients).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from messaging.errors import SendError
+
+
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    """One SMS to hand to the provider at (or after) ``send_at_s``, a local epoch time."""
+
+    to: str
+    body: str
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    status_callback: str | None = None
+    #: Seconds the provider may keep trying; after that the carrier must drop it (send_by).
+    validity_period_s: int | None = None
+    send_at_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmsReceipt:
+    """The provider accepted the message."""
+
+    sid: str
+    segments: int | None = None
+
+
+#: One result per message: accepted, an error, or None when the gate closed before the call.
+SmsResult = SmsReceipt | SendError | None
+
+
+class SmsTransport(Protocol):
+    """Sends many SMS concurrently; one result per message, in order."""
+
+    def send_many(
+        self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None
+    ) -> list[SmsResult]:
+        """Send each message at its slot if ``gate()`` still allows it right before the call.
+
+        Errors are returned, not raised, so one bad number fails alone.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmailRecipient:
+    """One personalization: the address and what is particular to it."""
+
+    to: str
+    subject: str
+    text: str | None
+    html: str | None
+    headers: dict[str, str] = field(default_factory=dict)
+    custom_args: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailBatch:
+    """Up to 1000 recipients for one API call."""
+
+    from_email: str
+    from_name: str | None
+    recipients: Sequence[EmailRecipient]
+    send_at_s: float = 0.0
+    categories: tuple[str, ...] = ()
+
+
+class EmailTransport(Protocol):
+    """Sends one batch in one call; returns the provider's message id or raises SendError."""
+
+    def send_batch(self, batch: EmailBatch) -> str:
+        """Send ``batch``; :class:`~messaging.errors.SendError` if the call failed."""
+        ...

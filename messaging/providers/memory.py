@@ -1,0 +1,58 @@
+"""In-memory providers for unit tests: they record what they are asked to send."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+
+from messaging.errors import PermanentSendError, SendError
+from messaging.providers.base import EmailBatch, EmailRecipient, SmsMessage, SmsReceipt, SmsResult
+
+
+class InMemorySms:
+    """Records every SMS; ``errors`` maps a number to the error its sends return."""
+
+    def __init__(self, errors: dict[str, SendError] | None = None) -> None:
+        self.sent: list[SmsMessage] = []
+        self.errors = dict(errors or {})
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def send_many(
+        self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None
+    ) -> list[SmsResult]:
+        """See :class:`~messaging.providers.base.SmsTransport`."""
+        results: list[SmsResult] = []
+        with self._lock:
+            for m in messages:
+                if gate is not None and not gate():
+                    results.append(None)
+                    continue
+                error = self.errors.get(m.to)
+                if error is not None:
+                    results.append(error)
+                    continue
+                self.sent.append(m)
+                results.append(SmsReceipt(f"SM{next(self._ids):032x}", 1))
+        return results
+
+
+class InMemoryEmail:
+    """Records every email recipient; ``errors`` maps an address to a permanent error."""
+
+    def __init__(self, errors: dict[str, PermanentSendError] | None = None) -> None:
+        self.sent: list[EmailRecipient] = []
+        self.calls = 0
+        self.errors = dict(errors or {})
+        self._lock = threading.Lock()
+
+    def send_batch(self, batch: EmailBatch) -> str:
+        """See :class:`~messaging.providers.base.EmailTransport`."""
+        with self._lock:
+            for r in batch.recipients:
+                if r.to in self.errors:
+                    raise self.errors[r.to]
+            self.calls += 1
+            self.sent.extend(batch.recipients)
+            return f"mem-{self.calls}"

@@ -1,0 +1,137 @@
+"""Email through the official ``sendgrid`` client: one v3 mail/send call per ≤1000 recipients.
+
+Each recipient is a personalization with its own subject, headers (``List-Unsubscribe``) and
+``custom_args`` (blast and supporter ids, which come back in event webhooks). The
+personalised bodies travel as substitutions into one shared content: a batch of 1000 is
+one HTTP request, not 1000. SendGrid caps substitutions at 10,000 bytes per
+personalization, so a recipient whose rendered body is larger goes in a call of its own.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+from collections.abc import Sequence
+from typing import Any
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+
+from messaging.errors import PermanentSendError, SendError, TransientSendError
+from messaging.providers.base import EmailBatch, EmailRecipient
+from messaging.providers.retry import call_with_retries
+
+SENDGRID_DEFAULT_BASE_URL = "https://api.sendgrid.com"
+#: SendGrid's limit on personalizations in one request.
+MAX_RECIPIENTS_PER_CALL = 1000
+#: SendGrid's limit on the substitutions of one personalization, in bytes; we keep a margin.
+SUBSTITUTIONS_MAX_BYTES = 9_500
+#: A mail/send with 1000 personalizations can take a while to be accepted.
+REQUEST_TIMEOUT_S = 30
+_TEXT_TAG, _HTML_TAG = "-rr_text-", "-rr_html-"
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    try:
+        value = headers.get(name)
+    except AttributeError:
+        value = dict(headers).get(name)
+    return str(value) if value is not None else None
+
+
+def map_sendgrid_error(exc: HTTPError) -> SendError:
+    """A SendGrid HTTP error as our error tree."""
+    status = int(exc.status_code)
+    body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
+    message = f"sendgrid HTTP {status}: {body[:300]}"
+    if status == 429 or status >= 500 or status in (401, 403):
+        retry_after = _header(exc.headers, "Retry-After")
+        reset = _header(exc.headers, "X-RateLimit-Reset")
+        wait_s = float(retry_after) if retry_after else None
+        if wait_s is None and reset:
+            wait_s = max(0.0, float(reset) - time.time())
+        return TransientSendError(message, code=str(status), retry_after_s=wait_s)
+    return PermanentSendError(message, code=str(status))
+
+
+class SendGridEmail:
+    """An :class:`~messaging.providers.base.EmailTransport` on the official client."""
+
+    def __init__(self, api_key: str, *, base_url: str = SENDGRID_DEFAULT_BASE_URL) -> None:
+        self._client = SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
+        self._client.client.timeout = REQUEST_TIMEOUT_S
+
+    def send_batch(self, batch: EmailBatch) -> str:
+        """Send ``batch`` in as few calls as SendGrid allows; returns the first X-Message-Id."""
+        if len(batch.recipients) > MAX_RECIPIENTS_PER_CALL:
+            raise ValueError(f"at most {MAX_RECIPIENTS_PER_CALL} recipients per batch")
+        delay = batch.send_at_s - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        shared = [r for r in batch.recipients if _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES]
+        alone = [r for r in batch.recipients if _substitution_bytes(r) > SUBSTITUTIONS_MAX_BYTES]
+        ids = []
+        if shared:
+            ids.append(self._post(build_request(batch, shared, inline=False)))
+        ids.extend(self._post(build_request(batch, [r], inline=True)) for r in alone)
+        return ids[0]
+
+    def _post(self, body: dict[str, Any]) -> str:
+        def call() -> str:
+            try:
+                response = self._client.client.mail.send.post(request_body=body)
+            except HTTPError as exc:
+                raise map_sendgrid_error(exc) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                raise TransientSendError(f"sendgrid unreachable: {exc}") from None
+            return _header(response.headers, "X-Message-Id") or ""
+
+        return call_with_retries(call)
+
+
+def _substitution_bytes(r: EmailRecipient) -> int:
+    return len((r.text or "").encode()) + len((r.html or "").encode()) + 32
+
+
+def build_request(
+    batch: EmailBatch, recipients: Sequence[EmailRecipient], *, inline: bool
+) -> dict[str, Any]:
+    """The v3 mail/send JSON for ``recipients`` (one recipient when ``inline``)."""
+    has_text = any(r.text for r in recipients)
+    has_html = any(r.html for r in recipients)
+    personalizations = []
+    for r in recipients:
+        p: dict[str, Any] = {"to": [{"email": r.to}], "subject": r.subject}
+        if r.headers:
+            p["headers"] = dict(r.headers)
+        if r.custom_args:
+            p["custom_args"] = dict(r.custom_args)
+        if not inline:
+            subs = {}
+            if has_text:
+                subs[_TEXT_TAG] = r.text or ""
+            if has_html:
+                subs[_HTML_TAG] = r.html or ""
+            p["substitutions"] = subs
+        personalizations.append(p)
+    content = []
+    # SendGrid requires text/plain before text/html.
+    if has_text:
+        content.append({"type": "text/plain", "value": recipients[0].text if inline else _TEXT_TAG})
+    if has_html:
+        content.append({"type": "text/html", "value": recipients[0].html if inline else _HTML_TAG})
+    sender: dict[str, str] = {"email": batch.from_email}
+    if batch.from_name:
+        sender["name"] = batch.from_name
+    body: dict[str, Any] = {
+        "personalizations": personalizations,
+        "from": sender,
+        "content": content,
+        # We put our own one-click unsubscribe in every message; SendGrid's would be a second.
+        "tracking_settings": {"subscription_tracking": {"enable": False}},
+    }
+    if batch.categories:
+        body["categories"] = list(batch.categories)
+    return body

@@ -1,0 +1,152 @@
+"""SMS through the official ``twilio`` client, asynchronously, many requests in flight.
+
+The HTTP boundary is ours: a subclass of Twilio's own async HTTP client sends to
+``TWILIO_API_BASE_URL`` (emulators, proxies) and turns 429/5xx/timeouts into
+:class:`TransientSendError` carrying ``Retry-After`` (Twilio's exception drops the headers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from messaging.errors import PermanentSendError, SendError, TransientSendError
+from messaging.providers.aioloop import LoopThread
+from messaging.providers.base import SmsMessage, SmsReceipt, SmsResult
+from messaging.providers.retry import acall_with_retries
+
+TWILIO_DEFAULT_BASE_URL = "https://api.twilio.com"
+#: Twilio error codes that mean "this recipient has opted out": also suppress the number.
+OPTED_OUT_CODES = frozenset({21610})
+#: Per-request timeout; a hung connection must not hold a slot of the in-flight pool.
+REQUEST_TIMEOUT_S = 10.0
+#: Requests one process keeps in flight (bounded by the rate limiter anyway).
+MAX_IN_FLIGHT = 256
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After") if headers else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
+    """Twilio's async HTTP client, pointed at another base URL, with transient errors typed."""
+
+    def __init__(self, base_url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        super().__init__(pool_connections=True, timeout=timeout_s)
+        self._base_url = base_url.rstrip("/")
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
+        """Send to our base URL; raise TransientSendError for 429, 5xx and network errors."""
+        if url.startswith(TWILIO_DEFAULT_BASE_URL):
+            url = self._base_url + url[len(TWILIO_DEFAULT_BASE_URL) :]
+        try:
+            response = await super().request(method, url, *args, **kwargs)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientSendError(f"twilio unreachable: {type(exc).__name__}") from None
+        status = response.status_code
+        if status == 429 or status >= 500 or status in (401, 403):
+            # 401/403 are an operator problem (rotated token), not the recipient's: keep the
+            # messages for after the fix instead of failing a whole blast.
+            raise TransientSendError(
+                f"twilio HTTP {status}",
+                code=str(status),
+                retry_after_s=_retry_after(response.headers),
+            )
+        return response
+
+
+def map_twilio_error(exc: TwilioRestException) -> SendError:
+    """A Twilio API error as our error tree: permanent unless it is a server-side hiccup."""
+    code = str(exc.code) if exc.code is not None else str(exc.status)
+    message = f"twilio {code}: {exc.msg}"
+    if exc.status == 429 or exc.status >= 500:
+        return TransientSendError(message, code=code)
+    return PermanentSendError(message, code=code, suppress=exc.code in OPTED_OUT_CODES)
+
+
+class TwilioSms:
+    """An :class:`~messaging.providers.base.SmsTransport` on the official client."""
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        base_url: str = TWILIO_DEFAULT_BASE_URL,
+        loop: LoopThread | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self._loop = loop or LoopThread("twilio-io")
+        self._owns_loop = loop is None
+        self._account_sid, self._auth_token, self._base_url = account_sid, auth_token, base_url
+        # aiohttp sessions must be born inside the loop that uses them.
+        self._client: Client = self._loop.run(self._make_client())
+        self._limit = asyncio.Semaphore(max_in_flight)
+
+    async def _make_client(self) -> Client:
+        http = RebasedAsyncHttpClient(self._base_url)
+        # environment={}: the client must not pick up TWILIO_EDGE/REGION behind our settings.
+        return Client(self._account_sid, self._auth_token, http_client=http, environment={})
+
+    def send_many(
+        self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None
+    ) -> list[SmsResult]:
+        """Send every message at its slot, concurrently; one result per message, in order."""
+        if not messages:
+            return []
+        return self._loop.run(self._send_all(messages, gate or (lambda: True)))
+
+    async def _send_all(
+        self, messages: Sequence[SmsMessage], gate: Callable[[], bool]
+    ) -> list[SmsResult]:
+        return list(await asyncio.gather(*(self._send_one(m, gate) for m in messages)))
+
+    async def _send_one(self, message: SmsMessage, gate: Callable[[], bool]) -> SmsResult:
+        delay = message.send_at_s - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not gate():  # paused or canceled while this message waited for its slot
+            return None
+        kwargs: dict[str, Any] = {"to": message.to, "body": message.body}
+        if message.messaging_service_sid:
+            kwargs["messaging_service_sid"] = message.messaging_service_sid
+        else:
+            kwargs["from_"] = message.from_number
+        if message.status_callback:
+            kwargs["status_callback"] = message.status_callback
+        if message.validity_period_s:
+            kwargs["validity_period"] = message.validity_period_s
+
+        async def call() -> SmsReceipt:
+            async with self._limit:
+                try:
+                    sent = await self._client.messages.create_async(**kwargs)
+                except TwilioRestException as exc:
+                    raise map_twilio_error(exc) from None
+            segments = int(sent.num_segments) if sent.num_segments else None
+            return SmsReceipt(str(sent.sid), segments)
+
+        try:
+            return await acall_with_retries(call)
+        except SendError as exc:
+            return exc
+
+    def close(self) -> None:
+        """Close the HTTP session (and the loop, if we made it)."""
+        http = self._client.http_client
+        if isinstance(http, AsyncTwilioHttpClient):
+            self._loop.run(http.close())
+        if self._owns_loop:
+            self._loop.stop()

@@ -1,0 +1,174 @@
+"""Sending one batch of email: personalised parts, footer, one-click unsubscribe, one call."""
+
+from __future__ import annotations
+
+import html as html_lib
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+import structlog
+
+from messaging import states
+from messaging.errors import PermanentSendError, TransientSendError
+from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport
+from messaging.sending.common import (
+    PACING_HORIZON_S,
+    BatchReport,
+    SendContext,
+    finish_batch,
+    send_time_checks,
+    start_batch,
+)
+from messaging.store.ledger import Claimed, Outcome
+from messaging.templates import RenderError, render
+from messaging.unsubscribe import UnsubscribeTokens
+from queues.sendqueue import SendWork
+
+log = structlog.get_logger(__name__)
+
+#: Re-queue delay when SendGrid kept failing transiently.
+TRANSIENT_RETRY_DELAY_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmailConfig:
+    """What the email sender needs from the settings."""
+
+    email_from: str
+    org_name: str
+    org_postal_address: str
+    public_base_url: str
+    tokens: UnsubscribeTokens
+    rate_per_s: float = 1000.0
+
+    def unsubscribe_url(self, email: str, blast_id: str) -> str:
+        """The one-click unsubscribe link of one recipient."""
+        return f"{self.public_base_url}/unsubscribe/{self.tokens.make(email, blast_id)}"
+
+
+def with_footer(
+    config: EmailConfig, text: str | None, html: str | None, url: str
+) -> tuple[str | None, str | None]:
+    """Add the CAN-SPAM footer (sender identity, postal address, unsubscribe) to both parts."""
+    if text is not None:
+        text = f"{text}\n\n--\n{config.org_name}\n{config.org_postal_address}\nUnsubscribe: {url}\n"
+    if html is not None:
+        e = html_lib.escape
+        html = (
+            f'{html}\n<hr><p style="font-size:12px;color:#666">{e(config.org_name)}<br>'
+            f'{e(config.org_postal_address)}<br><a href="{e(url)}">Unsubscribe</a></p>'
+        )
+    return text, html
+
+
+class EmailSender:
+    """Sends email batches through an :class:`EmailTransport`."""
+
+    def __init__(self, ctx: SendContext, transport: EmailTransport, config: EmailConfig) -> None:
+        self._ctx = ctx
+        self._transport = transport
+        self._config = config
+        self._from_name, self._from_email = parseaddr(config.email_from)
+
+    def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:
+        blast = self._ctx.blast(blast_id)
+        assert blast is not None and blast.alert.email is not None
+        content = blast.alert.email
+        subject = render(content.subject, c.fields).replace("\n", " ").strip()
+        text = render(content.text, c.fields) if content.text else None
+        body_html = render(content.html, c.fields, html=True) if content.html else None
+        url = self._config.unsubscribe_url(c.destination, blast_id)
+        text, body_html = with_footer(self._config, text, body_html, url)
+        return EmailRecipient(
+            to=c.destination,
+            subject=subject,
+            text=text,
+            html=body_html,
+            headers={
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            custom_args={"blast_id": blast_id, "supporter_id": str(c.supporter_id)},
+        )
+
+    def process(self, work: SendWork) -> BatchReport:
+        """Handle one unit of email send work."""
+        ctx, report = self._ctx, BatchReport()
+        started = start_batch(ctx, work, report)
+        if started is None:
+            return report
+        blast, claimed = started
+        to_send, outcomes = send_time_checks(ctx, blast, "email", claimed, report)
+        recipients: list[tuple[int, EmailRecipient]] = []
+        for c in to_send:
+            try:
+                recipients.append((c.supporter_id, self._recipient(work.blast_id, c)))
+            except RenderError as exc:
+                outcomes.append(
+                    Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))
+                )
+                report.add(states.FAILED)
+
+        waiting: list[int] = []
+        if recipients:
+            reservation = ctx.limiter.reserve(
+                ctx.names.redis_key("rate", "email"),
+                self._config.rate_per_s,
+                n=1,
+                cost=len(recipients),
+                horizon_s=PACING_HORIZON_S,
+            )
+            if reservation.granted == 0 or not ctx.gate(blast.blast_id, blast.status):
+                waiting = [sid for sid, _ in recipients]
+            else:
+                outcomes += self._send(recipients, reservation.slots_s[0], report, waiting)
+        delay = TRANSIENT_RETRY_DELAY_S if report.by_state.get("transient") else 1.0
+        finish_batch(ctx, work, outcomes, waiting, delay, report)
+        log.info(
+            "email.batch",
+            blast_id=work.blast_id,
+            claimed=report.claimed,
+            outcomes=report.by_state,
+            requeued=report.requeued,
+        )
+        return report
+
+    def _send(
+        self,
+        recipients: list[tuple[int, EmailRecipient]],
+        send_at_s: float,
+        report: BatchReport,
+        waiting: list[int],
+    ) -> list[Outcome]:
+        batch = EmailBatch(
+            from_email=self._from_email,
+            from_name=self._from_name or None,
+            recipients=[r for _, r in recipients],
+            send_at_s=send_at_s,
+            categories=("rapid-response",),
+        )
+        try:
+            message_id = self._transport.send_batch(batch)
+        except TransientSendError as exc:
+            log.warning("email.transient", error=str(exc), code=exc.code)
+            report.add("transient", len(recipients))
+            waiting.extend(sid for sid, _ in recipients)
+            return []
+        except PermanentSendError as exc:
+            if len(recipients) > 1:
+                # One malformed address makes SendGrid refuse the whole request: split until
+                # the bad one fails alone and everyone else is served.
+                half = len(recipients) // 2
+                return [
+                    *self._send(recipients[:half], send_at_s, report, waiting),
+                    *self._send(recipients[half:], send_at_s, report, waiting),
+                ]
+            report.add(states.FAILED)
+            return [Outcome(recipients[0][0], states.FAILED, error_code=exc.code, error=str(exc))]
+        report.add(states.SENT, len(recipients))
+        return [
+            Outcome(
+                sid, states.SENT, provider_message_id=message_id or None, sender=self._from_email
+            )
+            for sid, _ in recipients
+        ]

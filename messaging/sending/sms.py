@@ -1,0 +1,199 @@
+"""Sending one batch of SMS: compliance text, sticky senders, fleet pacing, outcomes."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import structlog
+
+from messaging import states
+from messaging.errors import PermanentSendError, SendError, TransientSendError
+from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
+from messaging.sending.common import (
+    PACING_HORIZON_S,
+    BatchReport,
+    SendContext,
+    finish_batch,
+    send_time_checks,
+    start_batch,
+)
+from messaging.sms_encoding import normalize_for_gsm, segment_info
+from messaging.store.ledger import Outcome
+from messaging.templates import RenderError, render
+from queues.sendqueue import SendWork
+
+log = structlog.get_logger(__name__)
+
+#: Twilio's ValidityPeriod bounds, in seconds.
+VALIDITY_MIN_S, VALIDITY_MAX_S = 1, 36_000
+#: Re-queue delay for recipients whose provider call kept failing transiently.
+TRANSIENT_RETRY_DELAY_S = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    """What the SMS sender needs from the settings."""
+
+    org_name: str
+    from_numbers: tuple[str, ...] = ()
+    messaging_service_sid: str | None = None
+    status_callback_url: str | None = None
+    rate_per_sender_per_s: float = 1.0
+    rate_account_per_s: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not self.from_numbers and not self.messaging_service_sid:
+            raise ValueError("SMS needs TWILIO_FROM_NUMBERS or TWILIO_MESSAGING_SERVICE_SID")
+
+    def sender_for(self, destination: str) -> str | None:
+        """The sticky From number of a destination: the same person always hears from the
+        same number (carriers and people both trust a consistent sender)."""
+        if self.messaging_service_sid:
+            return None
+        index = zlib.crc32(destination.encode()) % len(self.from_numbers)
+        return self.from_numbers[index]
+
+
+def first_contact_text(org_name: str, body: str) -> str:
+    """The first SMS the org sends anyone: identify ourselves and say how to stop (CTIA)."""
+    return f"{org_name}: {body}\nReply STOP to opt out"
+
+
+class SmsSender:
+    """Sends SMS batches through an :class:`SmsTransport`."""
+
+    def __init__(self, ctx: SendContext, transport: SmsTransport, config: SmsConfig) -> None:
+        self._ctx = ctx
+        self._transport = transport
+        self._config = config
+
+    def process(self, work: SendWork) -> BatchReport:
+        """Handle one unit of SMS send work."""
+        ctx, config, report = self._ctx, self._config, BatchReport()
+        started = start_batch(ctx, work, report)
+        if started is None:
+            return report
+        blast, claimed = started
+        alert = blast.alert
+        assert alert.sms is not None
+        to_send, outcomes = send_time_checks(ctx, blast, "sms", claimed, report)
+
+        firsts = ctx.ledger.claim_first_contact(
+            [c.supporter_id for c in to_send if c.first_sms_at is None]
+        )
+        validity = _validity_s(alert.send_by)
+        messages: list[tuple[int, SmsMessage, int]] = []
+        for c in to_send:
+            try:
+                body = render(alert.sms.body, c.fields)
+            except RenderError as exc:
+                outcomes.append(
+                    Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))
+                )
+                report.add(states.FAILED)
+                continue
+            if c.supporter_id in firsts:
+                body = first_contact_text(config.org_name, body)
+            body = normalize_for_gsm(body)
+            message = SmsMessage(
+                to=c.destination,
+                body=body,
+                from_number=config.sender_for(c.destination),
+                messaging_service_sid=config.messaging_service_sid,
+                status_callback=config.status_callback_url,
+                validity_period_s=validity,
+            )
+            messages.append((c.supporter_id, message, segment_info(body).segments))
+
+        reservation = ctx.limiter.reserve(
+            ctx.names.redis_key("rate", "sms-account"),
+            config.rate_account_per_s,
+            per_send_keys=[
+                ctx.names.redis_key(
+                    "rate", "sms-sender", m.from_number or m.messaging_service_sid or ""
+                )
+                for _, m, _ in messages
+            ]
+            if not config.messaging_service_sid
+            else (),
+            n=len(messages),
+            per_send_rate_per_s=config.rate_per_sender_per_s,
+            horizon_s=PACING_HORIZON_S,
+        )
+        granted = messages[: reservation.granted]
+        waiting = [sid for sid, _, _ in messages[reservation.granted :]]
+        results = self._transport.send_many(
+            [
+                replace(m, send_at_s=slot)
+                for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
+            ],
+            gate=lambda: ctx.gate(blast.blast_id, blast.status),
+        )
+        status_now = ctx.live_status(blast)
+        for (sid, message, segments), result in zip(granted, results, strict=True):
+            outcome, wait = _outcome(ctx, sid, message, segments, result, report, status_now)
+            if wait:
+                waiting.append(sid)
+            elif outcome is not None:
+                outcomes.append(outcome)
+        sent = {o.supporter_id for o in outcomes if o.state == states.SENT}
+        ctx.ledger.release_first_contact(sorted(firsts - sent))
+        delay = TRANSIENT_RETRY_DELAY_S if report.by_state.get("transient") else 1.0
+        finish_batch(ctx, work, outcomes, waiting, delay, report)
+        log.info(
+            "sms.batch",
+            blast_id=work.blast_id,
+            claimed=report.claimed,
+            outcomes=report.by_state,
+            requeued=report.requeued,
+        )
+        return report
+
+
+def _outcome(
+    ctx: SendContext,
+    sid: int,
+    message: SmsMessage,
+    segments: int,
+    result: SmsReceipt | SendError | None,
+    report: BatchReport,
+    status_now: str,
+) -> tuple[Outcome | None, bool]:
+    """The ledger outcome of one provider result; (None, True) when it must wait."""
+    sender = message.from_number or message.messaging_service_sid
+    if result is None:  # the gate closed before the call: canceled/expired end here, paused waits
+        if status_now in (states.CANCELED_BLAST, states.EXPIRED_BLAST):
+            state = states.CANCELED if status_now == states.CANCELED_BLAST else states.EXPIRED
+            report.add(state)
+            return Outcome(sid, state, error=f"blast {status_now}"), False
+        report.add("held")
+        return None, True
+    if isinstance(result, SmsReceipt):
+        report.add(states.SENT)
+        return Outcome(
+            sid,
+            states.SENT,
+            provider_message_id=result.sid,
+            sender=sender,
+            segments=result.segments or segments,
+        ), False
+    if isinstance(result, TransientSendError):
+        report.add("transient")
+        log.warning("sms.transient", error=str(result), code=result.code)
+        return None, True
+    if isinstance(result, PermanentSendError) and result.suppress:
+        ctx.suppressions.add("sms", message.to, reason=f"twilio-{result.code}", source="provider")
+    report.add(states.FAILED)
+    return Outcome(
+        sid, states.FAILED, sender=sender, error_code=result.code, error=str(result)
+    ), False
+
+
+def _validity_s(send_by: datetime | None) -> int | None:
+    """Twilio ValidityPeriod so that nothing is delivered after ``send_by``."""
+    if send_by is None:
+        return None
+    left = int((send_by - datetime.now(UTC)).total_seconds())
+    return max(VALIDITY_MIN_S, min(VALIDITY_MAX_S, left))

@@ -1,0 +1,101 @@
+"""Engines for the system of record, and schema migrations.
+
+One function builds an engine for either database with the settings each needs; another
+applies the Alembic migrations that ship inside the package (``rapid provision`` calls it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from messaging.errors import ServiceUnavailableError
+
+#: Where the Alembic environment and revisions live, inside the installed package.
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: How long a SQLite writer waits for another writer's lock before giving up.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg 3 (``postgres://`` and bare ``postgresql://`` too)."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def create_db_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``, tuned for its backend; no connection is made yet."""
+    url = normalize_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # The sqlite3 module only opens a transaction implicitly before statements that *start*
+    # with INSERT/UPDATE/DELETE, so a `WITH … INSERT` would autocommit row by row. Take
+    # transactions over: no implicit ones, and an explicit BEGIN from the "begin" event.
+    dbapi_conn.isolation_level = None
+    # WAL lets the web process read progress while workers write; foreign keys are off by
+    # default in SQLite and our cascades need them.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def check_connection(engine: Engine) -> None:
+    """Raise :class:`ServiceUnavailableError` (one clear line) if the database does not answer."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ServiceUnavailableError(f"database {where} is not answering: {reason}") from None
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply the packaged Alembic migrations up to ``revision`` (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    check_connection(engine)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,441 @@
+"""The delivery ledger (outbox): set-based expansion, claims, outcomes, re-drive.
+
+Every statement here works on a batch in one round trip: expansion is one
+``INSERT … SELECT`` per page and channel (household duplicates and suppressions decided in
+SQL), a claim is one conditional ``UPDATE … RETURNING``, outcomes are one executemany.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from messaging import states
+from messaging.alert import Alert
+from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
+
+#: Fields of a supporter a template may use.
+TEMPLATE_FIELDS = ("first_name", "last_name", "postal_code", "state", "timezone", "external_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A recipient this worker now owns: the provider call is its alone to make."""
+
+    supporter_id: int
+    destination: str
+    attempts: int
+    fields: dict[str, Any]
+    first_sms_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one claimed recipient."""
+
+    supporter_id: int
+    state: str
+    provider_message_id: str | None = None
+    sender: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    segments: int | None = None
+
+
+class Audience:
+    """The SQL shape of one blast's audience: topic subscribers (or test recipients) ∩ filter."""
+
+    def __init__(self, alert: Alert, topic: str) -> None:
+        self.alert = alert
+        if alert.test_recipients:
+            # A test send goes to the named supporters wherever they subscribe; consent and
+            # suppression still apply below.
+            phones = [v for v in alert.test_recipients if "@" not in v]
+            emails = [v.lower() for v in alert.test_recipients if "@" in v]
+            self.key: Any = supporters.c.id
+            self.source: Any = supporters
+            self.where: list[ColumnElement[bool]] = [
+                or_(supporters.c.phone.in_(phones), func.lower(supporters.c.email).in_(emails))
+            ]
+        else:
+            self.key = subscriptions.c.supporter_id
+            self.source = subscriptions.join(
+                supporters, supporters.c.id == subscriptions.c.supporter_id
+            )
+            self.where = [subscriptions.c.topic == topic]
+        audience = alert.audience
+        if audience is not None:
+            if audience.postal_codes:
+                self.where.append(supporters.c.postal_code.in_(audience.postal_codes))
+            if audience.states:
+                self.where.append(supporters.c.state.in_(audience.states))
+            if audience.tags:
+                self.where.append(or_(*(supporters.c.tags.like(f"%;{t};%") for t in audience.tags)))
+
+    def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
+        """The highest key of the next page after ``after``, or None when the audience is done."""
+        keys = conn.scalars(
+            select(self.key)
+            .select_from(self.source)
+            .where(*self.where, self.key > after)
+            .order_by(self.key)
+            .limit(page_size)
+        ).all()
+        return int(keys[-1]) if keys else None
+
+    def stats(self, conn: Connection) -> dict[str, Any]:
+        """How the audience divides per channel: eligible, without consent, without address."""
+
+        def n(cond: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+        cols = [func.count()]
+        for channel in ("sms", "email"):
+            opt_in, address = _consent_columns(channel)
+            cols += [
+                n(and_(opt_in.is_(True), address.is_not(None))),
+                n(opt_in.is_(False)),
+                n(and_(opt_in.is_(True), address.is_(None))),
+            ]
+        row = conn.execute(select(*cols).select_from(self.source).where(*self.where)).one()
+        result: dict[str, Any] = {"audience": int(row[0])}
+        for i, channel in enumerate(("sms", "email")):
+            if channel in self.alert.channels:
+                result[channel] = {
+                    "eligible": int(row[1 + 3 * i]),
+                    "no_consent": int(row[2 + 3 * i]),
+                    "no_address": int(row[3 + 3 * i]),
+                }
+        return result
+
+
+def _consent_columns(channel: str) -> tuple[Any, Any]:
+    if channel == "sms":
+        return supporters.c.sms_opt_in, supporters.c.phone
+    return supporters.c.email_opt_in, supporters.c.email
+
+
+def _destination(channel: str) -> Any:
+    # Emails are compared whole and lower-cased: Jane@ and jane@ are one mailbox, one message.
+    return supporters.c.phone if channel == "sms" else func.lower(supporters.c.email)
+
+
+class Ledger:
+    """Batch operations on the ``deliveries`` table."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def expand_page(
+        self,
+        conn: Connection,
+        blast_id: str,
+        channel: str,
+        audience: Audience,
+        after: int,
+        upto: int,
+    ) -> list[int]:
+        """Write the ledger rows of one page for one channel; return the new ``pending`` ids."""
+        rows = self._expand(conn, blast_id, channel, audience, after, upto)
+        return sorted(sid for sid, state in rows if state == states.PENDING)
+
+    def expand_page_states(
+        self,
+        conn: Connection,
+        blast_id: str,
+        channel: str,
+        audience: Audience,
+        after: int,
+        upto: int,
+    ) -> list[str]:
+        """Like :meth:`expand_page`, but the state of every row written (for dry runs)."""
+        return [
+            state for _sid, state in self._expand(conn, blast_id, channel, audience, after, upto)
+        ]
+
+    def _expand(
+        self,
+        conn: Connection,
+        blast_id: str,
+        channel: str,
+        audience: Audience,
+        after: int,
+        upto: int,
+    ) -> list[tuple[int, str]]:
+        """The INSERT … SELECT of one page and channel; returns (supporter id, state) written.
+
+        Household duplicates (a destination already live in this blast, or an earlier
+        supporter in this page with the same destination) are written as ``duplicate``;
+        suppressed destinations as ``suppressed``. A re-run of the same page writes nothing.
+        """
+        opt_in, address = _consent_columns(channel)
+        destination = _destination(channel)
+        sup = suppressions.alias("sp")
+        page = (
+            select(
+                audience.key.label("supporter_id"),
+                destination.label("destination"),
+                (sup.c.value.is_not(None)).label("suppressed"),
+                func.row_number().over(partition_by=destination, order_by=audience.key).label("rn"),
+            )
+            .select_from(
+                audience.source.outerjoin(
+                    sup, and_(sup.c.channel == channel, sup.c.value == destination)
+                )
+            )
+            .where(*audience.where, audience.key > after, audience.key <= upto)
+            .where(opt_in.is_(True), address.is_not(None))
+            .cte("page")
+        )
+        live_elsewhere = exists().where(
+            deliveries.c.blast_id == blast_id,
+            deliveries.c.channel == channel,
+            deliveries.c.destination == page.c.destination,
+            deliveries.c.state != states.DUPLICATE,
+        )
+        now = datetime.now(UTC)
+        state = case(
+            (or_(page.c.rn > 1, live_elsewhere), literal(states.DUPLICATE)),
+            (page.c.suppressed == true(), literal(states.SUPPRESSED)),
+            else_=literal(states.PENDING),
+        )
+        rows = select(
+            literal(blast_id),
+            literal(channel),
+            page.c.supporter_id,
+            page.c.destination,
+            state,
+            literal(now),
+            literal(now),
+        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
+        stmt = (
+            self._insert(deliveries)
+            .from_select(
+                [
+                    "blast_id",
+                    "channel",
+                    "supporter_id",
+                    "destination",
+                    "state",
+                    "created_at",
+                    "updated_at",
+                ],
+                rows,
+            )
+            .on_conflict_do_nothing()
+            .returning(deliveries.c.supporter_id, deliveries.c.state)
+        )
+        return [(int(sid), str(st)) for sid, st in conn.execute(stmt)]
+
+    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
+        """Atomically take ``pending`` rows for sending; rows someone else took are skipped.
+
+        This conditional update is the durable at-most-once guard: two workers handed the
+        same batch (SQS or dramatiq redelivery, a sweep re-drive) cannot both claim a row.
+        """
+        if not supporter_ids:
+            return []
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel == channel,
+                    deliveries.c.supporter_id.in_(list(supporter_ids)),
+                    deliveries.c.state == states.PENDING,
+                )
+                .values(state=states.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
+                .returning(
+                    deliveries.c.supporter_id, deliveries.c.destination, deliveries.c.attempts
+                )
+            ).all()
+            if not taken:
+                return []
+            people = {
+                row.id: row
+                for row in conn.execute(
+                    select(
+                        supporters.c.id,
+                        supporters.c.first_sms_at,
+                        *(supporters.c[f] for f in TEMPLATE_FIELDS),
+                    ).where(supporters.c.id.in_([t.supporter_id for t in taken]))
+                )
+            }
+        claimed = []
+        for sid, destination, attempts in sorted(taken):
+            person = people.get(sid)
+            fields = {f: (getattr(person, f) if person else None) or "" for f in TEMPLATE_FIELDS}
+            first = person.first_sms_at if person else None
+            claimed.append(Claimed(int(sid), destination, int(attempts), fields, first))
+        return claimed
+
+    def record(self, blast_id: str, channel: str, outcomes: Sequence[Outcome]) -> None:
+        """Write the outcome of claimed rows (one executemany, only rows still ``sending``)."""
+        if not outcomes:
+            return
+        now = datetime.now(UTC)
+        stmt = (
+            deliveries.update()
+            .where(
+                deliveries.c.blast_id == bindparam("b_blast"),
+                deliveries.c.channel == bindparam("b_channel"),
+                deliveries.c.supporter_id == bindparam("b_sid"),
+                deliveries.c.state == states.SENDING,
+            )
+            .values(
+                state=bindparam("b_state"),
+                provider_message_id=bindparam("b_pid"),
+                sender=bindparam("b_sender"),
+                error_code=bindparam("b_code"),
+                error=bindparam("b_error"),
+                segments=bindparam("b_segments"),
+                sent_at=bindparam("b_sent_at"),
+                updated_at=now,
+            )
+        )
+        params = [
+            {
+                "b_blast": blast_id,
+                "b_channel": channel,
+                "b_sid": o.supporter_id,
+                "b_state": o.state,
+                "b_pid": o.provider_message_id,
+                "b_sender": o.sender,
+                "b_code": o.error_code,
+                "b_error": (o.error or None) and o.error[:1000],
+                "b_segments": o.segments,
+                "b_sent_at": now if o.state == states.SENT else None,
+            }
+            for o in outcomes
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(stmt, params)
+
+    def open_ids(
+        self, blast_id: str, channel: str, state: str, after: int, limit: int
+    ) -> list[int]:
+        """Supporter ids of one blast/channel in ``state``, in key order (for re-drive)."""
+        with self.engine.connect() as conn:
+            return [
+                int(x)
+                for x in conn.scalars(
+                    select(deliveries.c.supporter_id)
+                    .where(
+                        deliveries.c.blast_id == blast_id,
+                        deliveries.c.channel == channel,
+                        deliveries.c.state == state,
+                        deliveries.c.supporter_id > after,
+                    )
+                    .order_by(deliveries.c.supporter_id)
+                    .limit(limit)
+                )
+            ]
+
+    def close_open(self, blast_id: str, to_state: str, from_states: Sequence[str]) -> int:
+        """Move every row of a blast in ``from_states`` to ``to_state`` (cancel, expire)."""
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.blast_id == blast_id, deliveries.c.state.in_(list(from_states)))
+                .values(state=to_state, updated_at=datetime.now(UTC))
+                .returning(deliveries.c.supporter_id)
+            ).all()
+        return len(moved)
+
+    def has_open(self, blast_id: str) -> bool:
+        """True while any row of the blast still owes work (an index seek, not a count)."""
+        query = (
+            select(deliveries.c.supporter_id)
+            .where(
+                deliveries.c.blast_id == blast_id,
+                # Naming every channel lets the (blast, channel, state) index be probed
+                # directly instead of scanning a finished blast's million rows.
+                deliveries.c.channel.in_(["sms", "email"]),
+                deliveries.c.state.in_(sorted(states.OPEN)),
+            )
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def close_ids(
+        self, blast_id: str, channel: str, supporter_ids: Sequence[int], to_state: str
+    ) -> int:
+        """Close the given rows that are still ``pending`` (a batch of an ended blast)."""
+        if not supporter_ids:
+            return 0
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel == channel,
+                    deliveries.c.supporter_id.in_(list(supporter_ids)),
+                    deliveries.c.state == states.PENDING,
+                )
+                .values(state=to_state, updated_at=datetime.now(UTC))
+                .returning(deliveries.c.supporter_id)
+            ).all()
+        return len(moved)
+
+    def count_open(self, blast_id: str) -> int:
+        """Rows of a blast that still owe work."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.blast_id == blast_id, deliveries.c.state.in_(states.OPEN))
+                )
+                or 0
+            )
+
+    def claim_first_contact(self, supporter_ids: Sequence[int]) -> set[int]:
+        """Atomically take the "first SMS" of these supporters; returns those taken here.
+
+        A conditional update, so two blasts racing to text a new supporter cannot both
+        treat their message as the first (and neither skips the opt-out text).
+        """
+        if not supporter_ids:
+            return set()
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                supporters.update()
+                .where(
+                    supporters.c.id.in_(list(supporter_ids)), supporters.c.first_sms_at.is_(None)
+                )
+                .values(first_sms_at=datetime.now(UTC))
+                .returning(supporters.c.id)
+            ).all()
+        return {int(row[0]) for row in taken}
+
+    def release_first_contact(self, supporter_ids: Sequence[int]) -> None:
+        """Give back first-contact claims whose message did not go out."""
+        if not supporter_ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                supporters.update()
+                .where(supporters.c.id.in_(list(supporter_ids)))
+                .values(first_sms_at=None)
+            )

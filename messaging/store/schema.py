@@ -1,0 +1,178 @@
+"""The system of record: SQLAlchemy Core tables, one ``MetaData``.
+
+The same tables run on PostgreSQL (production, RDS) and SQLite (embedded default). The
+delivery ledger is the durable truth about every targeted recipient (contract §9.5); it is
+sized for millions of rows per blast: a narrow row, a composite primary key that doubles as
+the expansion's natural order, and the few indexes the sender, the sweep and the progress
+queries need. Schema changes go through Alembic (``migrations/``), never ``create_all``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    false,
+    text,
+)
+
+#: Constraint names are deterministic so Alembic migrations can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a bigint identity.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Longest email address RFC 5321 allows.
+EMAIL_LEN = 320
+
+
+def _ts(name: str, nullable: bool = True) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+supporters = Table(
+    "supporters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("external_id", String(128), nullable=False, unique=True),
+    Column("first_name", String(200)),
+    Column("last_name", String(200)),
+    Column("phone", String(16)),  # E.164
+    Column("email", String(EMAIL_LEN)),  # domain lower-cased
+    Column("postal_code", String(10)),
+    Column("state", String(2)),
+    # Tags as ";a;b;" so one LIKE '%;tag;%' matches a whole tag on both databases.
+    Column("tags", Text),
+    Column("timezone", String(64)),  # IANA name, or NULL when unknown
+    Column("sms_opt_in", Boolean, nullable=False, server_default=false()),
+    Column("email_opt_in", Boolean, nullable=False, server_default=false()),
+    # Set by the first SMS the org sends this supporter (first-contact text, contract §8).
+    _ts("first_sms_at"),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    Index(None, "phone"),
+    Index(None, "email"),
+)
+
+alert_topics = Table(
+    "alert_topics",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("sns_topic_arn", String(256)),
+    _ts("created_at", nullable=False),
+)
+
+# No foreign key to alert_topics: an import may name a topic before it is provisioned; the
+# import registers it and reports that it needs `rapid provision`.
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("topic", String(64), primary_key=True),
+    Column("supporter_id", Id, ForeignKey("supporters.id", ondelete="CASCADE"), primary_key=True),
+    _ts("created_at", nullable=False),
+    Index(None, "supporter_id"),
+)
+
+#: The active suppression list: one row per (channel, value) that must never be messaged.
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("channel", String(8), primary_key=True),  # "sms" | "email"
+    Column("value", String(EMAIL_LEN), primary_key=True),  # E.164 or lower-cased email
+    Column("reason", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    _ts("created_at", nullable=False),
+)
+
+#: Append-only audit of every suppression change: who stopped or restarted, when, and how.
+suppression_events = Table(
+    "suppression_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("channel", String(8), nullable=False),
+    Column("value", String(EMAIL_LEN), nullable=False),
+    Column("action", String(8), nullable=False),  # "add" | "remove"
+    Column("reason", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    _ts("at", nullable=False),
+    Index(None, "channel", "value"),
+)
+
+blasts = Table(
+    "blasts",
+    metadata,
+    # The alert id is the idempotency key: a second delivery of the same alert finds this row.
+    Column("blast_id", String(128), primary_key=True),
+    Column("topic", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", String(8), nullable=False),
+    Column("alert", Text, nullable=False),  # the validated alert, as JSON
+    Column("sns_message_id", String(128)),
+    Column("dry_run", Boolean, nullable=False, server_default=false()),
+    Column("is_test", Boolean, nullable=False, server_default=false()),
+    _ts("send_by"),
+    # Highest supporter id already written to the ledger: expansion resumes after a crash.
+    Column("expansion_cursor", Id, nullable=False, server_default="0"),
+    # Audience figures fixed at expansion (JSON): subscribers without consent or address, …
+    Column("stats", Text),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    _ts("expanded_at"),
+    _ts("ended_at"),
+    Index(None, "created_at"),
+)
+
+#: The per-recipient ledger (outbox): written before anything is sent.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("blast_id", String(128), ForeignKey("blasts.blast_id"), primary_key=True),
+    Column("channel", String(8), primary_key=True),
+    Column("supporter_id", Id, primary_key=True),
+    Column("destination", String(EMAIL_LEN), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("sender", String(34)),  # the From number or Messaging Service used
+    Column("provider_message_id", String(64)),
+    Column("error_code", String(32)),
+    Column("error", Text),
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("segments", SmallInteger),
+    _ts("deferred_until"),
+    _ts("created_at", nullable=False),
+    _ts("updated_at", nullable=False),
+    _ts("sent_at"),
+    _ts("delivered_at"),
+    # Progress counts and the re-drive sweep both ask "which rows of this blast are in state S".
+    Index(None, "blast_id", "channel", "state"),
+    # Status callbacks and event webhooks find their row by the provider's id.
+    Index(None, "provider_message_id"),
+    # Guarantee 1 held by the database itself: one message per (blast, channel, destination).
+    # Household members who share a phone or an address get a row in state `duplicate`,
+    # which is outside this partial index.
+    Index(
+        "ux_deliveries_destination",
+        "blast_id",
+        "channel",
+        "destination",
+        unique=True,
+        postgresql_where=text("state <> 'duplicate'"),
+        sqlite_where=text("state <> 'duplicate'"),
+    ),
+)

@@ -1,0 +1,78 @@
+"""Alert topics in the system of record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from messaging.store.schema import alert_topics, subscriptions
+from messaging.topics import validate_topic_name
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """One alert topic, its SNS ARN once provisioned, and how many supporters follow it."""
+
+    name: str
+    sns_topic_arn: str | None
+    subscribers: int
+    created_at: datetime
+
+
+class TopicStore:
+    """Registers and lists alert topics."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def register(self, name: str, sns_topic_arn: str | None = None) -> bool:
+        """Record a topic (idempotent); set its ARN when given. True if it was new."""
+        validate_topic_name(name)
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        with self._engine.begin() as conn:
+            # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT statements.
+            inserted = conn.execute(
+                dialect.insert(alert_topics)
+                .values(name=name, sns_topic_arn=sns_topic_arn, created_at=datetime.now(UTC))
+                .on_conflict_do_nothing(index_elements=["name"])
+                .returning(alert_topics.c.name)
+            ).first()
+            if sns_topic_arn and not inserted:
+                conn.execute(
+                    alert_topics.update()
+                    .where(alert_topics.c.name == name)
+                    .values(sns_topic_arn=sns_topic_arn)
+                )
+        return inserted is not None
+
+    def names(self) -> list[str]:
+        """Every registered topic name, sorted."""
+        with self._engine.connect() as conn:
+            return list(conn.scalars(select(alert_topics.c.name).order_by(alert_topics.c.name)))
+
+    def get(self, name: str) -> TopicInfo | None:
+        """One topic, or None."""
+        return next((t for t in self.list() if t.name == name), None)
+
+    def list(self) -> list[TopicInfo]:
+        """Every topic with its subscriber count, sorted by name."""
+        counts = (
+            select(subscriptions.c.topic, func.count().label("n"))
+            .group_by(subscriptions.c.topic)
+            .subquery()
+        )
+        query = (
+            select(
+                alert_topics.c.name,
+                alert_topics.c.sns_topic_arn,
+                func.coalesce(counts.c.n, 0),
+                alert_topics.c.created_at,
+            )
+            .select_from(alert_topics.outerjoin(counts, counts.c.topic == alert_topics.c.name))
+            .order_by(alert_topics.c.name)
+        )
+        with self._engine.connect() as conn:
+            return [TopicInfo(r[0], r[1], int(r[2]), r[3]) for r in conn.execute(query)]

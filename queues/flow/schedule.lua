@@ -1,0 +1,55 @@
+-- Fleet-wide pacing (GCRA): give each send of a batch the earliest time at which it may go
+-- without any key exceeding its rate, and advance every key's theoretical arrival time.
+--
+-- KEYS[1]          the shared key (the Twilio account, or the email rate)
+-- KEYS[2..]        per-send keys (a sender number); may repeat; empty when there are none
+-- ARGV[1]          interval of the shared key, in microseconds (1e6 / rate_per_s)
+-- ARGV[2]          interval of every per-send key, in microseconds
+-- ARGV[3]          number of sends n (when KEYS has only the shared key)
+-- ARGV[4]          horizon, in microseconds: do not grant slots later than now + horizon
+-- ARGV[5]          cost of each send in units of the shared key (email: recipients per call)
+-- ARGV[6]          key TTL in milliseconds
+-- Returns {now_us, slot_us_1, slot_us_2, ...}: as many slots as were granted, in order.
+-- Times come from Redis TIME, so every worker in the fleet paces against one clock.
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local shared_interval = tonumber(ARGV[1])
+local each_interval = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local horizon = now + tonumber(ARGV[4])
+local cost = tonumber(ARGV[5])
+local ttl_ms = tonumber(ARGV[6])
+
+local per_send = #KEYS > 1
+if per_send then n = #KEYS - 1 end
+
+local shared_tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if shared_tat < now then shared_tat = now end
+local tats = {}
+-- Numbers, not strings: Redis turns Lua numbers into integer replies (exact below 2^53).
+local result = {now}
+
+for i = 1, n do
+  local slot = shared_tat
+  local key = nil
+  if per_send then
+    key = KEYS[i + 1]
+    local tat = tats[key]
+    if tat == nil then
+      tat = tonumber(redis.call('GET', key) or '0')
+      if tat < now then tat = now end
+    end
+    if tat > slot then slot = tat end
+  end
+  if slot > horizon then break end
+  shared_tat = slot + shared_interval * cost
+  if per_send then tats[key] = slot + each_interval end
+  result[#result + 1] = slot
+end
+
+redis.call('SET', KEYS[1], string.format('%.0f', shared_tat), 'PX', ttl_ms)
+for key, tat in pairs(tats) do
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl_ms)
+end
+return result

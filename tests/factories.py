@@ -1,0 +1,39 @@
+"""Small helpers to put supporters and blasts in a test database directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from messaging.store.schema import subscriptions, supporters
+
+
+def add_supporters(
+    engine: Engine, people: Iterable[dict[str, Any]], topic: str | None = None
+) -> list[int]:
+    """Insert supporters (defaults: opted in to both channels); subscribe them to ``topic``."""
+    now = datetime.now(UTC)
+    ids = []
+    with engine.begin() as conn:
+        for i, person in enumerate(people):
+            row = {
+                "external_id": f"ext-{i}-{person.get('phone') or person.get('email')}",
+                "first_name": f"Supporter{i}",
+                "sms_opt_in": True,
+                "email_opt_in": True,
+                "created_at": now,
+                "updated_at": now,
+                **person,
+            }
+            sid = conn.execute(
+                supporters.insert().values(**row).returning(supporters.c.id)
+            ).scalar_one()
+            ids.append(int(sid))
+            if topic:
+                conn.execute(
+                    subscriptions.insert().values(topic=topic, supporter_id=sid, created_at=now)
+                )
+    return ids

@@ -1,0 +1,108 @@
+"""Expansion writes the ledger before anything is queued; it decides duplicates and suppressions."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from messaging import states
+from messaging.alert import parse_alert
+from messaging.expansion import Expander
+from messaging.store.blasts import BlastStore
+from messaging.store.ledger import Ledger
+from messaging.store.schema import deliveries
+from messaging.store.suppressions import SqlSuppressionList
+from queues.sendqueue import InMemorySendQueue
+from tests.factories import add_supporters
+
+
+def _alert(**extra: object) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "alert_id": "a-1",
+            "sms": {"body": "Hi {{ first_name }}"},
+            "email": {"subject": "S", "text": "T"},
+            **extra,
+        }
+    )
+
+
+def _ledger_states(engine: Engine, channel: str) -> dict[int, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.supporter_id, deliveries.c.state).where(
+                deliveries.c.channel == channel
+            )
+        )
+        return {int(a): b for a, b in rows}
+
+
+def test_expansion_pages_households_consent_and_suppression(engine: Engine) -> None:
+    # Given subscribers: a household sharing one phone, one without SMS consent, one suppressed,
+    # one without a phone, and many ordinary ones spread over several pages
+    people = [
+        {"phone": "+14155550100", "email": "a@example.org"},
+        {"phone": "+14155550100", "email": "B@example.org"},  # same phone: duplicate
+        {"phone": "+14155550102", "email": "b@example.org", "sms_opt_in": False},  # b@ dup
+        {"phone": "+14155550103", "email": "c@example.org"},
+        {"phone": None, "email": "d@example.org"},
+    ]
+    people += [
+        {"phone": f"+1415555{1000 + i:04d}", "email": f"p{i}@example.org"} for i in range(23)
+    ]
+    ids = add_supporters(engine, people, topic="debate-night")
+    add_supporters(engine, [{"phone": "+14155559999"}], topic="other-topic")
+    SqlSuppressionList(engine).add("sms", "+14155550103", reason="stop", source="test")
+    blasts, ledger, queue = BlastStore(engine), Ledger(engine), InMemorySendQueue()
+    blast, created = blasts.create(parse_alert(_alert(), fallback_id="x"), "debate-night", None)
+    assert created
+
+    # When it is expanded in pages of 7
+    result = Expander(ledger, blasts, queue, page_size=7).expand(blast)
+
+    # Then every eligible subscriber has exactly one ledger row with the right state
+    sms = _ledger_states(engine, "sms")
+    assert sms[ids[0]] == states.PENDING
+    assert sms[ids[1]] == states.DUPLICATE
+    assert ids[2] not in sms  # no consent: not targeted
+    assert sms[ids[3]] == states.SUPPRESSED
+    assert ids[4] not in sms  # no phone
+    assert len(sms) == 3 + 23
+    email = _ledger_states(engine, "email")
+    assert email[ids[1]] == states.PENDING and email[ids[2]] == states.DUPLICATE
+    assert len(email) == 28
+    # And the queued work covers exactly the pending rows, once
+    queued = {(w.channel, sid) for w in queue.items for sid in w.supporter_ids}
+    assert len(queued) == sum(len(w.supporter_ids) for w in queue.items)
+    pending = {("sms", s) for s, st in sms.items() if st == "pending"} | {
+        ("email", s) for s, st in email.items() if st == "pending"
+    }
+    assert queued == pending
+    assert result.pages == 4
+    # And the blast moved on to sending with its audience figures
+    after = blasts.get("a-1")
+    assert after is not None and after.status == states.SENDING_BLAST
+    assert after.stats["sms"] == {"eligible": 26, "no_consent": 1, "no_address": 1}
+
+    # When the same blast is expanded again (a redelivered alert), nothing is added or queued
+    queue.items.clear()
+    again = Expander(ledger, blasts, queue, page_size=7).expand(blasts.get("a-1"))  # type: ignore[arg-type]
+    assert again.pending == {"sms": 0, "email": 0} or not any(again.pending.values())
+    assert queue.items == []
+    assert _ledger_states(engine, "sms") == sms
+
+
+def test_dry_run_counts_and_writes_nothing(engine: Engine) -> None:
+    add_supporters(
+        engine,
+        [{"phone": "+14155550100"}, {"phone": "+14155550100"}, {"phone": "+14155550101"}],
+        topic="t",
+    )
+    blasts, queue = BlastStore(engine), InMemorySendQueue()
+    blast, _ = blasts.create(parse_alert(_alert(dry_run=True), fallback_id="x"), "t", None)
+    Expander(Ledger(engine), blasts, queue).expand(blast)
+    done = blasts.get("a-1")
+    assert done is not None and done.status == states.COMPLETED
+    assert done.stats["would_send"]["sms"] == {"pending": 2, "duplicate": 1}
+    assert _ledger_states(engine, "sms") == {} and queue.items == []

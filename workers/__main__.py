@@ -1,0 +1,5 @@
+"""``python -m workers`` is ``rapid``."""
+
+from workers.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""Commands that set the fleet up: provision, topics, supporters, optout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from messaging.suppression import classify
+from workers.app import App
+from workers.output import echo_json, table
+
+pass_app = click.make_pass_decorator(App)
+
+
+def provision_all(app: App, extra_topics: tuple[str, ...] = ()) -> dict[str, object]:
+    """Migrate the database, then create or update every AWS resource; returns the report."""
+    from messaging.store.db import migrate
+    from messaging.store.topics import TopicStore
+    from queues.provision import Provisioner, ProvisionReport
+
+    migrate(app.engine)
+    topics = TopicStore(app.engine)
+    for name in extra_topics:
+        topics.register(name)
+    report = ProvisionReport()
+    provisioner = Provisioner(app.names, app.sns, app.sqs)
+    intake_arn, _dlq_arn = provisioner.ensure_queues(report)
+    for name in topics.names():
+        topics.register(name, provisioner.ensure_topic(name, intake_arn, report))
+    return report.to_dict()
+
+
+@click.command()
+@click.option("--topic", "topics", multiple=True, help="Also create this alert topic.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def provision(app: App, topics: tuple[str, ...], as_json: bool) -> None:
+    """Create or update queues, topics, subscriptions and the database schema (idempotent)."""
+    report = provision_all(app, topics)
+    if as_json:
+        echo_json(report)
+        return
+    created, updated = report["created"], report["updated"]
+    assert isinstance(created, list) and isinstance(updated, list)
+    click.echo(f"intake queue: {report['intake_queue_url']}")
+    click.echo(f"dead-letter queue: {report['intake_dlq_url']}")
+    for line in created:
+        click.echo(f"created {line}")
+    for line in updated:
+        click.echo(f"updated {line}")
+    if not created and not updated:
+        click.echo("everything was already provisioned; nothing changed")
+
+
+@click.group()
+def topics() -> None:
+    """Manage alert topics."""
+
+
+@topics.command("create")
+@click.argument("name")
+@pass_app
+def topics_create(app: App, name: str) -> None:
+    """Create alert topic NAME (SNS topic subscribed to the intake queue)."""
+    from messaging.topics import validate_topic_name
+
+    validate_topic_name(name)
+    report = provision_all(app, (name,))
+    arns = report["topics"]
+    assert isinstance(arns, dict)
+    click.echo(f"{name}\t{arns[name]}")
+
+
+@topics.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@pass_app
+def topics_list(app: App, as_json: bool) -> None:
+    """List alert topics with their subscriber counts."""
+    from messaging.store.topics import TopicStore
+
+    items = TopicStore(app.engine).list()
+    if as_json:
+        echo_json(
+            [
+                {"name": t.name, "sns_topic_arn": t.sns_topic_arn, "subscribers": t.subscribers}
+                for t in items
+            ]
+        )
+        return
+    table(
+        "Alert topics",
+        ["topic", "subscribers", "SNS topic"],
+        [
+            (t.name, t.subscribers, t.sns_topic_arn or "(not provisioned: run rapid provision)")
+            for t in items
+        ],
+    )
+
+
+@click.group()
+def supporters() -> None:
+    """Manage supporters."""
+
+
+@supporters.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_app
+def supporters_import(app: App, file: Path, as_json: bool) -> None:
+    """Upsert supporters from FILE (CSV, by external_id); rejects go to FILE.rejects.csv."""
+    from messaging.errors import InputError
+    from messaging.store.db import check_connection
+    from messaging.supporters.csv_import import import_csv
+
+    if not file.exists():
+        raise InputError(f"{file}: no such file")
+    check_connection(app.engine)
+    report = import_csv(file, app.engine)
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(
+        f"{report.rows_read} rows read: {report.inserted} inserted, {report.updated} updated, "
+        f"{report.rows_rejected} rows rejected, {report.fields_rejected} fields rejected "
+        f"({report.elapsed_s:.1f} s)"
+    )
+    if report.rejects_path:
+        click.echo(f"rejects with reasons: {report.rejects_path}")
+    if report.new_topics:
+        click.echo(
+            f"new topics {', '.join(sorted(report.new_topics))}: "
+            "run `rapid provision` to create them"
+        )
+
+
+@click.group()
+def optout() -> None:
+    """Manage the suppression list (phone or email)."""
+
+
+def _suppressions(app: App):  # type: ignore[no-untyped-def]
+    from messaging.store.suppressions import SqlSuppressionList
+
+    return SqlSuppressionList(app.engine)
+
+
+@optout.command("add")
+@click.argument("value")
+@click.option("--reason", default="operator", show_default=True)
+@pass_app
+def optout_add(app: App, value: str, reason: str) -> None:
+    """Suppress VALUE (a phone number or an email address)."""
+    channel, key = classify(value)
+    added = _suppressions(app).add(channel, key, reason=reason, source="cli")
+    click.echo(f"{channel} {key}: {'suppressed' if added else 'was already suppressed'}")
+
+
+@optout.command("remove")
+@click.argument("value")
+@pass_app
+def optout_remove(app: App, value: str) -> None:
+    """Lift the suppression of VALUE."""
+    channel, key = classify(value)
+    removed = _suppressions(app).remove(channel, key, source="cli")
+    click.echo(f"{channel} {key}: {'no longer suppressed' if removed else 'was not suppressed'}")
+
+
+@optout.command("check")
+@click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def optout_check(app: App, value: str, as_json: bool) -> None:
+    """Tell whether VALUE is suppressed."""
+    channel, key = classify(value)
+    found = _suppressions(app).lookup(channel, key)
+    if as_json:
+        echo_json(
+            {
+                "channel": channel,
+                "value": key,
+                "suppressed": found is not None,
+                "reason": found.reason if found else None,
+                "source": found.source if found else None,
+                "since": found.created_at if found else None,
+            }
+        )
+        return
+    if found is None:
+        click.echo(f"{channel} {key}: not suppressed")
+    else:
+        click.echo(
+            f"{channel} {key}: suppressed since {found.created_at:%Y-%m-%d %H:%M} "
+            f"({found.reason}, via {found.source})"
+        )
+
+
+COMMANDS = [provision, topics, supporters, optout]

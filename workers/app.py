@@ -10,12 +10,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from config.settings import Settings, load_settings
+from messaging.errors import ConfigError
 from queues.names import Names
+
+if TYPE_CHECKING:
+    from messaging.blast_control import BlastActions
+    from messaging.intake import Intake
+    from messaging.sending.common import SendContext
+    from messaging.sending.email import EmailSender
+    from messaging.sending.sms import SmsSender
+    from messaging.store.blasts import BlastStore
+    from messaging.store.ledger import Ledger
+    from messaging.store.suppressions import SqlSuppressionList
+    from queues.flow.control import RedisBlastControl
+    from queues.lanes import Lanes
 
 
 class App:
@@ -24,11 +37,14 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = Names(settings.prefix)
+        self._closers: list[Any] = []
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> App:
         """Read the settings once from the process environment."""
         return cls(load_settings(os.environ if environ is None else environ))
+
+    # --- clients ------------------------------------------------------------------------
 
     @cached_property
     def engine(self) -> Engine:
@@ -54,7 +70,152 @@ class App:
         """The SQS client."""
         return self.aws[1]
 
+    @cached_property
+    def redis(self) -> Any:
+        """Redis: limiter, kill switch, dramatiq broker."""
+        import redis
+
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+
+    # --- the parts ----------------------------------------------------------------------
+
+    @cached_property
+    def blasts(self) -> BlastStore:
+        """Blasts in the system of record."""
+        from messaging.store.blasts import BlastStore
+
+        return BlastStore(self.engine)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The delivery ledger."""
+        from messaging.store.ledger import Ledger
+
+        return Ledger(self.engine)
+
+    @cached_property
+    def suppressions(self) -> SqlSuppressionList:
+        """The suppression list."""
+        from messaging.store.suppressions import SqlSuppressionList
+
+        return SqlSuppressionList(self.engine)
+
+    @cached_property
+    def lanes(self) -> Lanes:
+        """The send lanes on dramatiq's Redis broker."""
+        from queues.lanes import Lanes, make_broker
+
+        return Lanes(make_broker(self.redis, self.names))
+
+    @cached_property
+    def control(self) -> RedisBlastControl:
+        """The fleet-wide kill switch."""
+        from queues.flow.control import RedisBlastControl
+
+        return RedisBlastControl(self.redis, self.names)
+
+    @cached_property
+    def actions(self) -> BlastActions:
+        """Pause, resume, cancel, re-drive."""
+        from messaging.blast_control import BlastActions
+
+        return BlastActions(self.blasts, self.ledger, self.lanes, self.control)
+
+    @cached_property
+    def intake(self) -> Intake:
+        """The intake service."""
+        from messaging.intake import Intake
+
+        return Intake(self.names, self.blasts, self.ledger, self.lanes, self.control)
+
+    @cached_property
+    def send_context(self) -> SendContext:
+        """What senders share."""
+        from messaging.sending.common import SendContext
+        from queues.flow.ratelimit import RedisRateLimiter
+
+        return SendContext(
+            ledger=self.ledger,
+            blasts=self.blasts,
+            suppressions=self.suppressions,
+            limiter=RedisRateLimiter(self.redis),
+            queue=self.lanes,
+            control=self.control,
+            names=self.names,
+        )
+
+    def _require(self, **values: Any) -> None:
+        for name, value in values.items():
+            if not value:
+                raise ConfigError(f"{name}: required to send this channel")
+
+    def sms_sender(self) -> SmsSender:
+        """The SMS sender on the official Twilio client (fails at start if unconfigured)."""
+        from messaging.providers.twilio_sms import TwilioSms
+        from messaging.sending.sms import SmsConfig, SmsSender
+
+        s = self.settings
+        self._require(
+            TWILIO_ACCOUNT_SID=s.twilio_account_sid,
+            TWILIO_AUTH_TOKEN=s.twilio_auth_token,
+            ORG_NAME=s.org_name,
+        )
+        if not s.twilio_from_numbers and not s.twilio_messaging_service_sid:
+            raise ConfigError(
+                "TWILIO_FROM_NUMBERS: set it or TWILIO_MESSAGING_SERVICE_SID to send SMS"
+            )
+        assert s.twilio_account_sid and s.twilio_auth_token and s.org_name
+        transport = TwilioSms(
+            s.twilio_account_sid, s.twilio_auth_token, base_url=s.twilio_api_base_url
+        )
+        self._closers.append(transport.close)
+        config = SmsConfig(
+            org_name=s.org_name,
+            from_numbers=s.twilio_from_numbers,
+            messaging_service_sid=s.twilio_messaging_service_sid,
+            status_callback_url=f"{s.public_base_url}/webhooks/twilio/status",
+            rate_per_sender_per_s=s.sms_rate_per_sender,
+            rate_account_per_s=s.sms_rate_account,
+        )
+        return SmsSender(self.send_context, transport, config)
+
+    def email_sender(self) -> EmailSender:
+        """The email sender on the official SendGrid client (fails at start if unconfigured)."""
+        from messaging.providers.sendgrid_email import SendGridEmail
+        from messaging.sending.email import EmailConfig, EmailSender
+        from messaging.unsubscribe import UnsubscribeTokens
+
+        s = self.settings
+        self._require(
+            SENDGRID_API_KEY=s.sendgrid_api_key,
+            EMAIL_FROM=s.email_from,
+            ORG_NAME=s.org_name,
+            ORG_POSTAL_ADDRESS=s.org_postal_address,
+        )
+        key = s.unsubscribe_key()
+        assert s.sendgrid_api_key and s.email_from and s.org_name and s.org_postal_address and key
+        config = EmailConfig(
+            email_from=s.email_from,
+            org_name=s.org_name,
+            org_postal_address=s.org_postal_address,
+            public_base_url=s.public_base_url,
+            tokens=UnsubscribeTokens(key),
+            rate_per_s=s.email_rate,
+        )
+        transport = SendGridEmail(s.sendgrid_api_key, base_url=s.sendgrid_api_base_url)
+        return EmailSender(self.send_context, transport, config)
+
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections and provider sessions."""
+        for close in reversed(self._closers):
+            close()
+        self._closers.clear()
         if "engine" in self.__dict__:
             self.engine.dispose()
+        if "redis" in self.__dict__:
+            self.redis.close()

@@ -71,10 +71,11 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from workers.commands import setup
+    from workers.commands import blast, run, setup
 
-    for command in setup.COMMANDS:
-        cli.add_command(command)
+    for module in (setup, blast, run):
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ The HTTP boundary is ours: a subclass of Twilio's own async HTTP client sends to
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +25,9 @@ from messaging.providers.base import SmsMessage, SmsReceipt, SmsResult
 from messaging.providers.retry import acall_with_retries
 
 TWILIO_DEFAULT_BASE_URL = "https://api.twilio.com"
+#: Every host the client may build (api.twilio.com, or api.{edge}.{region}.twilio.com when
+#: TWILIO_EDGE/TWILIO_REGION are in the environment, which the client reads by itself).
+_TWILIO_HOST_RE = re.compile(r"^https://[A-Za-z0-9.-]*twilio\.com")
 #: Twilio error codes that mean "this recipient has opted out": also suppress the number.
 OPTED_OUT_CODES = frozenset({21610})
 #: Per-request timeout; a hung connection must not hold a slot of the in-flight pool.
@@ -49,8 +53,7 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
 
     async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Response:
         """Send to our base URL; raise TransientSendError for 429, 5xx and network errors."""
-        if url.startswith(TWILIO_DEFAULT_BASE_URL):
-            url = self._base_url + url[len(TWILIO_DEFAULT_BASE_URL) :]
+        url = _TWILIO_HOST_RE.sub(self._base_url, url, count=1)
         try:
             response = await super().request(method, url, *args, **kwargs)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -97,8 +100,7 @@ class TwilioSms:
 
     async def _make_client(self) -> Client:
         http = RebasedAsyncHttpClient(self._base_url)
-        # environment={}: the client must not pick up TWILIO_EDGE/REGION behind our settings.
-        return Client(self._account_sid, self._auth_token, http_client=http, environment={})
+        return Client(self._account_sid, self._auth_token, http_client=http)
 
     def send_many(
         self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None

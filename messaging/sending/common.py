@@ -155,6 +155,7 @@ def finish_batch(
     """Record outcomes, put rows that must wait back to pending and re-queue them."""
     waiting = [Outcome(sid, states.PENDING) for sid in retry_ids]
     ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
+    ctx.control.touch(work.blast_id)
     blast = ctx.blast(work.blast_id)
     paused = blast is not None and ctx.live_status(blast) == states.PAUSED
     if retry_ids and not paused:  # a paused blast's pending rows are re-driven on resume

@@ -114,6 +114,15 @@ class BlastStore:
         with self._engine.connect() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def ids_with_status(self, status: str, *, expanded: bool | None = None) -> list[str]:
+        """Ids of the blasts in ``status`` (optionally only those whose expansion finished)."""
+        query = select(blasts.c.blast_id).where(blasts.c.status == status)
+        if expanded is not None:
+            column = blasts.c.expanded_at
+            query = query.where(column.is_not(None) if expanded else column.is_(None))
+        with self._engine.connect() as conn:
+            return list(conn.scalars(query.order_by(blasts.c.created_at)))
+
     def set_status(
         self, blast_id: str, status: str, *, only_from: Iterable[str] | None = None
     ) -> bool:

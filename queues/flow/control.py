@@ -32,6 +32,14 @@ class BlastControl(Protocol):
         """The blast's status as last published, or None if never published."""
         ...
 
+    def touch(self, blast_id: str) -> None:
+        """Record that a send batch of the blast just finished (the sweep's stall detector)."""
+        ...
+
+    def last_progress(self, blast_id: str) -> float | None:
+        """Epoch seconds of the blast's last finished batch, or None."""
+        ...
+
 
 class RedisBlastControl:
     """Blast statuses in Redis, cached per process for :data:`CACHE_TTL_S`."""
@@ -65,12 +73,24 @@ class RedisBlastControl:
             self._cache[blast_id] = (now, status)
         return status
 
+    def touch(self, blast_id: str) -> None:
+        """See :class:`BlastControl`."""
+        self._client.set(
+            self._names.redis_key("progress", blast_id), repr(time.time()), ex=KEY_TTL_S
+        )
+
+    def last_progress(self, blast_id: str) -> float | None:
+        """See :class:`BlastControl`."""
+        raw = self._client.get(self._names.redis_key("progress", blast_id))
+        return float(raw) if raw else None
+
 
 class InMemoryBlastControl:
     """Blast statuses in a dict, for unit tests."""
 
     def __init__(self) -> None:
         self._status: dict[str, str] = {}
+        self._progress: dict[str, float] = {}
 
     def set(self, blast_id: str, status: str) -> None:
         """See :class:`BlastControl`."""
@@ -79,3 +99,11 @@ class InMemoryBlastControl:
     def get(self, blast_id: str) -> str | None:
         """See :class:`BlastControl`."""
         return self._status.get(blast_id)
+
+    def touch(self, blast_id: str) -> None:
+        """See :class:`BlastControl`."""
+        self._progress[blast_id] = time.time()
+
+    def last_progress(self, blast_id: str) -> float | None:
+        """See :class:`BlastControl`."""
+        return self._progress.get(blast_id)

@@ -1,0 +1,113 @@
+"""The sweep: finds work the queues lost and rows left behind, so every blast ends.
+
+Run periodically by ``rapid scheduler`` (several may run: every action is idempotent).
+- A sending blast with pending rows but no finished batch for ``stall_s``: its queue work
+  was lost (a crash between ledger commit and enqueue, a dead-lettered batch): re-drive.
+  Re-driven work can never send twice: the ledger claim takes each row once.
+- Rows stuck in ``sending`` for ``stuck_s``: their worker died between claim and outcome.
+  Whether the provider got the request is unknown; re-sending could text someone twice, so
+  they end ``failed`` with ``lost_in_flight`` (at most once, see docs/architecture.md).
+- A blast past its ``send_by``: open rows end ``expired``, and so does the blast.
+- A blast with nothing left owing: ``completed``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from messaging import states
+from messaging.blast_control import BlastActions
+from messaging.store.schema import deliveries
+
+log = structlog.get_logger(__name__)
+
+#: No batch of a blast finished for this long while rows are pending: re-drive them.
+STALL_S = 120.0
+#: A row in ``sending`` this long has lost its worker (a batch never holds a row > ~1 min).
+STUCK_S = 600.0
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did."""
+
+    redriven: dict[str, int] = field(default_factory=dict)
+    lost_in_flight: int = 0
+    expired: list[str] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+
+
+class Sweeper:
+    """One pass over the blasts that are still sending."""
+
+    def __init__(
+        self, actions: BlastActions, *, stall_s: float = STALL_S, stuck_s: float = STUCK_S
+    ) -> None:
+        self._a = actions
+        self._stall_s = stall_s
+        self._stuck_s = stuck_s
+
+    def run_once(self) -> SweepReport:
+        """Sweep every sending blast once."""
+        report = SweepReport()
+        for blast_id in self._a.blasts.ids_with_status(states.SENDING_BLAST, expanded=True):
+            blast = self._a.blasts.get(blast_id)
+            if blast is None:
+                continue
+            report.lost_in_flight += self._fail_stuck(blast_id)
+            if blast.alert.expired():
+                self._a.ledger.close_open(
+                    blast_id, states.EXPIRED, [states.PENDING, states.DEFERRED]
+                )
+                if not self._a.ledger.has_open(blast_id):
+                    self._a.blasts.set_status(
+                        blast_id, states.EXPIRED_BLAST, only_from=[states.SENDING_BLAST]
+                    )
+                    self._a.control.set(blast_id, states.EXPIRED_BLAST)
+                    report.expired.append(blast_id)
+                continue
+            if not self._a.ledger.has_open(blast_id):
+                if self._a.blasts.set_status(
+                    blast_id, states.COMPLETED, only_from=[states.SENDING_BLAST]
+                ):
+                    self._a.control.set(blast_id, states.COMPLETED)
+                    report.completed.append(blast_id)
+                continue
+            last = self._a.control.last_progress(blast_id)
+            stalled_since = (
+                last if last is not None else (blast.expanded_at or blast.created_at).timestamp()
+            )
+            if time.time() - stalled_since >= self._stall_s:
+                queued = self._a.redrive(blast)
+                if queued:
+                    report.redriven[blast_id] = queued
+                    self._a.control.touch(blast_id)  # give the re-driven work its own window
+                    log.warning("sweep.redrive", blast_id=blast_id, rows=queued)
+        return report
+
+    def _fail_stuck(self, blast_id: str) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._stuck_s)
+        with self._a.ledger.engine.begin() as conn:
+            rows = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel.in_(["sms", "email"]),
+                    deliveries.c.state == states.SENDING,
+                    deliveries.c.updated_at < cutoff,
+                )
+                .values(
+                    state=states.FAILED,
+                    error_code="lost_in_flight",
+                    error="worker lost between claim and outcome; not re-sent to avoid a duplicate",
+                    updated_at=datetime.now(UTC),
+                )
+                .returning(deliveries.c.supporter_id)
+            ).all()
+        if rows:
+            log.warning("sweep.lost_in_flight", blast_id=blast_id, rows=len(rows))
+        return len(rows)

@@ -1,0 +1,151 @@
+"""A plain boto3 consumer of an SNS-fed SQS queue.
+
+Long polling, batches of 10, batch deletes, visibility extended while a message is being
+worked on, and a clean stop. A message its handler rejects as bad input is copied to the
+dead-letter queue with its reason and deleted at once: it is never retried. A message whose
+handler crashed is left alone; SQS redelivers it and, after ``maxReceiveCount``, its
+redrive policy moves it to the same DLQ.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from messaging.errors import InputError
+
+log = structlog.get_logger(__name__)
+
+#: SQS's maximum batch for receive and delete.
+MAX_BATCH = 10
+#: Long-poll wait; idle workers then cost ~3 requests a minute.
+WAIT_TIME_S = 20
+#: Visibility granted at receive and on every extension.
+VISIBILITY_S = 60
+#: Only extend when this much of the visibility window is spent (spares API calls).
+EXTEND_AFTER_S = VISIBILITY_S / 3
+
+#: Takes a message body and a heartbeat; its return value is ignored.
+Handler = Callable[[str, Callable[[], None]], object]
+
+
+class Heartbeat:
+    """Keeps one message invisible while its handler works; call it often, it is cheap."""
+
+    def __init__(
+        self, sqs: Any, queue_url: str, receipt: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._sqs, self._url, self._receipt, self._clock = sqs, queue_url, receipt, clock
+        self._last = clock()
+        self.extensions = 0
+
+    def __call__(self) -> None:
+        if self._clock() - self._last < EXTEND_AFTER_S:
+            return
+        self._sqs.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=self._receipt, VisibilityTimeout=VISIBILITY_S
+        )
+        self._last = self._clock()
+        self.extensions += 1
+
+
+class SqsConsumer:
+    """Receives from ``queue_url`` and hands each message body to ``handler``."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        queue_url: str,
+        dlq_url: str,
+        handler: Handler,
+        *,
+        wait_time_s: int = WAIT_TIME_S,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self._sqs = sqs
+        self._url = queue_url
+        self._dlq_url = dlq_url
+        self._handler = handler
+        self._wait_time_s = wait_time_s
+        self.stop = stop or threading.Event()
+
+    def run(self, idle: Callable[[], None] | None = None) -> None:
+        """Poll until :attr:`stop` is set; ``idle`` runs after every poll (periodic chores)."""
+        log.info("intake.started", queue=self._url)
+        while not self.stop.is_set():
+            try:
+                self.poll_once()
+            except Exception as exc:  # a network blip must not kill the worker
+                log.error("intake.poll_failed", error=str(exc), error_type=type(exc).__name__)
+                self.stop.wait(2.0)
+            if idle is not None:
+                idle()
+        log.info("intake.stopped")
+
+    def poll_once(self) -> int:
+        """One long poll; handles what it received; returns the number of messages."""
+        response = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=MAX_BATCH,
+            WaitTimeSeconds=self._wait_time_s,
+            VisibilityTimeout=VISIBILITY_S,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        done: list[dict[str, str]] = []
+        release: list[dict[str, Any]] = []
+        for message in messages:
+            if self.stop.is_set():
+                # Stopping: hand the rest back at once instead of hiding them for a minute.
+                release.append(
+                    {
+                        "Id": message["MessageId"],
+                        "ReceiptHandle": message["ReceiptHandle"],
+                        "VisibilityTimeout": 0,
+                    }
+                )
+                continue
+            if self._handle(message):
+                done.append({"Id": message["MessageId"], "ReceiptHandle": message["ReceiptHandle"]})
+        if done:
+            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=done)
+        if release:
+            self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=release)
+        return len(messages)
+
+    def _handle(self, message: dict[str, Any]) -> bool:
+        """True when the message is finished with (handled, or dead-lettered)."""
+        body = message.get("Body", "")
+        heartbeat = Heartbeat(self._sqs, self._url, message["ReceiptHandle"])
+        receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "1")
+        bound = log.bind(sqs_message_id=message["MessageId"], receives=receives)
+        try:
+            self._handler(body, heartbeat)
+            return True
+        except InputError as exc:
+            self.dead_letter(message, str(exc))
+            bound.warning("intake.rejected", reason=str(exc))
+            return True
+        except Exception as exc:
+            bound.exception("intake.failed", error=str(exc))
+            return False
+
+    def dead_letter(self, message: dict[str, Any], reason: str) -> None:
+        """Copy ``message`` to the DLQ with its reason (the caller deletes the original)."""
+        attributes = {
+            "reason": {"DataType": "String", "StringValue": reason[:1000] or "unknown"},
+            "source_queue": {"DataType": "String", "StringValue": self._url},
+            "rejected_at": {"DataType": "String", "StringValue": datetime.now(UTC).isoformat()},
+            "source_message_id": {"DataType": "String", "StringValue": message["MessageId"]},
+        }
+        self._sqs.send_message(
+            QueueUrl=self._dlq_url,
+            MessageBody=message.get("Body") or "(empty)",
+            MessageAttributes=attributes,
+        )

@@ -1,0 +1,249 @@
+"""Publishing alerts and steering blasts: alert send, blast list|show|pause|resume|cancel."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from messaging.alert import parse_alert
+from messaging.errors import InputError
+from workers.app import App
+from workers.output import echo_json, table
+
+pass_app = click.make_pass_decorator(App)
+
+
+def build_alert(
+    *,
+    topic: str,
+    alert_id: str | None,
+    sms_body: str | None,
+    email_subject: str | None,
+    email_text: str | None,
+    email_html: str | None,
+    priority: str,
+    send_by: str | None,
+    audience_json: str | None,
+    test_recipients: tuple[str, ...],
+    dry_run: bool,
+) -> dict[str, Any]:
+    """The alert document of ``rapid alert send`` (validated before anything is published)."""
+    from messaging.suppression import classify
+
+    document: dict[str, Any] = {
+        "alert_id": alert_id or f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+        "priority": priority,
+        "topic": topic,
+    }
+    if sms_body:
+        document["sms"] = {"body": sms_body}
+    if email_subject or email_text or email_html:
+        document["email"] = {
+            k: v
+            for k, v in (("subject", email_subject), ("text", email_text), ("html", email_html))
+            if v
+        }
+    if send_by:
+        document["send_by"] = send_by
+    if audience_json:
+        try:
+            document["audience"] = json.loads(audience_json)
+        except ValueError as exc:
+            raise InputError(f"--audience-json is not JSON: {exc}") from None
+    if test_recipients:
+        document["test_recipients"] = [classify(v)[1] for v in test_recipients]
+    if dry_run:
+        document["dry_run"] = True
+    parse_alert(json.dumps(document), fallback_id=document["alert_id"], topic=topic)
+    return document
+
+
+def publish(app: App, topic: str, document: dict[str, Any]) -> str:
+    """Publish an alert to its topic's SNS topic; returns the SNS message id."""
+    from messaging.store.topics import TopicStore
+
+    info = TopicStore(app.engine).get(topic)
+    if info is None or not info.sns_topic_arn:
+        raise InputError(f"topic {topic!r} is not provisioned: run `rapid topics create {topic}`")
+    response = app.sns.publish(TopicArn=info.sns_topic_arn, Message=json.dumps(document))
+    return str(response["MessageId"])
+
+
+@click.group()
+def alert() -> None:
+    """Publish alerts."""
+
+
+@alert.command("send")
+@click.option("--topic", required=True, help="Alert topic to publish to.")
+@click.option("--alert-id", help="Idempotency key (default: generated). Re-sending it is a no-op.")
+@click.option("--sms-body", help="SMS template (Jinja2 over supporter fields).")
+@click.option("--email-subject")
+@click.option("--email-text")
+@click.option("--email-html")
+@click.option(
+    "--priority",
+    type=click.Choice(["urgent", "normal", "bulk"]),
+    default="normal",
+    show_default=True,
+)
+@click.option("--send-by", help="ISO 8601 deadline, e.g. 2026-11-27T03:00:00Z.")
+@click.option("--audience-json", help='Filter, e.g. \'{"states": ["PA"], "tags": ["volunteer"]}\'.')
+@click.option(
+    "--test-recipient", "test_recipients", multiple=True, help="Send only to this phone/email."
+)
+@click.option("--dry-run", is_flag=True, help="Count the audience, send nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def alert_send(
+    app: App,
+    topic: str,
+    alert_id: str | None,
+    sms_body: str | None,
+    email_subject: str | None,
+    email_text: str | None,
+    email_html: str | None,
+    priority: str,
+    send_by: str | None,
+    audience_json: str | None,
+    test_recipients: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Publish an alert to TOPIC; prints the blast id."""
+    document = build_alert(
+        topic=topic,
+        alert_id=alert_id,
+        sms_body=sms_body,
+        email_subject=email_subject,
+        email_text=email_text,
+        email_html=email_html,
+        priority=priority,
+        send_by=send_by,
+        audience_json=audience_json,
+        test_recipients=test_recipients,
+        dry_run=dry_run,
+    )
+    message_id = publish(app, topic, document)
+    if as_json:
+        echo_json({"blast_id": document["alert_id"], "sns_message_id": message_id})
+    else:
+        click.echo(document["alert_id"])
+
+
+@click.group()
+def blast() -> None:
+    """Inspect and steer blasts."""
+
+
+def _show_one(app: App, blast_id: str) -> dict[str, Any]:
+    record = app.blasts.get(blast_id)
+    if record is None:
+        raise InputError(f"no blast {blast_id!r}")
+    return app.blasts.summaries([record])[0]
+
+
+@blast.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def blast_list(app: App, limit: int, as_json: bool) -> None:
+    """Recent blasts, newest first."""
+    items = app.blasts.summaries(app.blasts.recent(limit))
+    if as_json:
+        echo_json(items)
+        return
+    rows = []
+    for b in items:
+        for channel, c in b["counts"].items():
+            rows.append(
+                (
+                    b["blast_id"],
+                    b["topic"],
+                    b["status"],
+                    channel,
+                    c["targeted"],
+                    c["sent"],
+                    c["failed"],
+                    c["pending"],
+                    b["created_at"][:19],
+                )
+            )
+    table(
+        "Blasts",
+        [
+            "blast",
+            "topic",
+            "status",
+            "channel",
+            "targeted",
+            "sent",
+            "failed",
+            "pending",
+            "created (UTC)",
+        ],
+        rows,
+    )
+
+
+@blast.command("show")
+@click.argument("blast_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def blast_show(app: App, blast_id: str, as_json: bool) -> None:
+    """State and counts of one blast."""
+    summary = _show_one(app, blast_id)
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(
+        f"{summary['blast_id']}  topic={summary['topic']}  status={summary['status']}  "
+        f"priority={summary['priority']}  created={summary['created_at'][:19]}"
+    )
+    keys = [
+        "targeted",
+        "sent",
+        "delivered",
+        "failed",
+        "suppressed",
+        "duplicate",
+        "deferred",
+        "expired",
+        "canceled",
+        "pending",
+    ]
+    table(
+        None,
+        ["channel", *keys],
+        [(ch, *(c[k] for k in keys)) for ch, c in summary["counts"].items()],
+    )
+
+
+def _action(name: str, help_text: str) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.argument("blast_id")
+    @click.option("--json", "as_json", is_flag=True)
+    @pass_app
+    def command(app: App, blast_id: str, as_json: bool) -> None:
+        getattr(app.actions, name)(blast_id)
+        summary = _show_one(app, blast_id)
+        if as_json:
+            echo_json(summary)
+        else:
+            click.echo(f"{blast_id}: {summary['status']}")
+
+    return command
+
+
+for _name, _help in (
+    ("pause", "Pause a blast fleet-wide (within a second); pending recipients wait."),
+    ("resume", "Resume a paused blast; nothing already sent is sent again."),
+    ("cancel", "Cancel a blast fleet-wide; everyone not yet sent ends canceled."),
+):
+    blast.add_command(_action(_name, _help))
+
+COMMANDS = [alert, blast]

@@ -1,0 +1,141 @@
+"""The long-running processes: intake, sender, scheduler."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+import click
+import structlog
+
+from workers.app import App
+
+pass_app = click.make_pass_decorator(App)
+log = structlog.get_logger(__name__)
+
+#: How long a stopping sender waits for in-flight batches (contract §9.6: exit within 30 s).
+SENDER_DRAIN_MS = 25_000
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set ``stop`` (the process then finishes or returns its work)."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("process.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def queue_urls(app: App) -> tuple[str, str]:
+    """The intake queue and its DLQ (provisioning must have run)."""
+    from messaging.errors import ServiceUnavailableError
+
+    try:
+        intake = app.sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
+        dlq = app.sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
+    except app.sqs.exceptions.QueueDoesNotExist:
+        raise ServiceUnavailableError(
+            f"queue {app.names.intake_queue} does not exist: run `rapid provision`"
+        ) from None
+    return str(intake), str(dlq)
+
+
+def run_intake(app: App, stop: threading.Event, *, wait_time_s: int = 20) -> None:
+    """Consume the intake queue until ``stop`` is set."""
+    from messaging.store.db import check_connection
+    from queues.sqs_consumer import SqsConsumer
+
+    check_connection(app.engine)
+    intake_url, dlq_url = queue_urls(app)
+    consumer = SqsConsumer(
+        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=wait_time_s, stop=stop
+    )
+    consumer.run()
+
+
+@click.command()
+@click.option("--wait-time", default=20, show_default=True, help="Long-poll seconds (1-20).")
+@pass_app
+def intake(app: App, wait_time: int) -> None:
+    """The intake worker: alert queue → blast → ledger → send work."""
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run_intake(app, stop, wait_time_s=max(1, min(20, wait_time)))
+
+
+def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple[str, ...]) -> None:
+    """Run dramatiq worker threads on the send lanes of ``channels`` until ``stop`` is set."""
+    import dramatiq
+
+    from messaging.store.db import check_connection
+
+    check_connection(app.engine)
+    app.redis.ping()
+    lanes = app.lanes
+    if "sms" in channels:
+        lanes.handle("sms", app.sms_sender().process)
+    if "email" in channels:
+        lanes.handle("email", app.email_sender().process)
+    worker = dramatiq.Worker(
+        lanes.broker, worker_threads=threads, queues=lanes.queue_names(channels)
+    )
+    worker.start()
+    log.info("sender.started", threads=threads, channels=channels)
+    while not stop.wait(0.5):
+        pass
+    started = time.monotonic()
+    # Stops consuming, lets running batches finish, and returns prefetched messages to Redis.
+    worker.stop(timeout=SENDER_DRAIN_MS)
+    log.info("sender.stopped", drain_s=round(time.monotonic() - started, 2))
+
+
+@click.command()
+@click.option("--threads", default=8, show_default=True, help="Batches processed concurrently.")
+@click.option("--channels", default="sms,email", show_default=True, help="Lanes to serve.")
+@pass_app
+def sender(app: App, threads: int, channels: str) -> None:
+    """The sender workers (dramatiq on Redis): send work → Twilio / SendGrid."""
+    chosen = tuple(c.strip() for c in channels.split(",") if c.strip())
+    if not chosen or set(chosen) - {"sms", "email"}:
+        raise click.BadParameter("use sms, email or sms,email", param_hint="--channels")
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run_sender(app, stop, threads=threads, channels=chosen)
+
+
+def run_scheduler(app: App, stop: threading.Event, *, interval_s: float) -> None:
+    """Sweep every ``interval_s`` until ``stop`` is set."""
+    from messaging.sweep import Sweeper
+
+    sweeper = Sweeper(app.actions)
+    while not stop.is_set():
+        try:
+            report = sweeper.run_once()
+            if report.redriven or report.lost_in_flight or report.expired or report.completed:
+                log.info(
+                    "scheduler.swept",
+                    redriven=report.redriven,
+                    lost=report.lost_in_flight,
+                    expired=report.expired,
+                    completed=report.completed,
+                )
+        except Exception as exc:
+            log.error("scheduler.failed", error=str(exc), error_type=type(exc).__name__)
+        stop.wait(interval_s)
+
+
+@click.command()
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between sweeps.")
+@pass_app
+def scheduler(app: App, interval: float) -> None:
+    """Re-drives lost work, ends stuck and expired blasts, releases deferred work."""
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run_scheduler(app, stop, interval_s=interval)
+
+
+COMMANDS = [intake, sender, scheduler]

@@ -131,7 +131,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         "botocore",
         "boto3",
         "urllib3",
-        "twilio.http_client",
+        "twilio",
         "python_http_client",
         "werkzeug",
     ):

@@ -9,6 +9,8 @@ Run periodically by ``rapid scheduler`` (several may run: every action is idempo
   they end ``failed`` with ``lost_in_flight`` (at most once, see docs/architecture.md).
 - A blast past its ``send_by``: open rows end ``expired``, and so does the blast.
 - A blast with nothing left owing: ``completed``.
+- Deferred SMS whose quiet window has ended: back to pending and onto their lane, in the
+  order they were deferred (the senders' rate limits pace them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import structlog
 from messaging import states
 from messaging.blast_control import BlastActions
 from messaging.store.schema import deliveries
+from queues.sendqueue import enqueue_in_batches
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +32,8 @@ log = structlog.get_logger(__name__)
 STALL_S = 120.0
 #: A row in ``sending`` this long has lost its worker (a batch never holds a row > ~1 min).
 STUCK_S = 600.0
+#: Deferred rows released per pass; the next pass (seconds later) takes the next slice.
+RELEASE_LIMIT = 20_000
 
 
 @dataclass
@@ -39,6 +44,7 @@ class SweepReport:
     lost_in_flight: int = 0
     expired: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
+    released: int = 0
 
 
 class Sweeper:
@@ -54,6 +60,7 @@ class Sweeper:
     def run_once(self) -> SweepReport:
         """Sweep every sending blast once."""
         report = SweepReport()
+        report.released = self.release_deferred()
         for blast_id in self._a.blasts.ids_with_status(states.SENDING_BLAST, expanded=True):
             blast = self._a.blasts.get(blast_id)
             if blast is None:
@@ -88,6 +95,22 @@ class Sweeper:
                     self._a.control.touch(blast_id)  # give the re-driven work its own window
                     log.warning("sweep.redrive", blast_id=blast_id, rows=queued)
         return report
+
+    def release_deferred(self) -> int:
+        """Release deferred rows whose quiet window is over; returns how many."""
+        released = self._a.ledger.release_due(datetime.now(UTC), RELEASE_LIMIT)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for blast_id, channel, sid in released:
+            groups.setdefault((blast_id, channel), []).append(sid)
+        for (blast_id, channel), ids in groups.items():
+            blast = self._a.blasts.get(blast_id)
+            priority = blast.priority if blast else "normal"
+            enqueue_in_batches(self._a.queue, blast_id, channel, priority, ids)
+        if released:
+            log.info(
+                "sweep.released_deferred", rows=len(released), blasts=len({b for b, _ in groups})
+            )
+        return len(released)
 
     def _fail_stuck(self, blast_id: str) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=self._stuck_s)

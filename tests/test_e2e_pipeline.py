@@ -98,6 +98,16 @@ def env(
     return base
 
 
+def far_quiet_window() -> str:
+    """A one-minute quiet window far from now in every US zone: quiet hours have their own
+    tests; here they must not defer anyone, whatever the time of the run. The window's local
+    time is the current UTC time + 12 h, which in zones at UTC-4 … UTC-10 lies 16-22 h ahead."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(hours=12)
+    return f"{start:%H:%M}-{start + timedelta(minutes=1):%H:%M}"
+
+
 def write_supporters(path: Path) -> dict[str, set[str]]:
     """A voter-file-like CSV; returns the destinations that must each get exactly one message."""
     expected: dict[str, set[str]] = {"sms": set(), "email": set()}

@@ -34,10 +34,12 @@ if TYPE_CHECKING:
 class App:
     """Settings and the clients built from them."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, redis_client: Any = None) -> None:
         self.settings = settings
         self.names = Names(settings.prefix)
         self._closers: list[Any] = []
+        if redis_client is not None:  # e.g. the demo's embedded stand-in
+            self.__dict__["redis"] = redis_client
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> App:
@@ -181,6 +183,7 @@ class App:
             status_callback_url=f"{s.public_base_url}/webhooks/twilio/status",
             rate_per_sender_per_s=s.sms_rate_per_sender,
             rate_account_per_s=s.sms_rate_account,
+            quiet_hours=s.quiet_hours,
         )
         return SmsSender(self.send_context, transport, config)
 

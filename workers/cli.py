@@ -71,9 +71,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from workers.commands import blast, run, setup
+    from workers.commands import blast, demo, run, setup
 
-    for module in (setup, blast, run):
+    for module in (setup, blast, run, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 
 import structlog
 
+from config.settings import QuietHours
 from messaging import states
 from messaging.errors import PermanentSendError, SendError, TransientSendError
 from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
+from messaging.quiet_hours import next_allowed
 from messaging.sending.common import (
     PACING_HORIZON_S,
     BatchReport,
@@ -20,7 +22,8 @@ from messaging.sending.common import (
     start_batch,
 )
 from messaging.sms_encoding import normalize_for_gsm, segment_info
-from messaging.store.ledger import Outcome
+from messaging.store.ledger import Claimed, Outcome
+from messaging.supporters.normalize import derive_timezone
 from messaging.templates import RenderError, render
 from queues.sendqueue import SendWork
 
@@ -42,6 +45,8 @@ class SmsConfig:
     status_callback_url: str | None = None
     rate_per_sender_per_s: float = 1.0
     rate_account_per_s: float = 100.0
+    #: None only in tests that are about something else; production always has a window.
+    quiet_hours: QuietHours | None = None
 
     def __post_init__(self) -> None:
         if not self.from_numbers and not self.messaging_service_sid:
@@ -79,6 +84,8 @@ class SmsSender:
         alert = blast.alert
         assert alert.sms is not None
         to_send, outcomes = send_time_checks(ctx, blast, "sms", claimed, report)
+        to_send, deferred = self._quiet_hours(to_send, alert.send_by, report)
+        outcomes += deferred
 
         firsts = ctx.ledger.claim_first_contact(
             [c.supporter_id for c in to_send if c.first_sms_at is None]
@@ -150,6 +157,32 @@ class SmsSender:
             requeued=report.requeued,
         )
         return report
+
+    def _quiet_hours(
+        self, claimed: list[Claimed], send_by: datetime | None, report: BatchReport
+    ) -> tuple[list[Claimed], list[Outcome]]:
+        """Defer recipients for whom it is quiet hours now (or expire them if that is too late)."""
+        window = self._config.quiet_hours
+        if window is None:
+            return claimed, []
+        now = datetime.now(UTC)
+        go, held = [], []
+        for c in claimed:
+            tz = c.fields.get("timezone") or derive_timezone(
+                c.destination, c.fields.get("postal_code")
+            )
+            until = next_allowed(now, tz or None, window)
+            if until is None:
+                go.append(c)
+            elif send_by is not None and until >= send_by:
+                held.append(
+                    Outcome(c.supporter_id, states.EXPIRED, error="quiet hours last past send_by")
+                )
+                report.add(states.EXPIRED)
+            else:
+                held.append(Outcome(c.supporter_id, states.DEFERRED, deferred_until=until))
+                report.add(states.DEFERRED)
+        return go, held
 
 
 def _outcome(

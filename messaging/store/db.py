@@ -66,7 +66,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")
+    # IMMEDIATE: take the write lock up front. A deferred transaction that reads and then
+    # writes fails at once with SQLITE_BUSY when another writer committed in between (the
+    # busy timeout does not apply); several worker threads on one file make that common.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def check_connection(engine: Engine) -> None:

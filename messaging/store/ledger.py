@@ -58,6 +58,8 @@ class Outcome:
     error_code: str | None = None
     error: str | None = None
     segments: int | None = None
+    #: For ``deferred``: when the quiet window ends and the row may be released.
+    deferred_until: datetime | None = None
 
 
 class Audience:
@@ -310,6 +312,7 @@ class Ledger:
                 error=bindparam("b_error"),
                 segments=bindparam("b_segments"),
                 sent_at=bindparam("b_sent_at"),
+                deferred_until=bindparam("b_deferred_until"),
                 updated_at=now,
             )
         )
@@ -325,6 +328,7 @@ class Ledger:
                 "b_error": (o.error or None) and o.error[:1000],
                 "b_segments": o.segments,
                 "b_sent_at": now if o.state == states.SENT else None,
+                "b_deferred_until": o.deferred_until,
             }
             for o in outcomes
         ]
@@ -397,6 +401,48 @@ class Ledger:
                 .returning(deliveries.c.supporter_id)
             ).all()
         return len(moved)
+
+    def release_due(self, now: datetime, limit: int) -> list[tuple[str, str, int]]:
+        """Move deferred rows whose window has ended back to ``pending``, oldest first.
+
+        A conditional update: with several schedulers running, each row is released by
+        exactly one of them. Returns ``(blast_id, channel, supporter_id)`` of what it took.
+        """
+        from messaging.store.schema import blasts
+
+        due = (
+            select(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.supporter_id)
+            .join(blasts, blasts.c.blast_id == deliveries.c.blast_id)
+            .where(
+                deliveries.c.state == states.DEFERRED,
+                deliveries.c.deferred_until <= now,
+                blasts.c.status == states.SENDING_BLAST,
+            )
+            .order_by(deliveries.c.deferred_until, deliveries.c.supporter_id)
+            .limit(limit)
+        )
+        released: list[tuple[str, str, int]] = []
+        with self.engine.begin() as conn:
+            rows = conn.execute(due).all()
+            by_key: dict[tuple[str, str], list[int]] = {}
+            for blast_id, channel, sid in rows:
+                by_key.setdefault((blast_id, channel), []).append(int(sid))
+            for (blast_id, channel), ids in by_key.items():
+                taken = conn.execute(
+                    deliveries.update()
+                    .where(
+                        deliveries.c.blast_id == blast_id,
+                        deliveries.c.channel == channel,
+                        deliveries.c.supporter_id.in_(ids),
+                        deliveries.c.state == states.DEFERRED,
+                    )
+                    .values(state=states.PENDING, updated_at=now)
+                    .returning(deliveries.c.supporter_id)
+                ).all()
+                taken_ids = {int(t[0]) for t in taken}
+                # Keep the deferral order the SELECT established.
+                released += [(blast_id, channel, sid) for sid in ids if sid in taken_ids]
+        return released
 
     def count_open(self, blast_id: str) -> int:
         """Rows of a blast that still owe work."""

@@ -223,6 +223,22 @@ def blast_show(app: App, blast_id: str, as_json: bool) -> None:
     )
 
 
+@blast.command("watch")
+@click.argument("blast_id")
+@click.option("--json", "as_json", is_flag=True, help="Stream JSON progress lines instead.")
+@click.option("--interval", default=0.5, show_default=True, help="Seconds between updates.")
+@pass_app
+def blast_watch(app: App, blast_id: str, as_json: bool, interval: float) -> None:
+    """Live progress until the blast ends: per channel sent/targeted, rate, ETA."""
+    from workers.watch import watch
+
+    if app.blasts.get(blast_id) is None:
+        raise InputError(f"no blast {blast_id!r}")
+    final = watch(app.blasts, blast_id, as_json=as_json, interval_s=interval, emit=click.echo)
+    if not as_json:
+        click.echo(f"{blast_id}: {final['status']}")
+
+
 def _action(name: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("blast_id")

@@ -1,0 +1,182 @@
+"""Quiet hours in the recipient's local time, and the conservative window for unknown zones."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from config.settings import QuietHours
+from messaging import states
+from messaging.alert import parse_alert
+from messaging.blast_control import BlastActions
+from messaging.expansion import Expander
+from messaging.providers.memory import InMemorySms
+from messaging.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
+from messaging.sending.common import SendContext
+from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.store.blasts import BlastStore
+from messaging.store.ledger import Ledger
+from messaging.store.schema import deliveries
+from messaging.store.suppressions import SqlSuppressionList
+from messaging.sweep import Sweeper
+from queues.flow.control import InMemoryBlastControl
+from queues.flow.ratelimit import InMemoryRateLimiter
+from queues.names import Names
+from queues.sendqueue import InMemorySendQueue
+from tests.factories import add_supporters
+
+TCPA = QuietHours(time(21, 0), time(8, 0))
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "tz", "expected"),
+    [
+        ("2026-11-27T03:00:00", "America/New_York", "2026-11-27T13:00:00"),  # 22:00 EST
+        ("2026-11-27T03:00:00", "America/Los_Angeles", None),  # 19:00 PST
+        ("2026-11-27T12:59:00", "America/New_York", "2026-11-27T13:00:00"),  # 07:59 EST
+        ("2026-11-27T13:00:00", "America/New_York", None),  # 08:00 EST: allowed
+        ("2026-11-27T01:59:00", "America/New_York", None),  # 20:59 EST
+        ("2026-11-27T02:00:00", "America/New_York", "2026-11-27T13:00:00"),  # 21:00 EST: quiet
+        # Unknown zone: allowed only when it is daytime from Hawaii to Maine (18:00-02:00 UTC)
+        ("2026-11-27T15:00:00", None, "2026-11-27T18:00:00"),
+        ("2026-11-27T19:00:00", None, None),
+        ("2026-11-27T02:30:00", "Not/AZone", "2026-11-27T18:00:00"),
+        # DST: on 2026-03-08 New York springs forward; the window still ends at 08:00 local
+        ("2026-03-08T06:00:00", "America/New_York", "2026-03-08T12:00:00"),
+    ],
+)
+def test_next_allowed(now: str, tz: str | None, expected: str | None) -> None:
+    result = next_allowed(at(now), tz, TCPA)
+    assert result == (at(expected) if expected else None)
+
+
+def test_unknown_zone_is_never_quiet_time_anywhere_in_the_us() -> None:
+    # For every minute of a day: if we would send to an unknown zone, it is daytime everywhere.
+    start = at("2026-07-01T00:00:00")
+    for minute in range(0, 24 * 60, 7):
+        now = start + timedelta(minutes=minute)
+        if next_allowed(now, None, TCPA) is None:
+            for name in US_TIME_ZONES:
+                assert not is_quiet(now.astimezone(ZoneInfo(name)).time(), TCPA), (now, name)
+
+
+def test_window_that_does_not_wrap() -> None:
+    lunch = QuietHours(time(12, 0), time(13, 0))
+    assert next_allowed(at("2026-11-27T17:30:00"), "America/New_York", lunch) == at(
+        "2026-11-27T18:00:00"
+    )
+    assert next_allowed(at("2026-11-27T18:00:00"), "America/New_York", lunch) is None
+
+
+def _window_around_now(zone: str) -> QuietHours:
+    local = datetime.now(UTC).astimezone(ZoneInfo(zone))
+    return QuietHours(
+        (local - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+        (local + timedelta(hours=1)).time().replace(second=0, microsecond=0),
+    )
+
+
+def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -> None:
+    # Given it is quiet hours in New York but not in Honolulu
+    window = _window_around_now("America/New_York")
+    ids = add_supporters(
+        engine,
+        [
+            {"phone": "+12125550100", "timezone": "America/New_York"},
+            {"phone": "+18085550100", "timezone": "Pacific/Honolulu"},
+            {"phone": "+12125550101", "timezone": None, "postal_code": "10001"},
+        ],  # NYC by ZIP/phone
+        topic="t",
+    )
+    queue, control = InMemorySendQueue(), InMemoryBlastControl()
+    ctx = SendContext(
+        Ledger(engine),
+        BlastStore(engine),
+        SqlSuppressionList(engine),
+        InMemoryRateLimiter(),
+        queue,
+        control,
+        Names("t"),
+    )
+    blast, _ = ctx.blasts.create(
+        parse_alert(json.dumps({"alert_id": "q1", "sms": {"body": "Hi"}}), fallback_id="x"),
+        "t",
+        None,
+    )
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    sms = InMemorySms()
+    config = SmsConfig(
+        org_name="Acme",
+        from_numbers=("+15005550006",),
+        rate_per_sender_per_s=100,
+        rate_account_per_s=100,
+        quiet_hours=window,
+    )
+    sender = SmsSender(ctx, sms, config)
+    # When the batch is processed
+    sender.process(queue.items.pop(0))
+    # Then only Honolulu was texted; New York is deferred to the end of the window
+    assert [m.to for m in sms.sent] == ["+18085550100"]
+    with engine.connect() as conn:
+        rows = {r.supporter_id: r for r in conn.execute(select(deliveries))}
+    assert rows[ids[0]].state == rows[ids[2]].state == states.DEFERRED
+    assert rows[ids[0]].deferred_until is not None
+    assert ctx.blasts.get("q1").status == states.SENDING_BLAST  # type: ignore[union-attr]
+    # When the window has ended and the scheduler runs (twice, as two schedulers would)
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state == states.DEFERRED)
+            .values(deferred_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    sweeper = Sweeper(BlastActions(ctx.blasts, ctx.ledger, queue, control))
+    assert sweeper.release_deferred() == 2
+    assert sweeper.release_deferred() == 0
+    # Then the deferred rows are queued once, in deferral order, and go out after the window
+    assert [w.supporter_ids for w in queue.items] == [(ids[0], ids[2])]
+    sender2 = SmsSender(
+        ctx,
+        sms,
+        SmsConfig(
+            org_name="Acme",
+            from_numbers=("+15005550006",),
+            rate_per_sender_per_s=100,
+            rate_account_per_s=100,
+        ),
+    )
+    sender2.process(queue.items.pop(0))
+    assert sorted(m.to for m in sms.sent) == ["+12125550100", "+12125550101", "+18085550100"]
+    assert ctx.blasts.get("q1").status == states.COMPLETED  # type: ignore[union-attr]
+
+
+def test_quiet_hours_past_send_by_expire(engine: Engine) -> None:
+    window = _window_around_now("America/New_York")
+    add_supporters(engine, [{"phone": "+12125550100", "timezone": "America/New_York"}], topic="t")
+    queue = InMemorySendQueue()
+    ctx = SendContext(
+        Ledger(engine),
+        BlastStore(engine),
+        SqlSuppressionList(engine),
+        InMemoryRateLimiter(),
+        queue,
+        InMemoryBlastControl(),
+        Names("t"),
+    )
+    send_by = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+    alert = {"alert_id": "q2", "sms": {"body": "Hi"}, "send_by": send_by}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    sms = InMemorySms()
+    config = SmsConfig(org_name="Acme", from_numbers=("+15005550006",), quiet_hours=window)
+    SmsSender(ctx, sms, config).process(queue.items.pop(0))
+    with engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.state)).scalar_one() == states.EXPIRED
+    assert sms.sent == []

@@ -176,3 +176,33 @@ deliveries = Table(
         sqlite_where=text("state <> 'duplicate'"),
     ),
 )
+
+# --- webhooks (migration 0002) -------------------------------------------------------------
+
+#: Every inbound SMS, keyword or not: STOP/START/HELP are acted on, anything else waits here
+#: for a person. ``message_sid`` is unique, so a redelivered webhook is recorded (and acted
+#: on) once. Phone columns are wider than E.164: short codes and alphanumeric senders exist.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("from_number", String(32), nullable=False),
+    Column("to_number", String(32)),
+    Column("body", Text, nullable=False),
+    Column("message_sid", String(64), unique=True),
+    # The keyword acted on (stop, start, help), or NULL for text a person should read.
+    Column("action", String(16)),
+    _ts("received_at", nullable=False),
+    Index(None, "received_at"),
+)
+
+#: Provider events already applied (SendGrid's ``sg_event_id``): a replayed batch is a no-op.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("provider", String(16), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    _ts("received_at", nullable=False),
+    # Old rows can be pruned by age; providers stop retrying after a few days.
+    Index(None, "received_at"),
+)

@@ -1,0 +1,332 @@
+"""The HTTP API (contract §7): publish alerts, read and steer blasts, with a bearer token.
+
+Everything the CLI's ``rapid alert send`` and ``rapid blast …`` do, for systems that speak
+HTTP rather than SNS. The token is ``RAPID_API_TOKEN``; without one the API is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from messaging import states
+from messaging.alert import parse_alert
+from messaging.errors import InputError
+from messaging.suppression import classify
+from messaging.topics import validate_topic_name
+from workers.app import App
+from workers.web.security import API_MAX_BODY, BearerToken, read_body
+
+log = structlog.get_logger(__name__)
+
+#: Blast actions the API exposes, each a method of :class:`~messaging.blast_control.BlastActions`.
+BLAST_ACTIONS: Final = ("cancel", "pause", "resume")
+#: Most blasts ``GET /api/blasts`` returns at once.
+MAX_LIST_LIMIT: Final = 200
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def new_alert_id(topic: str) -> str:
+    """A fresh alert id, in the same form ``rapid alert send`` generates."""
+    return f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def alert_document(data: Any) -> tuple[str, dict[str, Any]]:
+    """Validate a ``POST /api/alerts`` body; returns (topic, the document to publish).
+
+    The body is the alert of contract §4 plus ``"topic"``. Raises :class:`InputError`
+    with every problem in one line, exactly as the CLI would.
+    """
+    if not isinstance(data, dict):
+        raise InputError('the body must be a JSON object: an alert plus "topic"')
+    topic = data.get("topic")
+    if not isinstance(topic, str):
+        raise InputError("topic: required, the alert topic to publish to")
+    validate_topic_name(topic)
+    document = dict(data)
+    if not document.get("alert_id"):
+        document["alert_id"] = new_alert_id(topic)
+    recipients = document.get("test_recipients")
+    if isinstance(recipients, list) and all(isinstance(v, str) for v in recipients):
+        # Stored normalised, as `rapid alert send --test-recipient` does, so they match
+        # supporters' E.164 phones and lower-cased emails.
+        document["test_recipients"] = [classify(v)[1] for v in recipients]
+    parse_alert(json.dumps(document), fallback_id=document["alert_id"], topic=topic)
+    return topic, document
+
+
+class Api:
+    """``/api/…`` routes."""
+
+    def __init__(self, app: App, bearer: BearerToken) -> None:
+        self._app = app
+        self._bearer = bearer
+
+    def routes(self) -> list[Route]:
+        """Every API route."""
+        return [
+            Route("/api/openapi.json", self.openapi, methods=["GET"]),
+            Route("/api/alerts", self.create_alert, methods=["POST"]),
+            Route("/api/blasts", self.list_blasts, methods=["GET"]),
+            Route("/api/blasts/{blast_id}", self.get_blast, methods=["GET"]),
+            Route("/api/blasts/{blast_id}/{action}", self.blast_action, methods=["POST"]),
+        ]
+
+    def _denied(self, request: Request) -> Response | None:
+        status = self._bearer.status(request)
+        if status is None:
+            return None
+        log.warning("api.denied", status=status, route=request.url.path.split("/")[2])
+        if status == 403:
+            return _error(403, "API refused: RAPID_API_TOKEN is not set on this server")
+        return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+
+    async def openapi(self, request: Request) -> Response:
+        """The OpenAPI 3.1 description of this API (public: it holds no secrets)."""
+        return JSONResponse(openapi_document())
+
+    async def create_alert(self, request: Request) -> Response:
+        """Validate an alert and publish it to its topic's SNS topic; 202 with the blast id."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        body = await read_body(request, API_MAX_BODY)
+        try:
+            topic, document = alert_document(json.loads(body))
+        except ValueError as exc:  # not JSON at all
+            return _error(422, f"alert is not valid JSON: {exc}")
+        except InputError as exc:
+            return _error(422, str(exc))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from workers.commands.blast import publish
+
+        try:
+            message_id = await run_in_threadpool(publish, self._app, topic, document)
+        except InputError as exc:  # the topic is not provisioned
+            return _error(422, str(exc))
+        except (BotoCoreError, ClientError) as exc:
+            log.error("api.publish_failed", topic=topic, error_type=type(exc).__name__)
+            return _error(503, "SNS did not accept the alert; try again")
+        log.info("api.alert_published", topic=topic, blast_id=document["alert_id"])
+        return JSONResponse(
+            {"blast_id": document["alert_id"], "sns_message_id": message_id}, status_code=202
+        )
+
+    async def list_blasts(self, request: Request) -> Response:
+        """Recent blasts, newest first (``?limit=``, default 20)."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        raw = request.query_params.get("limit", "20")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+            return _error(422, f"limit: a whole number from 1 to {MAX_LIST_LIMIT}")
+        blasts = self._app.blasts
+
+        def load() -> list[dict[str, Any]]:
+            return blasts.summaries(blasts.recent(int(raw)))
+
+        return JSONResponse(await run_in_threadpool(load))
+
+    def _summary(self, blast_id: str) -> dict[str, Any] | None:
+        record = self._app.blasts.get(blast_id)
+        return None if record is None else self._app.blasts.summaries([record])[0]
+
+    async def get_blast(self, request: Request) -> Response:
+        """The blast's state and counts, as ``rapid blast show --json`` prints them."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        blast_id = request.path_params["blast_id"]
+        summary = await run_in_threadpool(self._summary, blast_id)
+        if summary is None:
+            return _error(404, f"no blast {blast_id!r}")
+        return JSONResponse(summary)
+
+    async def blast_action(self, request: Request) -> Response:
+        """Cancel, pause or resume a blast fleet-wide; 409 if its status does not allow it."""
+        if (denied := self._denied(request)) is not None:
+            return denied
+        blast_id, action = request.path_params["blast_id"], request.path_params["action"]
+        if action not in BLAST_ACTIONS:
+            return _error(404, f"no action {action!r}; use one of {', '.join(BLAST_ACTIONS)}")
+        if await run_in_threadpool(self._app.blasts.get, blast_id) is None:
+            return _error(404, f"no blast {blast_id!r}")
+        try:
+            await run_in_threadpool(getattr(self._app.actions, action), blast_id)
+        except InputError as exc:
+            return _error(409, str(exc))
+        log.info("api.blast_action", blast_id=blast_id, action=action)
+        summary = await run_in_threadpool(self._summary, blast_id)
+        return JSONResponse(summary)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI description, written by hand (it is small and must stay exact)."""
+    error = {"$ref": "#/components/schemas/Error"}
+    blast = {"$ref": "#/components/schemas/Blast"}
+
+    def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        if schema is None:
+            return {"description": description}
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    auth_errors = {
+        "401": answer("Missing or wrong bearer token.", error),
+        "403": answer("API refused: RAPID_API_TOKEN is not set on the server.", error),
+    }
+    blast_id = {"name": "blast_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    counts = {
+        "type": "object",
+        "properties": {k: {"type": "integer", "minimum": 0} for k in states.COUNT_KEYS},
+    }
+    action_paths: dict[str, Any] = {
+        f"/api/blasts/{{blast_id}}/{action}": {
+            "post": {
+                "summary": f"{action.capitalize()} a blast fleet-wide (within a second).",
+                "operationId": f"{action}Blast",
+                "parameters": [blast_id],
+                "responses": {
+                    "200": answer("The blast after the action.", blast),
+                    **auth_errors,
+                    "404": answer("No such blast.", error),
+                    "409": answer("The blast's status does not allow this action.", error),
+                },
+            }
+        }
+        for action in BLAST_ACTIONS
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Rapid Response API",
+            "version": "1",
+            "description": "Publish alerts and steer blasts. Bearer token: RAPID_API_TOKEN.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/alerts": {
+                "post": {
+                    "summary": "Publish an alert (contract §4) to an alert topic.",
+                    "operationId": "createAlert",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Alert"}}
+                        },
+                    },
+                    "responses": {
+                        "202": answer(
+                            "Published; the blast id is the alert id.",
+                            {
+                                "type": "object",
+                                "required": ["blast_id", "sns_message_id"],
+                                "properties": {
+                                    "blast_id": {"type": "string"},
+                                    "sns_message_id": {"type": "string"},
+                                },
+                            },
+                        ),
+                        **auth_errors,
+                        "413": answer("Body too large."),
+                        "422": answer("Invalid alert, or the topic is not provisioned.", error),
+                        "503": answer("SNS did not accept the alert.", error),
+                    },
+                }
+            },
+            "/api/blasts": {
+                "get": {
+                    "summary": "Recent blasts, newest first.",
+                    "operationId": "listBlasts",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                        }
+                    ],
+                    "responses": {
+                        "200": answer("Blasts.", {"type": "array", "items": blast}),
+                        **auth_errors,
+                        "422": answer("Bad limit.", error),
+                    },
+                }
+            },
+            "/api/blasts/{blast_id}": {
+                "get": {
+                    "summary": "A blast's state and counts (as `rapid blast show --json`).",
+                    "operationId": "getBlast",
+                    "parameters": [blast_id],
+                    "responses": {
+                        "200": answer("The blast.", blast),
+                        **auth_errors,
+                        "404": answer("No such blast.", error),
+                    },
+                }
+            },
+            **action_paths,
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Alert": {
+                    "type": "object",
+                    "required": ["topic"],
+                    "properties": {
+                        "topic": {"type": "string", "pattern": "^[a-z0-9-]{1,64}$"},
+                        "alert_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                        "priority": {"enum": ["urgent", "normal", "bulk"]},
+                        "sms": {
+                            "type": "object",
+                            "required": ["body"],
+                            "properties": {"body": {"type": "string"}},
+                        },
+                        "email": {
+                            "type": "object",
+                            "required": ["subject"],
+                            "properties": {
+                                "subject": {"type": "string"},
+                                "text": {"type": "string"},
+                                "html": {"type": "string"},
+                            },
+                        },
+                        "audience": {
+                            "type": "object",
+                            "properties": {
+                                "postal_codes": {"type": "array", "items": {"type": "string"}},
+                                "states": {"type": "array", "items": {"type": "string"}},
+                                "tags": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "send_by": {"type": "string", "format": "date-time"},
+                        "test_recipients": {"type": "array", "items": {"type": "string"}},
+                        "dry_run": {"type": "boolean"},
+                    },
+                },
+                "Blast": {
+                    "type": "object",
+                    "required": ["blast_id", "topic", "status", "created_at", "counts"],
+                    "properties": {
+                        "blast_id": {"type": "string"},
+                        "topic": {"type": "string"},
+                        "status": {"enum": list(states.BLAST_STATUSES)},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "counts": {"type": "object", "additionalProperties": counts},
+                    },
+                },
+            },
+        },
+    }

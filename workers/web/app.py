@@ -1,0 +1,59 @@
+"""The ``rapid web`` application: webhooks, unsubscribe, the HTTP API, health and metrics.
+
+:func:`create_app` is the one place the routes are wired to the application object; it
+reads nothing from the environment and opens no connection (clients connect on first use).
+"""
+
+from __future__ import annotations
+
+import structlog
+from starlette.applications import Starlette
+
+from messaging.delivery_events import DeliveryEvents
+from messaging.metrics import build_registry
+from messaging.unsubscribe import UnsubscribeTokens
+from workers.app import App
+from workers.web.api import Api
+from workers.web.health import Health
+from workers.web.security import BearerToken, SendGridSignature, TwilioSignature
+from workers.web.sendgrid_hooks import SendGridHooks
+from workers.web.twilio_hooks import TwilioHooks
+from workers.web.unsubscribe import UnsubscribePages
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(app: App) -> Starlette:
+    """The Starlette app of ``rapid web`` over ``app``'s settings and clients.
+
+    Raises :class:`~messaging.errors.ConfigError` for a malformed
+    ``SENDGRID_WEBHOOK_PUBLIC_KEY``, so the process fails at start (contract §2).
+    """
+    settings = app.settings
+    events = DeliveryEvents(app.engine, app.suppressions)
+    key = settings.unsubscribe_key()
+    if key is None:
+        log.warning(
+            "web.unsubscribe_disabled", reason="neither RAPID_SECRET_KEY nor SENDGRID_API_KEY"
+        )
+    if not settings.twilio_auth_token:
+        log.warning("web.twilio_webhooks_refused", reason="TWILIO_AUTH_TOKEN is not set")
+    registry = build_registry(app.engine, app.redis, app.names)
+    parts = (
+        TwilioHooks(
+            events,
+            TwilioSignature(settings.twilio_auth_token),
+            settings.public_base_url,
+            settings.org_name,
+        ),
+        SendGridHooks(events, SendGridSignature(settings.sendgrid_webhook_public_key)),
+        UnsubscribePages(
+            UnsubscribeTokens(key) if key else None, app.suppressions, settings.org_name
+        ),
+        Api(app, BearerToken(settings.api_token)),
+        Health(app.engine, app.redis, registry),
+    )
+    web = Starlette(routes=[route for part in parts for route in part.routes()])
+    web.state.app = app
+    web.state.registry = registry
+    return web

@@ -1,0 +1,119 @@
+"""Twilio webhooks: SMS status callbacks and inbound SMS (opt-out keywords).
+
+Both are signed by Twilio with the account auth token over the public URL it called; an
+unsigned or mis-signed request is refused (403) before anything is read into the system of
+record.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from twilio.twiml.messaging_response import MessagingResponse
+
+from messaging.delivery_events import HELP, DeliveryEvents, InboundSms, SmsStatus
+from workers.web.security import (
+    TWILIO_MAX_BODY,
+    TWILIO_SIGNATURE_HEADER,
+    TwilioSignature,
+    form_params,
+    public_url,
+    read_body,
+)
+
+log = structlog.get_logger(__name__)
+
+#: Twilio reads a TwiML reply as XML.
+TWIML_MEDIA_TYPE: Final = "application/xml"
+
+
+def help_text(org_name: str | None) -> str:
+    """The HELP reply: who is texting and how to stop (CTIA message principles)."""
+    org = org_name or "Alerts"
+    return f"{org}: text alerts from {org}. Msg & data rates may apply. Reply STOP to opt out."
+
+
+def _twiml(response: MessagingResponse) -> Response:
+    return Response(str(response), media_type=TWIML_MEDIA_TYPE)
+
+
+class TwilioHooks:
+    """The two Twilio endpoints, wired to the delivery events service."""
+
+    def __init__(
+        self,
+        events: DeliveryEvents,
+        signature: TwilioSignature,
+        public_base_url: str,
+        org_name: str | None,
+    ) -> None:
+        self._events = events
+        self._signature = signature
+        self._public_base_url = public_base_url
+        self._org_name = org_name
+
+    def routes(self) -> list[Route]:
+        """``POST /webhooks/twilio/status`` and ``POST /webhooks/twilio/inbound``."""
+        return [
+            Route("/webhooks/twilio/status", self.status, methods=["POST"]),
+            Route("/webhooks/twilio/inbound", self.inbound, methods=["POST"]),
+        ]
+
+    async def _signed_params(self, request: Request, route: str) -> dict[str, str] | None:
+        body = await read_body(request, TWILIO_MAX_BODY)
+        params = form_params(body)
+        url = public_url(request, self._public_base_url)
+        if not self._signature.valid(url, params, request.headers.get(TWILIO_SIGNATURE_HEADER)):
+            log.warning("webhook.signature_rejected", provider="twilio", route=route)
+            return None
+        # Twilio sends each field once; the last value wins if a proxy ever repeats one.
+        return dict(params)
+
+    async def status(self, request: Request) -> Response:
+        """A message status callback: refines ``sent`` to ``delivered`` or ``failed``."""
+        params = await self._signed_params(request, "status")
+        if params is None:
+            return Response(status_code=403)
+        sid = params.get("MessageSid") or params.get("SmsSid")
+        status = params.get("MessageStatus") or params.get("SmsStatus")
+        if not sid or not status:
+            return Response("MessageSid and MessageStatus are required", status_code=400)
+        event = SmsStatus(
+            message_sid=sid,
+            status=status,
+            error_code=params.get("ErrorCode") or None,
+            to=params.get("To") or None,
+        )
+        outcome = await run_in_threadpool(self._events.sms_status, event)
+        log.info("twilio.status", message_sid=sid, status=status, outcome=outcome)
+        return Response(status_code=204)
+
+    async def inbound(self, request: Request) -> Response:
+        """An inbound SMS: STOP suppresses the sender, START lifts it, HELP says who we are.
+
+        STOP and START get an empty reply on purpose: with Twilio's (Advanced) Opt-Out
+        Management, Twilio itself answers those keywords with the configured confirmation and
+        blocks further messages, so a reply from us would be a second text (or be refused).
+        """
+        params = await self._signed_params(request, "inbound")
+        if params is None:
+            return Response(status_code=403)
+        sender = params.get("From", "").strip()
+        if not sender:
+            return Response("From is required", status_code=400)
+        message = InboundSms(
+            from_number=sender,
+            body=params.get("Body", ""),
+            to_number=params.get("To") or None,
+            message_sid=params.get("MessageSid") or params.get("SmsSid") or None,
+        )
+        result = await run_in_threadpool(self._events.inbound_sms, message)
+        reply = MessagingResponse()
+        if result.keyword is not None and result.keyword.action == HELP:
+            reply.message(help_text(self._org_name))
+        return _twiml(reply)

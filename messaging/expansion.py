@@ -61,6 +61,7 @@ class Expander:
         audience = Audience(blast.alert, blast.topic)
         cursor = blast.expansion_cursor
         engine = self._ledger.engine
+        written = 0
         while True:
             current = self._blasts.get(blast.blast_id)
             if current is None or current.status in states.ENDED_STATUSES:
@@ -78,6 +79,8 @@ class Expander:
                 self._blasts.advance_cursor(conn, blast.blast_id, upto)
             cursor = upto
             result.pages += 1
+            written += self._page_size * len(new_ids)
+            self._ledger.refresh_statistics(written)
             for channel, ids in new_ids.items():
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 if current.status != states.PAUSED:  # a paused blast is re-driven on resume

@@ -114,8 +114,20 @@ def seed_csv(path: Path, people: int, rng: random.Random) -> Seeded:
     return Seeded(people, invalid, twilio_invalid, set())
 
 
-def run_demo(console: Console, redis_url: str, people: int = 3000, sms_rate: float = 600.0) -> int:
-    """Run one blast end to end; returns the process exit code."""
+def run_demo(
+    console: Console,
+    redis_url: str,
+    people: int = 3000,
+    sms_rate: float = 600.0,
+    as_json: bool = False,
+) -> int:
+    """Run one blast end to end; returns the process exit code.
+
+    With ``as_json`` the narration and the progress bar are left out and the final report
+    is one JSON object on stdout (for CI and scripts).
+    """
+    if as_json:
+        console = Console(quiet=True)
     from moto.server import ThreadedMotoServer
 
     from messaging.emulators.server import start_sendgrid, start_twilio
@@ -213,7 +225,7 @@ def run_demo(console: Console, redis_url: str, people: int = 3000, sms_rate: flo
         while app.blasts.get(blast_id) is None:
             time.sleep(0.1)
         final = watch(app.blasts, blast_id, until_idle=True, timeout_s=120, console=console)
-        return _report(console, final, twilio, sendgrid, seeded, time.monotonic() - started)
+        return _report(console, final, twilio, sendgrid, seeded, time.monotonic() - started, as_json)
     finally:
         stop.set()
         for thread in threads:
@@ -231,6 +243,7 @@ def _report(
     sendgrid: Any,
     seeded: Seeded,
     elapsed_s: float,
+    as_json: bool,
 ) -> int:
     sms_to = Counter(m["to"] for m in twilio.recorder.messages())
     email_to = Counter(m["to"].lower() for m in sendgrid.recorder.messages())
@@ -270,6 +283,24 @@ def _report(
         and summary["counts"][c]["pending"] == 0
         for c in channels
     )
+    if as_json:
+        import json
+
+        report = {
+            "blast": summary,
+            "received": received,
+            "duplicate_sends": dup_sends,
+            "elapsed_s": round(elapsed_s, 2),
+            "seeded": {
+                "people": seeded.people,
+                "invalid_phones": seeded.bad_numbers,
+                "twilio_invalid": len(seeded.twilio_invalid),
+                "opted_out": len(seeded.opted_out),
+            },
+            "consistent": consistent,
+        }
+        Console(highlight=False, soft_wrap=True).print_json(json.dumps(report))
+        return 0 if consistent else 1
     if consistent:
         console.print(
             "[green]Every consenting supporter was messaged at most once; the ledger matches "

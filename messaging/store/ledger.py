@@ -208,27 +208,42 @@ class Ledger:
             .where(opt_in.is_(True), address.is_not(None))
             .cte("page")
         )
-        live_elsewhere = exists().where(
+        live_match = and_(
             deliveries.c.blast_id == blast_id,
             deliveries.c.channel == channel,
             deliveries.c.destination == page.c.destination,
             deliveries.c.state != states.DUPLICATE,
         )
+        source: Any = page
+        if conn.dialect.name == "postgresql":
+            # A correlated EXISTS inside an OR becomes a *hashed* subplan that reads every
+            # row of the blast written so far, once per page: quadratic in the blast size
+            # (13 s per 5,000-row page at 20k rows under concurrent sending). A LATERAL
+            # LIMIT 1 is one probe of the partial unique index per page row.
+            live = select(literal(1).label("hit")).where(live_match).limit(1).lateral("live")
+            source = page.outerjoin(live, true())
+            live_elsewhere: ColumnElement[bool] = live.c.hit.is_not(None)
+        else:
+            live_elsewhere = exists().where(live_match)
         now = datetime.now(UTC)
         state = case(
             (or_(page.c.rn > 1, live_elsewhere), literal(states.DUPLICATE)),
             (page.c.suppressed == true(), literal(states.SUPPRESSED)),
             else_=literal(states.PENDING),
         )
-        rows = select(
-            literal(blast_id),
-            literal(channel),
-            page.c.supporter_id,
-            page.c.destination,
-            state,
-            literal(now),
-            literal(now),
-        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
+        rows = (
+            select(
+                literal(blast_id),
+                literal(channel),
+                page.c.supporter_id,
+                page.c.destination,
+                state,
+                literal(now),
+                literal(now),
+            )
+            .select_from(source)
+            .where(true())
+        )  # SQLite needs a WHERE before ON CONFLICT
         stmt = (
             self._insert(deliveries)
             .from_select(
@@ -246,7 +261,33 @@ class Ledger:
             .on_conflict_do_nothing()
             .returning(deliveries.c.supporter_id, deliveries.c.state)
         )
+        if conn.dialect.name == "postgresql":
+            # Every relation here is reached by key range or key (page bounds, primary keys,
+            # the partial unique index); on small or freshly analysed tables the planner
+            # otherwise scans all supporters for each page.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         return [(int(sid), str(st)) for sid, st in conn.execute(stmt)]
+
+    def refresh_statistics(self, rows_written: int) -> bool:
+        """ANALYZE the ledger when this expansion has outgrown the planner's picture of it.
+
+        On a young database the planner's estimate of the ledger is near zero rows, and with
+        that estimate it probes a blast's destinations, and claims its rows, through the
+        (blast, channel, state) index, filtering thousands of rows per probe: pages went
+        from 0.2 s to 27 s. Once per doubling of the table is enough; on a large
+        production ledger this never fires. PostgreSQL only (SQLite plans by index shape).
+        """
+        if self.engine.dialect.name != "postgresql":
+            return False
+        with self.engine.connect() as conn:
+            estimate = conn.exec_driver_sql(
+                "SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"
+            ).scalar_one()
+            if rows_written <= 2 * max(float(estimate), 1000.0):
+                return False
+            conn.exec_driver_sql("ANALYZE deliveries")
+            conn.commit()
+        return True
 
     def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
         """Atomically take ``pending`` rows for sending; rows someone else took are skipped.

@@ -1,0 +1,159 @@
+"""Shared pieces of the benchmarks: throwaway databases, emulator processes, seeding."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from messaging.store.db import create_db_engine, migrate
+
+DEFAULT_PG_URL = "postgresql+psycopg://127.0.0.1:5432/postgres"
+ACCOUNT_SID = "AC" + "b" * 32
+AUTH_TOKEN = "bench-token"  # noqa: S105 - local emulator
+SENDGRID_KEY = "SG.bench.key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def throwaway_pg(admin_url: str = DEFAULT_PG_URL) -> Iterator[str]:
+    """A migrated PostgreSQL database that is dropped afterwards."""
+    admin = create_db_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"rapid_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    engine = create_db_engine(url)
+    migrate(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def emulator_process(latency_ms: int = 0) -> Iterator[dict[str, str]]:
+    """Both emulators in their own process (so they are not our bottleneck); yields URLs."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "messaging.emulators",
+            "--auth-token",
+            AUTH_TOKEN,
+            "--account-sid",
+            ACCOUNT_SID,
+            "--api-key",
+            SENDGRID_KEY,
+            "--latency-ms",
+            str(latency_ms),
+            "--max-messages",
+            "1000",
+            "--max-requests",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = json.loads(proc.stdout.readline())
+        yield urls
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def far_quiet_window() -> str:
+    """A quiet window nowhere near now in any US zone (benchmarks measure sending)."""
+    start = datetime.now(UTC) + timedelta(hours=12)
+    return f"{start:%H:%M}-{start + timedelta(minutes=1):%H:%M}"
+
+
+def fleet_env(db_url: str, urls: dict[str, str], prefix: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked `rapid` process."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RAPID_", "TWILIO_", "SENDGRID_"))
+    }
+    env.update(
+        RAPID_PREFIX=prefix,
+        DATABASE_URL=db_url,
+        REDIS_URL=env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_FROM_NUMBERS="+15005550001,+15005550002,+15005550003,+15005550004",
+        TWILIO_API_BASE_URL=urls["twilio"],
+        SENDGRID_API_KEY=SENDGRID_KEY,
+        SENDGRID_API_BASE_URL=urls["sendgrid"],
+        EMAIL_FROM="Bench <bench@example.org>",
+        ORG_NAME="Bench",
+        ORG_POSTAL_ADDRESS="1 Main St",
+        QUIET_HOURS=far_quiet_window(),
+        SMS_RATE_PER_SENDER="100000",
+        SMS_RATE_ACCOUNT="100000",
+        EMAIL_RATE="1000000",
+        RAPID_LOG_FORMAT="json",
+        RAPID_LOG_LEVEL="WARNING",
+    )
+    env.update(extra)
+    return env
+
+
+def seed_subscribers(db_url: str, topics: dict[str, int]) -> None:
+    """Opted-in supporters with unique phones and emails; the first ``n`` follow each topic."""
+    n = max(topics.values())
+    engine = create_db_engine(db_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            with cur.copy(
+                "COPY supporters (id, external_id, first_name, phone, email, timezone, sms_opt_in, "
+                "email_opt_in, created_at, updated_at) FROM STDIN"
+            ) as copy:
+                for i in range(1, n + 1):
+                    copy.write_row(
+                        (
+                            i,
+                            f"b{i}",
+                            f"Pat{i}",
+                            f"+1412{2000000 + i:07d}",
+                            f"p{i}@example.org",
+                            "America/New_York",
+                            True,
+                            True,
+                            now,
+                            now,
+                        )
+                    )
+            with cur.copy(
+                "COPY subscriptions (topic, supporter_id, created_at) FROM STDIN"
+            ) as copy:
+                for topic, count in topics.items():
+                    for i in range(1, count + 1):
+                        copy.write_row((topic, i, now))
+            cur.execute("SELECT setval(pg_get_serial_sequence('supporters', 'id'), %s)", (n,))
+    engine.dispose()
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -28,7 +28,13 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
-from messaging.store.schema import EMAIL_LEN, deliveries, inbound_messages, webhook_events
+from messaging.store.schema import (
+    EMAIL_LEN,
+    deliveries,
+    early_statuses,
+    inbound_messages,
+    webhook_events,
+)
 from messaging.suppression import SuppressionList
 
 log = structlog.get_logger(__name__)
@@ -224,10 +230,6 @@ class DeliveryEvents:
                 self._suppressions.add(
                     "sms", number, reason=f"twilio-{TWILIO_OPTED_OUT}", source="twilio-callback"
                 )
-        if row is None:
-            # Not ours, or the sender has not recorded the SID yet (the callback overtook it).
-            log.info("twilio.status_unmatched", message_sid=event.message_sid, status=status)
-            return "unchanged"
         now = datetime.now(UTC)
         values: dict[str, Any] = {"state": target, "updated_at": now}
         if target == states.DELIVERED:
@@ -235,6 +237,12 @@ class DeliveryEvents:
         else:
             values["error_code"] = code or status
             values["error"] = f"twilio: {status}" + (f" (error {code})" if code else "")
+        if row is None:
+            # The sender has not recorded the SID yet (the callback overtook its batch), or
+            # the message is not ours: park the status; the sender applies it on record.
+            self._park(event.message_sid, values)
+            log.info("twilio.status_parked", message_sid=event.message_sid, status=status)
+            return "parked"
         with self._engine.begin() as conn:
             moved = conn.execute(
                 deliveries.update()
@@ -247,6 +255,24 @@ class DeliveryEvents:
                 .returning(deliveries.c.blast_id)
             ).first()
         return target if moved is not None else "unchanged"
+
+    def _park(self, message_sid: str, values: Mapping[str, Any]) -> None:
+        row = {
+            "provider_message_id": message_sid,
+            "state": values["state"],
+            "error_code": values.get("error_code"),
+            "error": values.get("error"),
+            "received_at": values["updated_at"],
+        }
+        stmt = self._insert(early_statuses).values(**row)
+        # A failure report outranks a delivery report for the same message.
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["provider_message_id"],
+            set_={k: stmt.excluded[k] for k in ("state", "error_code", "error", "received_at")},
+            where=early_statuses.c.state != states.FAILED,
+        )
+        with self._engine.begin() as conn:
+            conn.execute(stmt)
 
     # --- Twilio: inbound SMS ---------------------------------------------------------------
 

@@ -171,17 +171,38 @@ def test_error_21610_suppresses_the_number(
     assert found is not None and found.reason == "twilio-21610"
 
 
-def test_a_callback_for_a_row_still_sending_or_unknown_changes_nothing(
+def test_a_callback_for_a_row_still_sending_changes_nothing(
     engine: Engine, events: DeliveryEvents
 ) -> None:
-    # Given a row whose provider call has not been recorded yet
+    # Given a row in flight that somehow carries the SID already
     make_blast(engine)
     add_row(engine, state="sending", provider_message_id="SM4")
-    # When callbacks arrive for it and for a SID we never sent
+    # When a callback arrives for it
     assert events.sms_status(SmsStatus("SM4", "delivered")) == "unchanged"
-    assert events.sms_status(SmsStatus("SMunknown", "delivered")) == "unchanged"
     # Then the row is untouched (only rows in `sent` move)
     assert row(engine).state == "sending"
+
+
+def test_a_callback_that_overtakes_the_sender_is_applied_when_the_sid_is_recorded(
+    engine: Engine, events: DeliveryEvents
+) -> None:
+    from messaging.store.ledger import Ledger, Outcome
+    from messaging.store.schema import early_statuses
+
+    # Given a row claimed by a sender whose batch has not recorded Twilio's SID yet
+    make_blast(engine)
+    add_row(engine, state="sending", provider_message_id=None)
+    sid = row(engine).supporter_id
+    # When Twilio's delivered callback for that SID arrives first, it is parked
+    assert events.sms_status(SmsStatus("SMearly", "delivered")) == "parked"
+    # And when the sender records the send, the parked status is applied and cleared
+    Ledger(engine).record(
+        row(engine).blast_id, "sms", [Outcome(sid, "sent", provider_message_id="SMearly")]
+    )
+    settled = row(engine)
+    assert settled.state == "delivered" and settled.delivered_at is not None
+    with engine.connect() as conn:
+        assert conn.execute(select(early_statuses)).first() is None
 
 
 # --- inbound SMS ---------------------------------------------------------------------------

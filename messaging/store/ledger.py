@@ -30,7 +30,13 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from messaging import states
 from messaging.alert import Alert
-from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
+from messaging.store.schema import (
+    deliveries,
+    early_statuses,
+    subscriptions,
+    supporters,
+    suppressions,
+)
 
 #: Fields of a supporter a template may use.
 TEMPLATE_FIELDS = ("first_name", "last_name", "postal_code", "state", "timezone", "external_id")
@@ -373,8 +379,45 @@ class Ledger:
             }
             for o in outcomes
         ]
+        sids = [
+            o.provider_message_id
+            for o in outcomes
+            if o.state == states.SENT and o.provider_message_id
+        ]
         with self.engine.begin() as conn:
             conn.execute(stmt, params)
+            if sids and channel == "sms":
+                self._apply_early_statuses(conn, blast_id, sids)
+
+    @staticmethod
+    def _apply_early_statuses(conn: Connection, blast_id: str, sids: Sequence[str]) -> None:
+        """Apply status callbacks that arrived before these SIDs were recorded."""
+        parked = conn.execute(
+            select(early_statuses).where(early_statuses.c.provider_message_id.in_(list(sids)))
+        ).all()
+        for p in parked:
+            values: dict[str, Any] = {"state": p.state, "updated_at": p.received_at}
+            if p.state == states.DELIVERED:
+                values["delivered_at"] = p.received_at
+            else:
+                values.update(error_code=p.error_code, error=p.error)
+            conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.provider_message_id == p.provider_message_id,
+                    deliveries.c.state == states.SENT,
+                )
+                .values(**values)
+            )
+        if parked:
+            conn.execute(
+                early_statuses.delete().where(
+                    early_statuses.c.provider_message_id.in_(
+                        [p.provider_message_id for p in parked]
+                    )
+                )
+            )
 
     def open_ids(
         self, blast_id: str, channel: str, state: str, after: int, limit: int

@@ -206,3 +206,19 @@ webhook_events = Table(
     # Old rows can be pruned by age; providers stop retrying after a few days.
     Index(None, "received_at"),
 )
+
+# --- early status callbacks (migration 0003) -----------------------------------------------
+
+#: A status callback that overtook the sender: Twilio may report ``delivered`` before the
+#: batch that sent the message has written its SID to the ledger. Parked here, applied by
+#: the sender when it records the SID, so no delivery report is lost to the race.
+early_statuses = Table(
+    "early_statuses",
+    metadata,
+    Column("provider_message_id", String(64), primary_key=True),
+    Column("state", String(12), nullable=False),  # delivered | failed
+    Column("error_code", String(32)),
+    Column("error", Text),
+    _ts("received_at", nullable=False),
+    Index(None, "received_at"),
+)

@@ -6,6 +6,7 @@ senders read before each provider call, so it takes effect everywhere within a s
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import structlog
@@ -18,6 +19,9 @@ from queues.flow.control import BlastControl
 from queues.sendqueue import BATCH_SIZE, SendQueue, enqueue_in_batches
 
 log = structlog.get_logger(__name__)
+
+#: How long a cancel waits for sends already in flight (each is one provider call) to land.
+CANCEL_DRAIN_S = 15.0
 
 
 @dataclass
@@ -61,15 +65,26 @@ class BlastActions:
         log.info("blast.resumed", blast_id=blast_id, requeued=queued)
         return self._get(blast_id)
 
-    def cancel(self, blast_id: str) -> BlastRecord:
-        """Stop for good; every recipient not yet handed to a provider ends ``canceled``."""
+    def cancel(self, blast_id: str, *, drain_s: float = CANCEL_DRAIN_S) -> BlastRecord:
+        """Stop for good; every recipient not yet handed to a provider ends ``canceled``.
+
+        The fleet-wide switch flips first, so senders stop within a second. The blast is
+        recorded as canceled once the sends that were already in flight have landed, so
+        that an ended blast never shows recipients pending (contract §6).
+        """
         blast = self._get(blast_id)
         if blast.ended:
             raise InputError(f"blast {blast_id} has already ended ({blast.status})")
-        # Control first: senders stop within a second while the ledger update runs.
         self.control.set(blast_id, states.CANCELED_BLAST)
-        self.blasts.set_status(blast_id, states.CANCELED_BLAST)
         closed = self.ledger.close_open(
+            blast_id, states.CANCELED, [states.PENDING, states.DEFERRED]
+        )
+        deadline = time.monotonic() + drain_s
+        while self.ledger.has_state(blast_id, states.SENDING) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.blasts.set_status(blast_id, states.CANCELED_BLAST)
+        # Rows a racing batch put back to pending while we waited.
+        closed += self.ledger.close_open(
             blast_id, states.CANCELED, [states.PENDING, states.DEFERRED]
         )
         log.info("blast.canceled", blast_id=blast_id, closed=closed)

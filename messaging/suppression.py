@@ -8,6 +8,7 @@ must not be dodged by ``Jane@`` vs ``jane@``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -66,6 +67,36 @@ def classify(raw: str, default_region: str = "US") -> tuple[Channel, str]:
     except FieldRejected as exc:
         kind = "email address" if "@" in raw else "phone number"
         raise InputError(f"not a valid {kind}: {exc.reason}") from None
+
+
+class NotifyingSuppressionList:
+    """Wraps a :class:`SuppressionList` and calls ``on_change`` after every addition.
+
+    Senders pace a batch over several seconds after checking it; the notification lets them
+    re-check the rest of the batch when a STOP lands meanwhile (contract §9.2).
+    """
+
+    def __init__(self, inner: SuppressionList, on_change: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_change = on_change
+
+    def add(self, channel: Channel, value: str, *, reason: str, source: str) -> bool:
+        """See :meth:`SuppressionList.add`."""
+        added = self._inner.add(channel, value, reason=reason, source=source)
+        self._on_change()
+        return added
+
+    def remove(self, channel: Channel, value: str, *, source: str) -> bool:
+        """See :meth:`SuppressionList.remove`."""
+        return self._inner.remove(channel, value, source=source)
+
+    def lookup(self, channel: Channel, value: str) -> Suppression | None:
+        """See :meth:`SuppressionList.lookup`."""
+        return self._inner.lookup(channel, value)
+
+    def suppressed_among(self, channel: Channel, values: list[str]) -> set[str]:
+        """See :meth:`SuppressionList.suppressed_among`."""
+        return self._inner.suppressed_among(channel, values)
 
 
 class InMemorySuppressionList:

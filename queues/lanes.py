@@ -98,6 +98,8 @@ class Lanes:
             delay=int(work.delay_s * 1000) if work.delay_s > 0 else None,
         )
 
-    def queue_names(self, channels: tuple[str, ...] = ("sms", "email")) -> set[str]:
-        """The dramatiq queues of ``channels``, for a worker's whitelist."""
-        return {lane_name(c, p) for c in channels for p in PRIORITIES}
+    def queue_names(
+        self, channels: tuple[str, ...] = ("sms", "email"), priorities: tuple[str, ...] = PRIORITIES
+    ) -> set[str]:
+        """The dramatiq queues of ``channels`` × ``priorities``, for a worker's whitelist."""
+        return {lane_name(c, p) for c in channels for p in priorities}

@@ -15,15 +15,28 @@ PEOPLE = 1200
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("redis_url", [REDIS_TEST_URL, f"redis://127.0.0.1:{free_port()}/0"],
-                         ids=["redis", "embedded-stand-in"])
+@pytest.mark.parametrize(
+    "redis_url",
+    [REDIS_TEST_URL, f"redis://127.0.0.1:{free_port()}/0"],
+    ids=["redis", "embedded-stand-in"],
+)
 def test_demo_report_is_consistent(redis_url: str) -> None:
     # Given a machine with nothing configured (only REDIS_URL, once pointing nowhere)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
+    }
     env["REDIS_URL"] = redis_url
     # When the demo runs
-    result = subprocess.run([sys.executable, "-m", "workers", "demo", "--people", str(PEOPLE), "--json"],
-                            env=env, capture_output=True, text=True, timeout=240, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", "demo", "--people", str(PEOPLE), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     # Then nobody got two messages, the ledger matches the emulators, and nothing is left pending
@@ -33,8 +46,18 @@ def test_demo_report_is_consistent(redis_url: str) -> None:
     assert report["received"] == {"sms": sms["sent"], "email": email["sent"]}
     for c in (sms, email):
         assert c["pending"] == 0
-        assert c["targeted"] == sum(c[k] for k in ("sent", "failed", "suppressed", "duplicate", "deferred",
-                                                   "expired", "canceled"))
+        assert c["targeted"] == sum(
+            c[k]
+            for k in (
+                "sent",
+                "failed",
+                "suppressed",
+                "duplicate",
+                "deferred",
+                "expired",
+                "canceled",
+            )
+        )
     # And the audience figures are those of the seeded data (no SMS consent: every 9th from 4)
     audience = report["blast"]["audience"]
     assert audience["audience"] == PEOPLE

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,31 +20,12 @@ import boto3
 import pytest
 
 from messaging.emulators.server import Emulator, start_sendgrid, start_twilio
-from tests.conftest import REDIS_TEST_URL
+from tests.fleet import ACCOUNT_SID, AUTH_TOKEN, SENDGRID_KEY, Fleet, fleet_env, rapid, wait_ended
 from tests.openapi_check import assert_conforms
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-ACCOUNT_SID = "AC" + "a" * 32
-AUTH_TOKEN = "e2e-auth-token-0123456789"
-SENDGRID_KEY = "SG.e2e-key.0123456789abcdef"
-FROM_NUMBERS = ("+15005550001", "+15005550002", "+15005550003", "+15005550004")
 N_PEOPLE = 1200
-
-
-def rapid(
-    env: dict[str, str], *args: str, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert result.returncode == 0, f"rapid {' '.join(args)} failed:\n{result.stderr[-3000:]}"
-    return result
 
 
 @pytest.fixture
@@ -65,47 +42,13 @@ def env(
     pg_url: str, moto_url: str, prefix: str, emulators: tuple[Emulator, Emulator]
 ) -> dict[str, str]:
     twilio, sendgrid = emulators
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
-    }
-    base.update(
-        RAPID_PREFIX=prefix,
-        DATABASE_URL=pg_url,
-        REDIS_URL=REDIS_TEST_URL,
-        AWS_ENDPOINT_URL=moto_url,
-        AWS_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        TWILIO_FROM_NUMBERS=",".join(FROM_NUMBERS),
-        TWILIO_API_BASE_URL=twilio.url,
-        SENDGRID_API_KEY=SENDGRID_KEY,
-        SENDGRID_API_BASE_URL=sendgrid.url,
-        EMAIL_FROM="Acme Action <news@acme.example>",
-        ORG_NAME="Acme Action",
-        ORG_POSTAL_ADDRESS="1 Main St, Pittsburgh PA 15213",
-        PUBLIC_BASE_URL="https://rr.acme.example",
-        SMS_RATE_PER_SENDER="400",
-        SMS_RATE_ACCOUNT="1600",
-        EMAIL_RATE="5000",
-        QUIET_HOURS="03:00-03:01",
-        RAPID_LOG_FORMAT="json",
-        RAPID_LOG_LEVEL="WARNING",
+    return fleet_env(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        twilio_url=twilio.url,
+        sendgrid_url=sendgrid.url,
     )
-    return base
-
-
-def far_quiet_window() -> str:
-    """A one-minute quiet window far from now in every US zone: quiet hours have their own
-    tests; here they must not defer anyone, whatever the time of the run. The window's local
-    time is the current UTC time + 12 h, which in zones at UTC-4 … UTC-10 lies 16-22 h ahead."""
-    from datetime import UTC, datetime, timedelta
-
-    start = datetime.now(UTC) + timedelta(hours=12)
-    return f"{start:%H:%M}-{start + timedelta(minutes=1):%H:%M}"
 
 
 def write_supporters(path: Path) -> dict[str, set[str]]:
@@ -149,51 +92,6 @@ def write_supporters(path: Path) -> dict[str, set[str]]:
             if email_ok:
                 expected["email"].add(f"person{n}@example.org")
     return expected
-
-
-class Fleet:
-    """`rapid intake` and `rapid sender` as OS processes."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.procs = {}
-        for name, args in (
-            ("intake", ["intake", "--wait-time", "1"]),
-            ("sender", ["sender", "--threads", "8"]),
-        ):
-            log = (log_dir / f"{name}.log").open("w")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "workers", *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> dict[str, tuple[int, float]]:
-        """SIGTERM everyone; returns exit code and seconds to exit per process."""
-        started = time.monotonic()
-        for p in self.procs.values():
-            p.send_signal(signal.SIGTERM)
-        return {n: (p.wait(timeout=40), time.monotonic() - started) for n, p in self.procs.items()}
-
-
-def wait_ended(env: dict[str, str], blast_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = subprocess.run(
-            [sys.executable, "-m", "workers", "blast", "show", blast_id, "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode == 0:
-            summary = json.loads(out.stdout)
-            if summary["status"] in ("completed", "canceled", "expired"):
-                return dict(summary)
-        time.sleep(0.5)
-    raise AssertionError(
-        f"blast {blast_id} did not end in {timeout_s}s: {out.stdout or out.stderr}"
-    )
 
 
 def received(
@@ -252,6 +150,8 @@ def test_alerts_reach_every_consenting_subscriber_exactly_once(
     }
 
     fleet = Fleet(env, tmp_path)
+    fleet.start("intake", "intake", "--wait-time", "1")
+    fleet.start("sender", "sender", "--threads", "8")
     try:
         # When an alert is published as an SNS envelope
         start = marks(twilio, sendgrid)
@@ -347,5 +247,5 @@ def test_alerts_reach_every_consenting_subscriber_exactly_once(
         exits = fleet.stop()
     # And on SIGTERM both workers exit cleanly within 30 s
     for name, (code, seconds) in exits.items():
-        assert code == 0, f"{name} exited {code}: {(tmp_path / f'{name}.log').read_text()[-2000:]}"
+        assert code == 0, f"{name} exited {code}: {fleet.logs()}"
         assert seconds < 30

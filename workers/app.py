@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from messaging.sending.sms import SmsSender
     from messaging.store.blasts import BlastStore
     from messaging.store.ledger import Ledger
-    from messaging.store.suppressions import SqlSuppressionList
+    from messaging.suppression import NotifyingSuppressionList
     from queues.flow.control import RedisBlastControl
     from queues.lanes import Lanes
 
@@ -101,11 +101,21 @@ class App:
         return Ledger(self.engine)
 
     @cached_property
-    def suppressions(self) -> SqlSuppressionList:
-        """The suppression list."""
+    def suppressions(self) -> NotifyingSuppressionList:
+        """The suppression list; every addition is announced to the senders through Redis."""
         from messaging.store.suppressions import SqlSuppressionList
+        from messaging.suppression import NotifyingSuppressionList
 
-        return SqlSuppressionList(self.engine)
+        return NotifyingSuppressionList(SqlSuppressionList(self.engine), self._announce_suppression)
+
+    def _announce_suppression(self) -> None:
+        import contextlib
+
+        import redis
+
+        # The list itself is written; senders still check it at every batch.
+        with contextlib.suppress(redis.exceptions.RedisError):
+            self.control.bump_suppressions()
 
     @cached_property
     def lanes(self) -> Lanes:
@@ -172,8 +182,12 @@ class App:
                 "TWILIO_FROM_NUMBERS: set it or TWILIO_MESSAGING_SERVICE_SID to send SMS"
             )
         assert s.twilio_account_sid and s.twilio_auth_token and s.org_name
+        account_key = self.names.redis_key("rate", "sms-account")
         transport = TwilioSms(
-            s.twilio_account_sid, s.twilio_auth_token, base_url=s.twilio_api_base_url
+            s.twilio_account_sid,
+            s.twilio_auth_token,
+            base_url=s.twilio_api_base_url,
+            on_throttle=lambda _wait_s: self.send_context.limiter.throttle(account_key),
         )
         self._closers.append(transport.close)
         config = SmsConfig(
@@ -210,7 +224,12 @@ class App:
             tokens=UnsubscribeTokens(key),
             rate_per_s=s.email_rate,
         )
-        transport = SendGridEmail(s.sendgrid_api_key, base_url=s.sendgrid_api_base_url)
+        email_key = self.names.redis_key("rate", "email")
+        transport = SendGridEmail(
+            s.sendgrid_api_key,
+            base_url=s.sendgrid_api_base_url,
+            on_throttle=lambda _wait_s: self.send_context.limiter.throttle(email_key),
+        )
         return EmailSender(self.send_context, transport, config)
 
     def close(self) -> None:

@@ -225,7 +225,9 @@ def run_demo(
         while app.blasts.get(blast_id) is None:
             time.sleep(0.1)
         final = watch(app.blasts, blast_id, until_idle=True, timeout_s=120, console=console)
-        return _report(console, final, twilio, sendgrid, seeded, time.monotonic() - started, as_json)
+        return _report(
+            console, final, twilio, sendgrid, seeded, time.monotonic() - started, as_json
+        )
     finally:
         stop.set()
         for thread in threads:

@@ -43,9 +43,15 @@ class SmsTransport(Protocol):
     """Sends many SMS concurrently; one result per message, in order."""
 
     def send_many(
-        self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None
+        self,
+        messages: Sequence[SmsMessage],
+        gate: Callable[[SmsMessage], bool] | None = None,
+        reslot: Callable[[SmsMessage], float | None] | None = None,
     ) -> list[SmsResult]:
-        """Send each message at its slot if ``gate()`` still allows it right before the call.
+        """Send each message at its slot if ``gate(message)`` still allows it right before
+        the call (the blast may have been paused or canceled, the number may have said STOP).
+        A message that would leave late, or a retry, asks ``reslot`` for a new slot (None:
+        hold it).
 
         Errors are returned, not raised, so one bad number fails alone.
         """

@@ -20,13 +20,16 @@ class InMemorySms:
         self._lock = threading.Lock()
 
     def send_many(
-        self, messages: Sequence[SmsMessage], gate: Callable[[], bool] | None = None
+        self,
+        messages: Sequence[SmsMessage],
+        gate: Callable[[SmsMessage], bool] | None = None,
+        reslot: Callable[[SmsMessage], float | None] | None = None,
     ) -> list[SmsResult]:
         """See :class:`~messaging.providers.base.SmsTransport`."""
         results: list[SmsResult] = []
         with self._lock:
             for m in messages:
-                if gate is not None and not gate():
+                if gate is not None and not gate(m):
                     results.append(None)
                     continue
                 error = self.errors.get(m.to)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from python_http_client.exceptions import HTTPError
@@ -59,9 +59,17 @@ def map_sendgrid_error(exc: HTTPError) -> SendError:
 class SendGridEmail:
     """An :class:`~messaging.providers.base.EmailTransport` on the official client."""
 
-    def __init__(self, api_key: str, *, base_url: str = SENDGRID_DEFAULT_BASE_URL) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        base_url: str = SENDGRID_DEFAULT_BASE_URL,
+        on_throttle: Callable[[float], object] | None = None,
+    ) -> None:
         self._client = SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
         self._client.client.timeout = REQUEST_TIMEOUT_S
+        #: Told how long SendGrid asked us to back off after a 429 (slows the fleet's limiter).
+        self._on_throttle = on_throttle or (lambda _s: None)
 
     def send_batch(self, batch: EmailBatch) -> str:
         """Send ``batch`` in as few calls as SendGrid allows; returns the first X-Message-Id."""
@@ -83,7 +91,10 @@ class SendGridEmail:
             try:
                 response = self._client.client.mail.send.post(request_body=body)
             except HTTPError as exc:
-                raise map_sendgrid_error(exc) from None
+                error = map_sendgrid_error(exc)
+                if isinstance(error, TransientSendError) and error.code == "429":
+                    self._on_throttle(error.retry_after_s or 1.0)
+                raise error from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 raise TransientSendError(f"sendgrid unreachable: {exc}") from None
             return _header(response.headers, "X-Message-Id") or ""

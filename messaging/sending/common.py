@@ -28,9 +28,12 @@ log = structlog.get_logger(__name__)
 #: How long a process trusts its copy of a blast row (the alert does not change; the
 #: status is read through BlastControl, which is fresher).
 BLAST_CACHE_TTL_S = 5.0
-#: Never reserve send slots further ahead than this: what cannot go within it is re-queued,
-#: so a cancel always finds most of a blast still in our hands.
-PACING_HORIZON_S = 10.0
+#: How far ahead a batch may reserve send slots, by priority. What cannot go within it is
+#: re-queued, so a cancel always finds most of a blast still in our hands, and - because
+#: the account's rate is one schedule - lower priorities only ever hold a short stretch of
+#: it: an urgent alert's first slot is at most the normal/bulk horizon away (contract §4:
+#: urgent overtakes work already queued).
+PACING_HORIZON_S = {"urgent": 10.0, "normal": 0.5, "bulk": 0.5}
 
 
 class SuppressionCheck(Protocol):
@@ -77,6 +80,38 @@ class SendContext:
         """True while a blast may still send (checked right before each provider call)."""
         status = self.control.get(blast_id) or fallback
         return status in (states.SENDING_BLAST, states.EXPANDING)
+
+
+class LateSuppressions:
+    """Suppressions that landed after a batch was checked, found without a query per send.
+
+    The batch remembers the fleet's suppression version when it checked; before each
+    provider call it compares (a cached Redis read), and only when the version moved does it
+    query the list again, once, for the batch's destinations.
+    """
+
+    def __init__(self, ctx: SendContext, channel: Channel) -> None:
+        self._ctx = ctx
+        self._channel: Channel = channel
+        self._version = ctx.control.suppressions_version()
+        self._destinations: list[str] = []
+        self.found: set[str] = set()
+
+    def watch(self, destinations: list[str]) -> None:
+        """The destinations still to be sent."""
+        self._destinations = destinations
+
+    def refresh(self) -> set[str]:
+        """The watched destinations suppressed since the batch's send-time check."""
+        version = self._ctx.control.suppressions_version()
+        if version != self._version:
+            self._version = version
+            self.found |= self._ctx.suppressions.suppressed_among(self._channel, self._destinations)
+        return self.found
+
+    def stopped(self, destination: str) -> bool:
+        """True if ``destination`` was suppressed since the batch's send-time check."""
+        return destination in self.refresh()
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html as html_lib
+import time
 from dataclasses import dataclass
 from email.utils import parseaddr
 
@@ -14,6 +15,7 @@ from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport
 from messaging.sending.common import (
     PACING_HORIZON_S,
     BatchReport,
+    LateSuppressions,
     SendContext,
     finish_batch,
     send_time_checks,
@@ -98,6 +100,7 @@ class EmailSender:
         if started is None:
             return report
         blast, claimed = started
+        late = LateSuppressions(ctx, "email")  # before the check: a STOP after it moves the version
         to_send, outcomes = send_time_checks(ctx, blast, "email", claimed, report)
         recipients: list[tuple[int, EmailRecipient]] = []
         for c in to_send:
@@ -116,12 +119,25 @@ class EmailSender:
                 self._config.rate_per_s,
                 n=1,
                 cost=len(recipients),
-                horizon_s=PACING_HORIZON_S,
+                horizon_s=PACING_HORIZON_S[work.priority],
             )
+            late.watch([r.to for _, r in recipients])
+            if reservation.granted:
+                # Wait for the slot here, then look again: the blast may have been stopped
+                # or an address unsubscribed meanwhile.
+                time.sleep(max(0.0, reservation.slots_s[0] - time.time()))
             if reservation.granted == 0 or not ctx.gate(blast.blast_id, blast.status):
                 waiting = [sid for sid, _ in recipients]
             else:
-                outcomes += self._send(recipients, reservation.slots_s[0], report, waiting)
+                stopped = late.refresh()  # an unsubscribe since the check: drop those now
+                outcomes += [
+                    Outcome(sid, states.SUPPRESSED, error="suppressed while queued to send")
+                    for sid, r in recipients
+                    if r.to in stopped
+                ]
+                recipients = [(sid, r) for sid, r in recipients if r.to not in stopped]
+                if recipients:
+                    outcomes += self._send(recipients, 0.0, report, waiting)
         delay = TRANSIENT_RETRY_DELAY_S if report.by_state.get("transient") else 1.0
         finish_batch(ctx, work, outcomes, waiting, delay, report)
         log.info(

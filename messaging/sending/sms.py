@@ -16,6 +16,7 @@ from messaging.quiet_hours import next_allowed
 from messaging.sending.common import (
     PACING_HORIZON_S,
     BatchReport,
+    LateSuppressions,
     SendContext,
     finish_batch,
     send_time_checks,
@@ -25,6 +26,7 @@ from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.store.ledger import Claimed, Outcome
 from messaging.supporters.normalize import derive_timezone
 from messaging.templates import RenderError, render
+from queues.flow.ratelimit import Reservation
 from queues.sendqueue import SendWork
 
 log = structlog.get_logger(__name__)
@@ -83,6 +85,7 @@ class SmsSender:
         blast, claimed = started
         alert = blast.alert
         assert alert.sms is not None
+        late = LateSuppressions(ctx, "sms")  # before the check: a STOP after it moves the version
         to_send, outcomes = send_time_checks(ctx, blast, "sms", claimed, report)
         to_send, deferred = self._quiet_hours(to_send, alert.send_by, report)
         outcomes += deferred
@@ -114,33 +117,24 @@ class SmsSender:
             )
             messages.append((c.supporter_id, message, segment_info(body).segments))
 
-        reservation = ctx.limiter.reserve(
-            ctx.names.redis_key("rate", "sms-account"),
-            config.rate_account_per_s,
-            per_send_keys=[
-                ctx.names.redis_key(
-                    "rate", "sms-sender", m.from_number or m.messaging_service_sid or ""
-                )
-                for _, m, _ in messages
-            ]
-            if not config.messaging_service_sid
-            else (),
-            n=len(messages),
-            per_send_rate_per_s=config.rate_per_sender_per_s,
-            horizon_s=PACING_HORIZON_S,
-        )
+        horizon_s = PACING_HORIZON_S[work.priority]
+        reservation = self._reserve([m for _, m, _ in messages], horizon_s)
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
+        late.watch([m.to for _, m, _ in granted])
         results = self._transport.send_many(
             [
                 replace(m, send_at_s=slot)
                 for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
             ],
-            gate=lambda: ctx.gate(blast.blast_id, blast.status),
+            gate=lambda m: ctx.gate(blast.blast_id, blast.status) and not late.stopped(m.to),
+            reslot=lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None),
         )
         status_now = ctx.live_status(blast)
         for (sid, message, segments), result in zip(granted, results, strict=True):
-            outcome, wait = _outcome(ctx, sid, message, segments, result, report, status_now)
+            outcome, wait = _outcome(
+                ctx, sid, message, segments, result, report, status_now, late.found
+            )
             if wait:
                 waiting.append(sid)
             elif outcome is not None:
@@ -157,6 +151,23 @@ class SmsSender:
             requeued=report.requeued,
         )
         return report
+
+    def _reserve(self, messages: list[SmsMessage], horizon_s: float) -> Reservation:
+        """Send times for ``messages`` under the account rate and each sender number's rate."""
+        ctx, config = self._ctx, self._config
+        per_sender = (
+            [ctx.names.redis_key("rate", "sms-sender", m.from_number or "") for m in messages]
+            if not config.messaging_service_sid  # Twilio picks the number: limit by account
+            else ()
+        )
+        return ctx.limiter.reserve(
+            ctx.names.redis_key("rate", "sms-account"),
+            config.rate_account_per_s,
+            per_send_keys=per_sender,
+            n=len(messages),
+            per_send_rate_per_s=config.rate_per_sender_per_s,
+            horizon_s=horizon_s,
+        )
 
     def _quiet_hours(
         self, claimed: list[Claimed], send_by: datetime | None, report: BatchReport
@@ -193,9 +204,13 @@ def _outcome(
     result: SmsReceipt | SendError | None,
     report: BatchReport,
     status_now: str,
+    stopped: set[str],
 ) -> tuple[Outcome | None, bool]:
     """The ledger outcome of one provider result; (None, True) when it must wait."""
     sender = message.from_number or message.messaging_service_sid
+    if result is None and message.to in stopped:  # a STOP landed while it waited for its slot
+        report.add(states.SUPPRESSED)
+        return Outcome(sid, states.SUPPRESSED, error="suppressed while queued to send"), False
     if result is None:  # the gate closed before the call: canceled/expired end here, paused waits
         if status_now in (states.CANCELED_BLAST, states.EXPIRED_BLAST):
             state = states.CANCELED if status_now == states.CANCELED_BLAST else states.EXPIRED

@@ -528,6 +528,20 @@ class Ledger:
                 released += [(blast_id, channel, sid) for sid in ids if sid in taken_ids]
         return released
 
+    def has_state(self, blast_id: str, state: str) -> bool:
+        """True while any row of the blast is in ``state``."""
+        query = (
+            select(deliveries.c.supporter_id)
+            .where(
+                deliveries.c.blast_id == blast_id,
+                deliveries.c.channel.in_(["sms", "email"]),
+                deliveries.c.state == state,
+            )
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def count_open(self, blast_id: str) -> int:
         """Rows of a blast that still owe work."""
         with self.engine.connect() as conn:

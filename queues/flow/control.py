@@ -40,6 +40,14 @@ class BlastControl(Protocol):
         """Epoch seconds of the blast's last finished batch, or None."""
         ...
 
+    def bump_suppressions(self) -> None:
+        """Tell the fleet the suppression list changed (a STOP, an unsubscribe)."""
+        ...
+
+    def suppressions_version(self) -> int:
+        """A number that changes whenever the suppression list does (cached briefly)."""
+        ...
+
 
 class RedisBlastControl:
     """Blast statuses in Redis, cached per process for :data:`CACHE_TTL_S`."""
@@ -84,6 +92,25 @@ class RedisBlastControl:
         raw = self._client.get(self._names.redis_key("progress", blast_id))
         return float(raw) if raw else None
 
+    def bump_suppressions(self) -> None:
+        """See :class:`BlastControl`."""
+        self._client.incr(self._names.redis_key("suppressions", "version"))
+        with self._lock:
+            self._cache.pop("\0suppressions", None)
+
+    def suppressions_version(self) -> int:
+        """See :class:`BlastControl`."""
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get("\0suppressions")
+        if hit is not None and now - hit[0] < CACHE_TTL_S:
+            return int(hit[1] or 0)
+        raw = self._client.get(self._names.redis_key("suppressions", "version"))
+        value = raw.decode() if isinstance(raw, bytes) else raw
+        with self._lock:
+            self._cache["\0suppressions"] = (now, value)
+        return int(value or 0)
+
 
 class InMemoryBlastControl:
     """Blast statuses in a dict, for unit tests."""
@@ -91,6 +118,7 @@ class InMemoryBlastControl:
     def __init__(self) -> None:
         self._status: dict[str, str] = {}
         self._progress: dict[str, float] = {}
+        self._suppressions = 0
 
     def set(self, blast_id: str, status: str) -> None:
         """See :class:`BlastControl`."""
@@ -107,3 +135,11 @@ class InMemoryBlastControl:
     def last_progress(self, blast_id: str) -> float | None:
         """See :class:`BlastControl`."""
         return self._progress.get(blast_id)
+
+    def bump_suppressions(self) -> None:
+        """See :class:`BlastControl`."""
+        self._suppressions += 1
+
+    def suppressions_version(self) -> int:
+        """See :class:`BlastControl`."""
+        return self._suppressions

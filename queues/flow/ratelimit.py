@@ -18,6 +18,18 @@ from typing import Any, Protocol
 
 #: A reservation's slots are kept this long after the last one (a key idle longer resets).
 KEY_TTL_MS = 60_000
+#: Configured rates are ceilings, so we pace slightly under them: a send that arrives late
+#: (event loop, network, a busy provider edge) must not push any one-second window over
+#: the limit. Pacing at 92 % absorbs ~85 ms of lateness at any rate (1/0.92 - 1 s).
+RATE_HEADROOM = 0.92
+#: Adaptive slow-down after a provider 429 (AIMD): the key's rate is multiplied by this ...
+THROTTLE_DECREASE = 0.7
+#: ... at most once per this many seconds (a burst of 429s is one signal) ...
+THROTTLE_COOLDOWN_S = 1.0
+#: ... never below this share of the configured rate ...
+THROTTLE_FLOOR = 0.1
+#: ... and recovers by this share of the configured rate per second.
+THROTTLE_RECOVERY_PER_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +61,26 @@ class RateLimiter(Protocol):
         """Slots for ``n`` sends (or one per ``per_send_keys`` entry), each costing ``cost``."""
         ...
 
+    def throttle(self, shared_key: str) -> float:
+        """A provider said 429 for this key: slow it down; returns the new rate factor."""
+        ...
+
 
 def _micro(rate_per_s: float) -> int:
-    return max(1, round(1_000_000 / rate_per_s))
+    return max(1, round(1_000_000 / (rate_per_s * RATE_HEADROOM)))
+
+
+def _slow_key(shared_key: str) -> str:
+    return f"{shared_key}:slow"
 
 
 class RedisRateLimiter:
     """The :class:`RateLimiter` of the fleet: one Lua call per batch."""
 
     def __init__(self, client: Any) -> None:
-        script = resources.files("queues.flow").joinpath("schedule.lua").read_text()
-        self._script = client.register_script(script)
+        lua = resources.files("queues.flow")
+        self._script = client.register_script(lua.joinpath("schedule.lua").read_text())
+        self._throttle = client.register_script(lua.joinpath("throttle.lua").read_text())
 
     def reserve(
         self,
@@ -75,7 +96,7 @@ class RedisRateLimiter:
         """See :class:`RateLimiter`."""
         before = time.time()
         raw = self._script(
-            keys=[shared_key, *per_send_keys],
+            keys=[shared_key, _slow_key(shared_key), *per_send_keys],
             args=[
                 _micro(shared_rate_per_s),
                 _micro(per_send_rate_per_s),
@@ -83,12 +104,28 @@ class RedisRateLimiter:
                 int(horizon_s * 1_000_000),
                 cost,
                 KEY_TTL_MS,
+                THROTTLE_RECOVERY_PER_S,
             ],
         )
         after = time.time()
         # Redis time → local time: the offset measured around this very call.
         offset = (before + after) / 2 - int(raw[0]) / 1_000_000
         return Reservation(tuple(int(s) / 1_000_000 + offset for s in raw[1:]))
+
+    def throttle(self, shared_key: str) -> float:
+        """See :class:`RateLimiter`."""
+        recovery_s = (1 - THROTTLE_FLOOR) / THROTTLE_RECOVERY_PER_S
+        thousandths = self._throttle(
+            keys=[_slow_key(shared_key)],
+            args=[
+                THROTTLE_DECREASE,
+                THROTTLE_FLOOR,
+                int(THROTTLE_COOLDOWN_S * 1_000_000),
+                THROTTLE_RECOVERY_PER_S,
+                int(recovery_s * 1000) + KEY_TTL_MS,
+            ],
+        )
+        return int(thousandths) / 1000
 
 
 class InMemoryRateLimiter:
@@ -97,7 +134,23 @@ class InMemoryRateLimiter:
     def __init__(self, clock: Any = time.time) -> None:
         self._clock = clock
         self._tat: dict[str, float] = {}
+        self._slow: dict[str, tuple[float, float]] = {}  # key -> (factor, since)
         self._lock = threading.Lock()
+
+    def _factor(self, shared_key: str, now: float) -> tuple[float, float]:
+        factor, since = self._slow.get(shared_key, (1.0, 0.0))
+        return min(1.0, factor + (now - since) * THROTTLE_RECOVERY_PER_S), since
+
+    def throttle(self, shared_key: str) -> float:
+        """See :class:`RateLimiter`."""
+        with self._lock:
+            now = self._clock()
+            factor, since = self._factor(shared_key, now)
+            if shared_key in self._slow and now - since < THROTTLE_COOLDOWN_S:
+                return factor
+            factor = max(THROTTLE_FLOOR, factor * THROTTLE_DECREASE)
+            self._slow[shared_key] = (factor, now)
+            return factor
 
     def reserve(
         self,
@@ -115,6 +168,7 @@ class InMemoryRateLimiter:
             now = self._clock()
             keys: Sequence[str | None] = list(per_send_keys) if per_send_keys else [None] * n
             shared = max(self._tat.get(shared_key, now), now)
+            shared_interval_s = _micro(shared_rate_per_s) / 1e6 / self._factor(shared_key, now)[0]
             slots = []
             for key in keys:
                 slot = shared
@@ -122,9 +176,9 @@ class InMemoryRateLimiter:
                     slot = max(slot, self._tat.get(key, now), now)
                 if slot > now + horizon_s:
                     break
-                shared = slot + cost / shared_rate_per_s
+                shared = slot + shared_interval_s * cost
                 if key is not None:
-                    self._tat[key] = slot + 1 / per_send_rate_per_s
+                    self._tat[key] = slot + _micro(per_send_rate_per_s) / 1e6
                 slots.append(slot)
             self._tat[shared_key] = shared
             return Reservation(tuple(slots))

@@ -2,13 +2,15 @@
 -- without any key exceeding its rate, and advance every key's theoretical arrival time.
 --
 -- KEYS[1]          the shared key (the Twilio account, or the email rate)
--- KEYS[2..]        per-send keys (a sender number); may repeat; empty when there are none
+-- KEYS[2]          the shared key's slow-down state (see throttle.lua); may not exist
+-- KEYS[3..]        per-send keys (a sender number); may repeat; absent when there are none
 -- ARGV[1]          interval of the shared key, in microseconds (1e6 / rate_per_s)
 -- ARGV[2]          interval of every per-send key, in microseconds
--- ARGV[3]          number of sends n (when KEYS has only the shared key)
+-- ARGV[3]          number of sends n (when KEYS has no per-send keys)
 -- ARGV[4]          horizon, in microseconds: do not grant slots later than now + horizon
 -- ARGV[5]          cost of each send in units of the shared key (email: recipients per call)
 -- ARGV[6]          key TTL in milliseconds
+-- ARGV[7]          recovery of the slow-down factor, per second (e.g. 0.1: +10 % a second)
 -- Returns {now_us, slot_us_1, slot_us_2, ...}: as many slots as were granted, in order.
 -- Times come from Redis TIME, so every worker in the fleet paces against one clock.
 
@@ -20,9 +22,17 @@ local n = tonumber(ARGV[3])
 local horizon = now + tonumber(ARGV[4])
 local cost = tonumber(ARGV[5])
 local ttl_ms = tonumber(ARGV[6])
+local recover_per_s = tonumber(ARGV[7])
 
-local per_send = #KEYS > 1
-if per_send then n = #KEYS - 1 end
+-- A provider's 429 lowered this key's rate by a factor that recovers linearly with time.
+local slow = redis.call('HMGET', KEYS[2], 'factor', 'since')
+if slow[1] then
+  local factor = tonumber(slow[1]) + (now - tonumber(slow[2])) / 1000000 * recover_per_s
+  if factor < 1 then shared_interval = shared_interval / factor end
+end
+
+local per_send = #KEYS > 2
+if per_send then n = #KEYS - 2 end
 
 local shared_tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if shared_tat < now then shared_tat = now end
@@ -34,7 +44,7 @@ for i = 1, n do
   local slot = shared_tat
   local key = nil
   if per_send then
-    key = KEYS[i + 1]
+    key = KEYS[i + 2]
     local tat = tats[key]
     if tat == nil then
       tat = tonumber(redis.call('GET', key) or '0')

@@ -23,7 +23,9 @@ def demo(app: App, people: int, sms_rate: float, as_json: bool) -> None:
     """The whole pipeline on this machine with nothing to set up: seed, publish, watch, report."""
     from workers.demo import run_demo
 
-    code = run_demo(Console(), app.settings.redis_url, people=people, sms_rate=sms_rate, as_json=as_json)
+    code = run_demo(
+        Console(), app.settings.redis_url, people=people, sms_rate=sms_rate, as_json=as_json
+    )
     sys.exit(code)
 
 

@@ -75,21 +75,37 @@ def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple
 
     check_connection(app.engine)
     app.redis.ping()
-    lanes = app.lanes
-    if "sms" in channels:
-        lanes.handle("sms", app.sms_sender().process)
-    if "email" in channels:
-        lanes.handle("email", app.email_sender().process)
-    worker = dramatiq.Worker(
-        lanes.broker, worker_threads=threads, queues=lanes.queue_names(channels)
-    )
-    worker.start()
+    from queues.lanes import Lanes, make_broker
+
+    # Urgent lanes get a worker (and broker connection) of their own: an urgent batch never
+    # waits for a thread that is pacing a bulk batch.
+    lanes, urgent_lanes = app.lanes, Lanes(make_broker(app.redis, app.names))
+    for channel, make in (("sms", app.sms_sender), ("email", app.email_sender)):
+        if channel in channels:
+            process = make().process
+            lanes.handle(channel, process)
+            urgent_lanes.handle(channel, process)
+    urgent = lanes.queue_names(channels, ("urgent",))
+    workers = [
+        dramatiq.Worker(urgent_lanes.broker, worker_threads=max(2, threads // 2), queues=urgent),
+        dramatiq.Worker(
+            lanes.broker, worker_threads=threads, queues=lanes.queue_names(channels) - urgent
+        ),
+    ]
+    for worker in workers:
+        worker.start()
     log.info("sender.started", threads=threads, channels=channels)
     while not stop.wait(0.5):
         pass
     started = time.monotonic()
     # Stops consuming, lets running batches finish, and returns prefetched messages to Redis.
-    worker.stop(timeout=SENDER_DRAIN_MS)
+    stoppers = [
+        threading.Thread(target=w.stop, kwargs={"timeout": SENDER_DRAIN_MS}) for w in workers
+    ]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
     log.info("sender.stopped", drain_s=round(time.monotonic() - started, 2))
 
 
@@ -107,11 +123,18 @@ def sender(app: App, threads: int, channels: str) -> None:
     run_sender(app, stop, threads=threads, channels=chosen)
 
 
-def run_scheduler(app: App, stop: threading.Event, *, interval_s: float) -> None:
+def run_scheduler(
+    app: App,
+    stop: threading.Event,
+    *,
+    interval_s: float,
+    stall_s: float | None = None,
+    stuck_s: float | None = None,
+) -> None:
     """Sweep every ``interval_s`` until ``stop`` is set."""
-    from messaging.sweep import Sweeper
+    from messaging.sweep import STALL_S, STUCK_S, Sweeper
 
-    sweeper = Sweeper(app.actions)
+    sweeper = Sweeper(app.actions, stall_s=stall_s or STALL_S, stuck_s=stuck_s or STUCK_S)
     while not stop.is_set():
         try:
             report = sweeper.run_once()
@@ -130,12 +153,27 @@ def run_scheduler(app: App, stop: threading.Event, *, interval_s: float) -> None
 
 @click.command()
 @click.option("--interval", default=5.0, show_default=True, help="Seconds between sweeps.")
+@click.option(
+    "--stall-after",
+    type=float,
+    default=None,
+    help="Re-drive a blast's pending rows after this many seconds without progress [120].",
+)
+@click.option(
+    "--stuck-after",
+    type=float,
+    default=None,
+    help="Fail rows claimed this many seconds ago with no outcome (their worker died) [600]. "
+    "Keep it well above the longest batch (~1 min with retries).",
+)
 @pass_app
-def scheduler(app: App, interval: float) -> None:
+def scheduler(
+    app: App, interval: float, stall_after: float | None, stuck_after: float | None
+) -> None:
     """Re-drives lost work, ends stuck and expired blasts, releases deferred work."""
     stop = threading.Event()
     stop_on_signals(stop)
-    run_scheduler(app, stop, interval_s=interval)
+    run_scheduler(app, stop, interval_s=interval, stall_s=stall_after, stuck_s=stuck_after)
 
 
 COMMANDS = [intake, sender, scheduler]

@@ -139,12 +139,6 @@ def optout() -> None:
     """Manage the suppression list (phone or email)."""
 
 
-def _suppressions(app: App):  # type: ignore[no-untyped-def]
-    from messaging.store.suppressions import SqlSuppressionList
-
-    return SqlSuppressionList(app.engine)
-
-
 @optout.command("add")
 @click.argument("value")
 @click.option("--reason", default="operator", show_default=True)
@@ -152,7 +146,7 @@ def _suppressions(app: App):  # type: ignore[no-untyped-def]
 def optout_add(app: App, value: str, reason: str) -> None:
     """Suppress VALUE (a phone number or an email address)."""
     channel, key = classify(value)
-    added = _suppressions(app).add(channel, key, reason=reason, source="cli")
+    added = app.suppressions.add(channel, key, reason=reason, source="cli")
     click.echo(f"{channel} {key}: {'suppressed' if added else 'was already suppressed'}")
 
 
@@ -162,7 +156,7 @@ def optout_add(app: App, value: str, reason: str) -> None:
 def optout_remove(app: App, value: str) -> None:
     """Lift the suppression of VALUE."""
     channel, key = classify(value)
-    removed = _suppressions(app).remove(channel, key, source="cli")
+    removed = app.suppressions.remove(channel, key, source="cli")
     click.echo(f"{channel} {key}: {'no longer suppressed' if removed else 'was not suppressed'}")
 
 
@@ -173,7 +167,7 @@ def optout_remove(app: App, value: str) -> None:
 def optout_check(app: App, value: str, as_json: bool) -> None:
     """Tell whether VALUE is suppressed."""
     channel, key = classify(value)
-    found = _suppressions(app).lookup(channel, key)
+    found = app.suppressions.lookup(channel, key)
     if as_json:
         echo_json(
             {

@@ -1,0 +1,224 @@
+"""Running the fleet as the Procfile does, for end-to-end tests: processes, env, waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import REDIS_TEST_URL
+
+ACCOUNT_SID = "AC" + "a" * 32
+AUTH_TOKEN = "e2e-auth-token-0123456789"
+SENDGRID_KEY = "SG.e2e-key.0123456789abcdef"
+FROM_NUMBERS = ("+15005550001", "+15005550002", "+15005550003", "+15005550004")
+
+
+def far_quiet_window() -> str:
+    """A one-minute quiet window far from now in every US zone: quiet hours have their own
+    tests; here they must not defer anyone, whatever the time of the run. The window's local
+    time is the current UTC time + 12 h, which in zones at UTC-4 … UTC-10 lies 16-22 h ahead."""
+    start = datetime.now(UTC) + timedelta(hours=12)
+    return f"{start:%H:%M}-{start + timedelta(minutes=1):%H:%M}"
+
+
+def fleet_env(
+    *, db_url: str, moto_url: str, prefix: str, twilio_url: str, sendgrid_url: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a `rapid` process wired to the test's services and emulators."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
+    }
+    base.update(
+        RAPID_PREFIX=prefix,
+        DATABASE_URL=db_url,
+        REDIS_URL=REDIS_TEST_URL,
+        AWS_ENDPOINT_URL=moto_url,
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+        TWILIO_FROM_NUMBERS=",".join(FROM_NUMBERS),
+        TWILIO_API_BASE_URL=twilio_url,
+        SENDGRID_API_KEY=SENDGRID_KEY,
+        SENDGRID_API_BASE_URL=sendgrid_url,
+        EMAIL_FROM="Acme Action <news@acme.example>",
+        ORG_NAME="Acme Action",
+        ORG_POSTAL_ADDRESS="1 Main St, Pittsburgh PA 15213",
+        PUBLIC_BASE_URL="https://rr.acme.example",
+        SMS_RATE_PER_SENDER="400",
+        SMS_RATE_ACCOUNT="1600",
+        EMAIL_RATE="5000",
+        QUIET_HOURS=far_quiet_window(),
+        RAPID_LOG_FORMAT="json",
+        RAPID_LOG_LEVEL="WARNING",
+    )
+    base.update(extra)
+    return base
+
+
+def rapid(
+    env: dict[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a `rapid` command to completion; fail the test with its stderr if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"rapid {' '.join(args)} failed:\n{result.stderr[-3000:]}"
+    return result
+
+
+class Fleet:
+    """`rapid` worker processes, started and stopped like a process manager would."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._starts = 0
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Start ``rapid ARGS`` as process ``name``."""
+        self._starts += 1
+        log = (self.log_dir / f"{name}.{self._starts}.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process (a crash, an instance lost without warning)."""
+        self.procs[name].kill()
+        self.procs[name].wait(timeout=10)
+
+    def stop(self) -> dict[str, tuple[int, float]]:
+        """SIGTERM everyone; returns exit code and seconds to exit per process."""
+        started = time.monotonic()
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        return {n: (p.wait(timeout=40), time.monotonic() - started) for n, p in self.procs.items()}
+
+    def logs(self) -> str:
+        """Every log written so far (for failure messages)."""
+        return "\n".join(p.read_text()[-2000:] for p in sorted(self.log_dir.glob("*.log")))
+
+
+def blast_summary(env: dict[str, str], blast_id: str) -> dict[str, Any] | None:
+    """`rapid blast show --json`, or None while the blast does not exist yet."""
+    out = subprocess.run(
+        [sys.executable, "-m", "workers", "blast", "show", blast_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return dict(json.loads(out.stdout)) if out.returncode == 0 else None
+
+
+def wait_ended(env: dict[str, str], blast_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    """Poll until the blast has ended; returns its final summary."""
+    deadline = time.monotonic() + timeout_s
+    summary = None
+    while time.monotonic() < deadline:
+        summary = blast_summary(env, blast_id)
+        if summary and summary["status"] in ("completed", "canceled", "expired"):
+            return summary
+        time.sleep(0.5)
+    raise AssertionError(f"blast {blast_id} did not end in {timeout_s}s: {summary}")
+
+
+def aws_clients(moto_url: str) -> tuple[Any, Any]:
+    """(sns, sqs) boto3 clients on the moto server."""
+    import boto3
+
+    kw: dict[str, Any] = {
+        "endpoint_url": moto_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    return boto3.client("sns", **kw), boto3.client("sqs", **kw)
+
+
+def topic_arn(sns: Any, prefix: str, topic: str) -> str:
+    """The SNS ARN of an alert topic."""
+    return str(
+        next(
+            t["TopicArn"]
+            for t in sns.list_topics()["Topics"]
+            if t["TopicArn"].endswith(f":{prefix}-alert-{topic}")
+        )
+    )
+
+
+def write_people(path: Path, n: int, topic: str, *, area: str = "412") -> list[str]:
+    """A CSV of ``n`` opted-in supporters with distinct phones; returns the E.164 numbers."""
+    import csv
+
+    phones = []
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["external_id", "first_name", "phone", "email", "topics", "sms_opt_in", "email_opt_in"]
+        )
+        for i in range(n):
+            phone = f"+1{area}{2000000 + i:07d}"
+            phones.append(phone)
+            w.writerow([f"p{i}", f"Pat{i}", phone, f"p{i}@example.org", topic, "yes", "yes"])
+    return phones
+
+
+class EmulatorProcess:
+    """The Twilio and SendGrid emulators in a process of their own (as in production, the
+    provider is not on our CPU), read through their HTTP control routes."""
+
+    def __init__(self) -> None:
+        from messaging.emulators.client import EmulatorClient
+
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "messaging.emulators",
+                "--auth-token",
+                AUTH_TOKEN,
+                "--account-sid",
+                ACCOUNT_SID,
+                "--api-key",
+                SENDGRID_KEY,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        urls = json.loads(self._proc.stdout.readline())
+        self.twilio_url, self.sendgrid_url = urls["twilio"], urls["sendgrid"]
+        self.twilio = EmulatorClient(self.twilio_url)
+
+    def sms(self) -> list[dict[str, Any]]:
+        """Every SMS the Twilio emulator accepted."""
+        return self.twilio.messages()[0]
+
+    def close(self) -> None:
+        self.twilio.close()
+        self._proc.terminate()
+        self._proc.wait(timeout=10)

@@ -1,0 +1,93 @@
+"""The rate limiter's schedule: one contract, run on the in-memory and the Redis version."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from queues.flow.ratelimit import (
+    RATE_HEADROOM,
+    THROTTLE_DECREASE,
+    InMemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
+from tests.conftest import REDIS_TEST_URL
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
+    if request.param == "memory":
+        yield InMemoryRateLimiter()
+        return
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}", pytrace=False)
+    yield RedisRateLimiter(client)
+    client.close()
+
+
+def key() -> str:
+    return f"t:{uuid.uuid4().hex}"
+
+
+def gaps(slots: tuple[float, ...]) -> list[float]:
+    return [round(b - a, 4) for a, b in itertools.pairwise(slots)]
+
+
+def test_slots_are_spaced_under_the_rate(limiter: RateLimiter) -> None:
+    # Given 10 msg/s, when a batch of 5 reserves, then the slots are 1/(10 × headroom) apart
+    res = limiter.reserve(key(), 10, n=5, horizon_s=5)
+    assert res.granted == 5
+    assert gaps(res.slots_s) == [round(1 / (10 * RATE_HEADROOM), 4)] * 4
+
+
+def test_each_sender_number_keeps_its_own_rate_under_the_account(limiter: RateLimiter) -> None:
+    # Given a fast account and 1 msg/s per number: two numbers interleave, each 1 s apart
+    a, b = key(), key()
+    res = limiter.reserve(
+        key(), 1000, per_send_keys=[a, b, a, b], per_send_rate_per_s=1, horizon_s=5
+    )
+    start = res.slots_s[0]
+    offsets = [round(s - start, 2) for s in res.slots_s]
+    assert offsets[0] == 0 and offsets[1] < 0.01  # the two numbers start together
+    assert offsets[2] == offsets[3] == round(1 / RATE_HEADROOM, 2)
+
+
+def test_nothing_is_reserved_past_the_horizon(limiter: RateLimiter) -> None:
+    # Given 10 msg/s and a 1 s horizon, only the first ~10 of 100 get a slot now
+    res = limiter.reserve(key(), 10, n=100, horizon_s=1.0)
+    assert 9 <= res.granted <= 11
+    assert res.slots_s[-1] - res.slots_s[0] <= 1.0
+
+
+def test_batches_share_one_schedule(limiter: RateLimiter) -> None:
+    k = key()
+    first = limiter.reserve(k, 10, n=3, horizon_s=5)
+    second = limiter.reserve(k, 10, n=3, horizon_s=5)
+    assert second.slots_s[0] - first.slots_s[-1] == pytest.approx(
+        1 / (10 * RATE_HEADROOM), abs=0.01
+    )
+
+
+def test_email_cost_counts_recipients(limiter: RateLimiter) -> None:
+    # Given 1000 recipients/s, two calls of 1000 recipients are one second (and headroom) apart
+    res = limiter.reserve(key(), 1000, n=2, cost=1000, horizon_s=5)
+    assert gaps(res.slots_s) == [round(1 / RATE_HEADROOM, 4)]
+
+
+def test_a_429_slows_the_key_once_per_burst(limiter: RateLimiter) -> None:
+    k = key()
+    # When a provider answers 429 three times in a burst, the rate drops once
+    assert limiter.throttle(k) == pytest.approx(THROTTLE_DECREASE, abs=0.002)
+    assert limiter.throttle(k) == pytest.approx(THROTTLE_DECREASE, abs=0.002)
+    res = limiter.reserve(k, 10, n=2, horizon_s=5)
+    assert gaps(res.slots_s)[0] == pytest.approx(
+        1 / (10 * RATE_HEADROOM * THROTTLE_DECREASE), abs=0.01
+    )

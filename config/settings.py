@@ -74,6 +74,9 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     #: TCP port of ``rapid web`` (Procfile platforms set ``PORT``).
     port: int = 8000
+    #: Dry-run estimates: price of one SMS segment and of one email, in USD.
+    sms_segment_price: float = 0.0079
+    email_price: float = 0.0006
     #: ``json`` (production), ``console`` (a person at a terminal) or ``auto``.
     log_format: str = "auto"
     log_level: str = "INFO"
@@ -177,6 +180,16 @@ def _rate(raw: str) -> float:
     return value
 
 
+def _price(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a price in USD, e.g. 0.0079") from None
+    if not 0 <= value < 100:
+        raise ValueError("must be a price in USD, e.g. 0.0079")
+    return value
+
+
 def _quiet_hours(raw: str) -> QuietHours:
     start, sep, end = raw.partition("-")
     m1, m2 = _HHMM_RE.match(start.strip()), _HHMM_RE.match(end.strip())
@@ -243,6 +256,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RAPID_API_TOKEN": ("api_token", _text),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),
     "PORT": ("port", _port),
+    "RAPID_SMS_SEGMENT_PRICE": ("sms_segment_price", _price),
+    "RAPID_EMAIL_PRICE": ("email_price", _price),
     "RAPID_LOG_FORMAT": ("log_format", _one_of("auto", "json", "console")),
     "RAPID_LOG_LEVEL": ("log_level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
 }

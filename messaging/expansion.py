@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from messaging import states
+from messaging.dry_run import DryRunConfig, estimate
 from messaging.store.blasts import BlastRecord, BlastStore
 from messaging.store.ledger import Audience, Ledger
 from queues.sendqueue import SendQueue, enqueue_in_batches
@@ -46,12 +47,14 @@ class Expander:
         *,
         page_size: int = PAGE_SIZE,
         heartbeat: Callable[[], None] | None = None,
+        dry_run: DryRunConfig | None = None,
     ) -> None:
         self._ledger = ledger
         self._blasts = blasts
         self._queue = queue
         self._page_size = page_size
         self._heartbeat = heartbeat or (lambda: None)
+        self._dry_run_config = dry_run or DryRunConfig()
 
     def expand(self, blast: BlastRecord) -> ExpansionResult:
         """Expand ``blast`` from its cursor to the end of its audience."""
@@ -118,6 +121,7 @@ class Expander:
                 result.pages += 1
                 self._heartbeat()
             stats: dict[str, Any] = audience.stats(conn)
+            stats["estimate"] = estimate(conn, blast.blast_id, blast.alert, self._dry_run_config)
             tx.rollback()
         stats["would_send"] = counts
         self._blasts.finish_expansion(blast.blast_id, stats)

@@ -13,6 +13,7 @@ import structlog
 
 from messaging import states
 from messaging.alert import parse_alert
+from messaging.dry_run import DryRunConfig
 from messaging.errors import InputError
 from messaging.expansion import Expander
 from messaging.store.blasts import BlastRecord, BlastStore
@@ -35,7 +36,9 @@ class Intake:
         ledger: Ledger,
         queue: SendQueue,
         control: BlastControl,
+        dry_run: DryRunConfig | None = None,
     ) -> None:
+        self._dry_run = dry_run
         self._names = names
         self._blasts = blasts
         self._ledger = ledger
@@ -67,7 +70,9 @@ class Intake:
                 test=bool(alert.test_recipients),
                 form=unwrapped.form,
             )
-        Expander(self._ledger, self._blasts, self._queue, heartbeat=heartbeat).expand(blast)
+        Expander(
+            self._ledger, self._blasts, self._queue, heartbeat=heartbeat, dry_run=self._dry_run
+        ).expand(blast)
         current = self._blasts.get(blast.blast_id)
         assert current is not None
         if alert.expired() and current.status == states.SENDING_BLAST:

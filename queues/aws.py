@@ -35,6 +35,14 @@ def make_session(settings: Settings) -> boto3.Session:
     return session
 
 
+def make_cloudwatch(settings: Settings) -> Any:
+    """A CloudWatch client (backlog metrics) honouring ``AWS_ENDPOINT_URL``."""
+    kwargs: dict[str, Any] = {"config": _CLIENT_CONFIG}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    return make_session(settings).client("cloudwatch", **kwargs)
+
+
 def make_clients(settings: Settings) -> tuple[Any, Any]:
     """``(sns, sqs)`` clients honouring ``AWS_ENDPOINT_URL``."""
     session = make_session(settings)

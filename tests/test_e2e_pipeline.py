@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -153,11 +155,39 @@ def test_alerts_reach_every_consenting_subscriber_exactly_once(
     fleet.start("intake", "intake", "--wait-time", "1")
     fleet.start("sender", "sender", "--threads", "8")
     try:
-        # When an alert is published as an SNS envelope
+        # When the team dry-runs first, it sees the audience and the cost, and nothing is sent
+        dry = json.loads(
+            rapid(
+                env,
+                "alert",
+                "send",
+                "--topic",
+                "debate-night",
+                "--dry-run",
+                "--json",
+                "--sms-body",
+                "Hi {{ first_name }}, watch this clip: https://ex.am/p1",
+            ).stdout
+        )
+        assert dry["would_send"]["sms"]["pending"] == len(expected["sms"])
+        assert dry["estimate"]["sms"]["segments"] >= len(expected["sms"])
+        assert dry["estimate"]["sms"]["estimated_cost"] > 0
+        assert twilio.recorder.messages() == []
+        # When an alert is published as an SNS envelope, and someone watches it
         start = marks(twilio, sendgrid)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "workers", "blast", "watch", "e2e-1", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         sns.publish(TopicArn=topic_arn, Message=json.dumps(alert))
         summary = wait_ended(env, "e2e-1")
         sms, email = received(twilio, sendgrid, start)
+        # Then the watcher streamed progress and stopped at the final counts
+        lines = [json.loads(line) for line in watcher.communicate(timeout=60)[0].splitlines()]
+        assert lines[-1]["status"] == "completed"
+        assert lines[-1]["channels"]["sms"]["sent"] == len(sms)
         # Then every consenting, unsuppressed destination got exactly one message per channel
         assert set(sms) == expected["sms"] and max(sms.values()) == 1
         assert set(email) == expected["email"] and max(email.values()) == 1

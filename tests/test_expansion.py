@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import Engine, select
 
 from messaging import states
@@ -91,6 +93,62 @@ def test_expansion_pages_households_consent_and_suppression(engine: Engine) -> N
     assert again.pending == {"sms": 0, "email": 0} or not any(again.pending.values())
     assert queue.items == []
     assert _ledger_states(engine, "sms") == sms
+
+
+def test_dry_run_estimates_segments_cost_quiet_hours_and_eta(engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from config.settings import QuietHours
+    from messaging.dry_run import DryRunConfig
+
+    # Given two supporters in New York, where it is quiet hours now, one in Honolulu, and a
+    # 150-character GSM text (with the first-contact wrapper: 2 segments each)
+    local = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
+    window = QuietHours(
+        (local - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+        (local + timedelta(hours=1)).time().replace(second=0, microsecond=0),
+    )
+    add_supporters(
+        engine,
+        [
+            {"phone": "+12125550100", "email": "a@x.org", "timezone": "America/New_York"},
+            {"phone": "+12125550101", "email": "b@x.org", "timezone": "America/New_York"},
+            {"phone": "+18085550100", "email": "c@x.org", "timezone": "Pacific/Honolulu"},
+        ],
+        topic="t",
+    )
+    blasts, queue = BlastStore(engine), InMemorySendQueue()
+    alert = {
+        "alert_id": "d-1",
+        "sms": {"body": "x" * 150},
+        "email": {"subject": "S", "text": "T"},
+        "dry_run": True,
+    }
+    blast, _ = blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)
+    config = DryRunConfig(
+        org_name="Acme",
+        sms_rate_per_s=2,
+        email_rate_per_s=10,
+        sms_price_per_segment=0.01,
+        email_price=0.001,
+        quiet_hours=window,
+    )
+    # When dry-run
+    Expander(Ledger(engine), blasts, queue, dry_run=config).expand(blast)
+    estimate = blasts.get("d-1").stats["estimate"]  # type: ignore[union-attr]
+    # Then segments, cost, quiet-hours deferrals and ETA are reported, and nothing is queued
+    assert estimate["sms"] == {
+        "recipients": 3,
+        "segments_per_message": 2.0,
+        "segments": 6,
+        "estimated_cost": 0.06,
+        "deferred_for_quiet_hours": 2,
+        "template_failures_in_sample": 0,
+        "eta_s": 0.5,
+    }
+    assert estimate["email"] == {"recipients": 3, "estimated_cost": 0.0, "eta_s": 0.3}
+    assert queue.items == [] and _ledger_states(engine, "sms") == {}
 
 
 def test_dry_run_counts_and_writes_nothing(engine: Engine) -> None:

@@ -141,9 +141,22 @@ class App:
     @cached_property
     def intake(self) -> Intake:
         """The intake service."""
+        from messaging.dry_run import DryRunConfig
         from messaging.intake import Intake
 
-        return Intake(self.names, self.blasts, self.ledger, self.lanes, self.control)
+        s = self.settings
+        sms_rate = s.sms_rate_account
+        if s.twilio_from_numbers and not s.twilio_messaging_service_sid:
+            sms_rate = min(sms_rate, s.sms_rate_per_sender * len(s.twilio_from_numbers))
+        dry_run = DryRunConfig(
+            org_name=s.org_name or "",
+            sms_rate_per_s=sms_rate,
+            email_rate_per_s=s.email_rate,
+            sms_price_per_segment=s.sms_segment_price,
+            email_price=s.email_price,
+            quiet_hours=s.quiet_hours,
+        )
+        return Intake(self.names, self.blasts, self.ledger, self.lanes, self.control, dry_run)
 
     @cached_property
     def send_context(self) -> SendContext:

@@ -129,10 +129,72 @@ def alert_send(
         dry_run=dry_run,
     )
     message_id = publish(app, topic, document)
-    if as_json:
-        echo_json({"blast_id": document["alert_id"], "sns_message_id": message_id})
+    blast_id = document["alert_id"]
+    if dry_run:
+        _print_dry_run(app, blast_id, as_json)
+    elif as_json:
+        echo_json({"blast_id": blast_id, "sns_message_id": message_id})
     else:
-        click.echo(document["alert_id"])
+        click.echo(blast_id)
+
+
+#: How long `blast watch` waits for a just-published blast to appear.
+WATCH_WAIT_FOR_BLAST_S = 30.0
+#: How long `alert send --dry-run` waits for the intake to count the audience.
+DRY_RUN_WAIT_S = 60.0
+
+
+def _print_dry_run(app: App, blast_id: str, as_json: bool) -> None:
+    """Wait for the intake to evaluate the dry run, then print its report."""
+    import time
+
+    deadline = time.monotonic() + DRY_RUN_WAIT_S
+    record = app.blasts.get(blast_id)
+    while (record is None or record.expanded_at is None) and time.monotonic() < deadline:
+        time.sleep(0.25)
+        record = app.blasts.get(blast_id)
+    if record is None or record.expanded_at is None:
+        raise InputError(
+            f"dry run {blast_id} published, but no intake worker evaluated it within "
+            f"{DRY_RUN_WAIT_S:.0f} s (is `rapid intake` running?)"
+        )
+    if as_json:
+        echo_json({"blast_id": blast_id, **record.stats})
+        return
+    click.echo(f"dry run {blast_id}: {record.stats.get('audience', 0)} subscribers in the audience")
+    estimate = record.stats.get("estimate", {})
+    rows = []
+    for channel, would in record.stats.get("would_send", {}).items():
+        e = estimate.get(channel, {})
+        audience = record.stats.get(channel, {})
+        rows.append(
+            (
+                channel,
+                would.get("pending", 0),
+                audience.get("no_consent", 0),
+                would.get("suppressed", 0),
+                would.get("duplicate", 0),
+                e.get("deferred_for_quiet_hours", "-"),
+                e.get("segments", "-"),
+                f"${e.get('estimated_cost', 0):,.2f}",
+                f"{e.get('eta_s', 0):,.0f} s",
+            )
+        )
+    table(
+        None,
+        [
+            "channel",
+            "would send",
+            "no consent",
+            "suppressed",
+            "households",
+            "quiet hours now",
+            "segments",
+            "cost",
+            "ETA",
+        ],
+        rows,
+    )
 
 
 @click.group()
@@ -230,10 +292,16 @@ def blast_show(app: App, blast_id: str, as_json: bool) -> None:
 @pass_app
 def blast_watch(app: App, blast_id: str, as_json: bool, interval: float) -> None:
     """Live progress until the blast ends: per channel sent/targeted, rate, ETA."""
+    import time
+
     from workers.watch import watch
 
-    if app.blasts.get(blast_id) is None:
-        raise InputError(f"no blast {blast_id!r}")
+    # Right after `rapid alert send` the intake may not have recorded the blast yet.
+    deadline = time.monotonic() + WATCH_WAIT_FOR_BLAST_S
+    while app.blasts.get(blast_id) is None:
+        if time.monotonic() > deadline:
+            raise InputError(f"no blast {blast_id!r}")
+        time.sleep(0.25)
     final = watch(app.blasts, blast_id, as_json=as_json, interval_s=interval, emit=click.echo)
     if not as_json:
         click.echo(f"{blast_id}: {final['status']}")

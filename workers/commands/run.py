@@ -130,12 +130,26 @@ def run_scheduler(
     interval_s: float,
     stall_s: float | None = None,
     stuck_s: float | None = None,
+    publish_metrics_s: float = 0.0,
 ) -> None:
-    """Sweep every ``interval_s`` until ``stop`` is set."""
+    """Sweep every ``interval_s`` (and publish the backlog metric every
+    ``publish_metrics_s``, when positive) until ``stop`` is set."""
     from messaging.sweep import STALL_S, STUCK_S, Sweeper
+    from queues.aws import make_cloudwatch
+    from queues.backlog import publish_backlog
 
     sweeper = Sweeper(app.actions, stall_s=stall_s or STALL_S, stuck_s=stuck_s or STUCK_S)
+    cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
+    published_at = 0.0
     while not stop.is_set():
+        if cloudwatch is not None and time.monotonic() - published_at >= publish_metrics_s:
+            published_at = time.monotonic()
+            try:  # the autoscaling signal; a failed tick is retried at the next one
+                publish_backlog(app.engine, cloudwatch, app.settings.prefix)
+            except Exception as exc:
+                log.warning(
+                    "scheduler.metrics_failed", error=str(exc), error_type=type(exc).__name__
+                )
         try:
             report = sweeper.run_once()
             if report.redriven or report.lost_in_flight or report.expired or report.completed:
@@ -166,14 +180,33 @@ def run_scheduler(
     help="Fail rows claimed this many seconds ago with no outcome (their worker died) [600]. "
     "Keep it well above the longest batch (~1 min with retries).",
 )
+@click.option(
+    "--metrics-every",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Publish the backlog to CloudWatch every this many seconds (0: never). "
+    "The auto-scaling group scales on it (deploy/).",
+)
 @pass_app
 def scheduler(
-    app: App, interval: float, stall_after: float | None, stuck_after: float | None
+    app: App,
+    interval: float,
+    stall_after: float | None,
+    stuck_after: float | None,
+    metrics_every: float,
 ) -> None:
     """Re-drives lost work, ends stuck and expired blasts, releases deferred work."""
     stop = threading.Event()
     stop_on_signals(stop)
-    run_scheduler(app, stop, interval_s=interval, stall_s=stall_after, stuck_s=stuck_after)
+    run_scheduler(
+        app,
+        stop,
+        interval_s=interval,
+        stall_s=stall_after,
+        stuck_s=stuck_after,
+        publish_metrics_s=metrics_every,
+    )
 
 
 COMMANDS = [intake, sender, scheduler]

@@ -17,6 +17,10 @@ log = structlog.get_logger(__name__)
 
 #: How long a stopping sender waits for in-flight batches (contract §9.6: exit within 30 s).
 SENDER_DRAIN_MS = 25_000
+#: Longest pause between an idle lane's polls of Redis (dramatiq backs off up to this):
+#: the latency an urgent alert pays when the fleet is idle, against ~10 polls/s per lane.
+URGENT_POLL_MS = 100
+LANE_POLL_MS = 250
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -87,9 +91,17 @@ def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple
             urgent_lanes.handle(channel, process)
     urgent = lanes.queue_names(channels, ("urgent",))
     workers = [
-        dramatiq.Worker(urgent_lanes.broker, worker_threads=max(2, threads // 2), queues=urgent),
         dramatiq.Worker(
-            lanes.broker, worker_threads=threads, queues=lanes.queue_names(channels) - urgent
+            urgent_lanes.broker,
+            worker_threads=max(2, threads // 2),
+            queues=urgent,
+            worker_timeout=URGENT_POLL_MS,
+        ),
+        dramatiq.Worker(
+            lanes.broker,
+            worker_threads=threads,
+            queues=lanes.queue_names(channels) - urgent,
+            worker_timeout=LANE_POLL_MS,
         ),
     ]
     for worker in workers:

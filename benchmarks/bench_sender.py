@@ -71,6 +71,8 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         heartbeats = f"{prefix}-dramatiq:__heartbeats__"
         while not app.redis.exists(heartbeats):
             time.sleep(0.05)
+        commands_before = int(app.redis.info("stats")["total_commands_processed"])
+        scripts_before = _script_calls(app.redis)
         started = time.monotonic()
         app.intake.handle(
             json.dumps({"alert_id": blast_id, "topic": f"bench-{channel}", **content})
@@ -85,6 +87,10 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         else:
             raise RuntimeError(f"{blast_id} did not complete")
         finished = time.monotonic()
+        # Every Redis command the fleet issued for this blast (enqueue, lanes, limiter, kill
+        # switch, acks, plus idle polling), per recipient: the batching target is <= 0.05.
+        commands = int(app.redis.info("stats")["total_commands_processed"]) - commands_before
+        scripts = _script_calls(app.redis) - scripts_before
     finally:
         proc.terminate()
         proc.wait(timeout=40)
@@ -102,7 +108,16 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         "seconds": round(seconds, 3),
         "per_s": round(sent / seconds, 1),
         "expand_s": round(expanded - started, 2),
+        "redis_commands_per_recipient": round(commands / max(sent, 1), 3),
+        "redis_script_calls_per_recipient": round(scripts / max(sent, 1), 3),
     }
+
+
+def _script_calls(client: Any) -> int:
+    """Lua script calls so far (dramatiq's dispatch and our limiter): each is one round trip
+    that runs many commands inside Redis, which the command count above also includes."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -33,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 #: Twilio's ValidityPeriod bounds, in seconds.
 VALIDITY_MIN_S, VALIDITY_MAX_S = 1, 36_000
+#: A fleet rate above this is not one a late send can break (see SmsSender._reslot).
+UNBINDING_RATE_PER_S = 2_000.0
 #: Re-queue delay for recipients whose provider call kept failing transiently.
 TRANSIENT_RETRY_DELAY_S = 15.0
 
@@ -128,7 +132,7 @@ class SmsSender:
                 for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
             ],
             gate=lambda m: ctx.gate(blast.blast_id, blast.status) and not late.stopped(m.to),
-            reslot=lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None),
+            reslot=self._reslot(horizon_s),
         )
         status_now = ctx.live_status(blast)
         for (sid, message, segments), result in zip(granted, results, strict=True):
@@ -151,6 +155,22 @@ class SmsSender:
             requeued=report.requeued,
         )
         return report
+
+    def _reslot(self, horizon_s: float) -> Callable[[SmsMessage], float | None]:
+        """How a late send gets a new slot.
+
+        Lateness only matters while the rate binds: at a few hundred messages a second per
+        key a bunch of late sends can break a one-second window. Far above what one process
+        sends (a short code at thousands a second), a late send cannot, and asking Redis
+        again for every one of them under load would only add work: it goes now.
+        """
+        config = self._config
+        effective = config.rate_account_per_s
+        if not config.messaging_service_sid:
+            effective = min(effective, config.rate_per_sender_per_s * len(config.from_numbers))
+        if effective > UNBINDING_RATE_PER_S:
+            return lambda _m: time.time()
+        return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 
     def _reserve(self, messages: list[SmsMessage], horizon_s: float) -> Reservation:
         """Send times for ``messages`` under the account rate and each sender number's rate."""

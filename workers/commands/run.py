@@ -19,8 +19,8 @@ log = structlog.get_logger(__name__)
 SENDER_DRAIN_MS = 25_000
 #: Longest pause between an idle lane's polls of Redis (dramatiq backs off up to this):
 #: the latency an urgent alert pays when the fleet is idle, against ~10 polls/s per lane.
-URGENT_POLL_MS = 100
-LANE_POLL_MS = 250
+URGENT_POLL_MS = 150
+LANE_POLL_MS = 1000
 
 
 def stop_on_signals(stop: threading.Event) -> None:

@@ -16,6 +16,7 @@ Run periodically by ``rapid scheduler`` (several may run: every action is idempo
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -51,11 +52,18 @@ class Sweeper:
     """One pass over the blasts that are still sending."""
 
     def __init__(
-        self, actions: BlastActions, *, stall_s: float = STALL_S, stuck_s: float = STUCK_S
+        self,
+        actions: BlastActions,
+        *,
+        stall_s: float = STALL_S,
+        stuck_s: float = STUCK_S,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._a = actions
         self._stall_s = stall_s
         self._stuck_s = stuck_s
+        #: The wall clock deferrals are released by (injected so tests can move it).
+        self._clock = clock
 
     def run_once(self) -> SweepReport:
         """Sweep every sending blast once."""
@@ -98,7 +106,7 @@ class Sweeper:
 
     def release_deferred(self) -> int:
         """Release deferred rows whose quiet window is over; returns how many."""
-        released = self._a.ledger.release_due(datetime.now(UTC), RELEASE_LIMIT)
+        released = self._a.ledger.release_due(self._clock(), RELEASE_LIMIT)
         groups: dict[tuple[str, str], list[int]] = {}
         for blast_id, channel, sid in released:
             groups.setdefault((blast_id, channel), []).append(sid)

@@ -219,6 +219,17 @@ def test_alerts_reach_every_consenting_subscriber_exactly_once(
             "Reply STOP to opt out"
         )
         assert first["status_callback"] == "https://rr.acme.example/webhooks/twilio/status"
+        # And each email, as SendGrid received it, carries one-click unsubscribe and the footer
+        mail = sendgrid.recorder.messages(start[1])[0]
+        assert mail["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        link = mail["headers"]["List-Unsubscribe"].strip("<>")
+        assert link.startswith("https://rr.acme.example/unsubscribe/")
+        text, html = mail["content"]["text/plain"], mail["content"]["text/html"]
+        for part in (text, html):
+            assert (
+                "Acme Action" in part and "1 Main St, Pittsburgh PA 15213" in part and link in part
+            )
+        assert mail["custom_args"]["blast_id"] == "e2e-1"
 
         # When the same alert id is published again, nothing more is sent
         again = marks(twilio, sendgrid)

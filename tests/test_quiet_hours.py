@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
 from config.settings import QuietHours
 from messaging import states
@@ -85,15 +85,16 @@ def _window_around_now(zone: str) -> QuietHours:
 
 
 def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -> None:
-    # Given it is quiet hours in New York but not in Honolulu
-    window = _window_around_now("America/New_York")
+    # Given 03:00 UTC on a November night: 22:00 in New York (quiet), 17:00 in Honolulu
+    night = at("2026-11-27T03:00:00")
     ids = add_supporters(
         engine,
         [
             {"phone": "+12125550100", "timezone": "America/New_York"},
             {"phone": "+18085550100", "timezone": "Pacific/Honolulu"},
-            {"phone": "+12125550101", "timezone": None, "postal_code": "10001"},
-        ],  # NYC by ZIP/phone
+            {"phone": "+12125550101", "timezone": None, "postal_code": "10001"},  # NYC by phone
+            {"phone": "+13125550100", "timezone": "Not/AZone"},
+        ],  # unknown: quiet somewhere in the US
         topic="t",
     )
     queue, control = InMemorySendQueue(), InMemoryBlastControl()
@@ -118,42 +119,47 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
         from_numbers=("+15005550006",),
         rate_per_sender_per_s=100,
         rate_account_per_s=100,
-        quiet_hours=window,
+        quiet_hours=TCPA,
     )
-    sender = SmsSender(ctx, sms, config)
-    # When the batch is processed
-    sender.process(queue.items.pop(0))
-    # Then only Honolulu was texted; New York is deferred to the end of the window
+    # When the batch is processed at that hour
+    SmsSender(ctx, sms, config, clock=lambda: night).process(queue.items.pop(0))
+    # Then only Honolulu was texted; the others are deferred to the end of their quiet hours
     assert [m.to for m in sms.sent] == ["+18085550100"]
     with engine.connect() as conn:
         rows = {r.supporter_id: r for r in conn.execute(select(deliveries))}
-    assert rows[ids[0]].state == rows[ids[2]].state == states.DEFERRED
-    assert rows[ids[0]].deferred_until is not None
+    assert rows[ids[0]].state == rows[ids[2]].state == rows[ids[3]].state == states.DEFERRED
+    assert rows[ids[0]].deferred_until.replace(tzinfo=UTC) == at(
+        "2026-11-27T13:00:00"
+    )  # 8 a.m. EST
+    assert rows[ids[3]].deferred_until.replace(tzinfo=UTC) == at(
+        "2026-11-27T18:00:00"
+    )  # 8 a.m. HST
     assert ctx.blasts.get("q1").status == states.SENDING_BLAST  # type: ignore[union-attr]
-    # When the window has ended and the scheduler runs (twice, as two schedulers would)
-    with engine.begin() as conn:
-        conn.execute(
-            update(deliveries)
-            .where(deliveries.c.state == states.DEFERRED)
-            .values(deferred_until=datetime.now(UTC) - timedelta(seconds=1))
-        )
-    sweeper = Sweeper(BlastActions(ctx.blasts, ctx.ledger, queue, control))
-    assert sweeper.release_deferred() == 2
-    assert sweeper.release_deferred() == 0
-    # Then the deferred rows are queued once, in deferral order, and go out after the window
-    assert [w.supporter_ids for w in queue.items] == [(ids[0], ids[2])]
-    sender2 = SmsSender(
-        ctx,
-        sms,
-        SmsConfig(
-            org_name="Acme",
-            from_numbers=("+15005550006",),
-            rate_per_sender_per_s=100,
-            rate_account_per_s=100,
-        ),
+    sweeper = Sweeper(
+        BlastActions(ctx.blasts, ctx.ledger, queue, control),
+        clock=lambda: at("2026-11-27T12:59:59"),
     )
-    sender2.process(queue.items.pop(0))
+    # When the scheduler runs a second before New York's window ends, nothing is released
+    assert sweeper.release_deferred() == 0
+    # When it runs at the end of New York's quiet hours (twice, as two schedulers would)
+    for _ in range(2):
+        Sweeper(
+            BlastActions(ctx.blasts, ctx.ledger, queue, control),
+            clock=lambda: at("2026-11-27T13:00:00"),
+        ).release_deferred()
+    # Then the New York rows are queued once, in deferral order, and go out at that hour
+    assert [w.supporter_ids for w in queue.items] == [(ids[0], ids[2])]
+    morning = SmsSender(ctx, sms, config, clock=lambda: at("2026-11-27T13:00:05"))
+    morning.process(queue.items.pop(0))
     assert sorted(m.to for m in sms.sent) == ["+12125550100", "+12125550101", "+18085550100"]
+    # And the unknown zone waits for the window that is quiet nowhere in the US
+    late_morning = Sweeper(
+        BlastActions(ctx.blasts, ctx.ledger, queue, control),
+        clock=lambda: at("2026-11-27T18:00:00"),
+    )
+    assert late_morning.release_deferred() == 1
+    SmsSender(ctx, sms, config, clock=lambda: at("2026-11-27T18:00:01")).process(queue.items.pop(0))
+    assert len(sms.sent) == 4
     assert ctx.blasts.get("q1").status == states.COMPLETED  # type: ignore[union-attr]
 
 

@@ -198,3 +198,30 @@ def test_email_batch_footer_unsubscribe_and_one_bad_address(engine: Engine) -> N
     assert claim is not None and claim.email == "p0@example.org" and claim.blast_id == "b4"
     assert tokens.verify(token[:-2] + "xx") is None
     assert first.custom_args == {"blast_id": "b4", "supporter_id": str(ids[0])}
+
+
+def test_a_test_send_reaches_only_the_named_supporters(engine: Engine) -> None:
+    # Given many subscribers and two staff members named as test recipients (by phone, by email)
+    people = [{"phone": f"+1415555{i:04d}", "email": f"p{i}@example.org"} for i in range(50)]
+    alert = {
+        "alert_id": "t1",
+        "sms": {"body": "Test {{ first_name }}"},
+        "email": {"subject": "Test", "text": "Test"},
+        "test_recipients": ["+14155550007", "P9@Example.org"],
+    }
+    ctx, queue, _ids = _setup(engine, alert, people)
+    sms, email = InMemorySms(), InMemoryEmail()
+    config = EmailConfig(
+        "Acme <news@acme.org>",
+        "Acme",
+        "1 Main St",
+        "https://rr.acme.org",
+        UnsubscribeTokens(b"k" * 32),
+    )
+    # When the test send is processed
+    _drain(queue, {"sms": SmsSender(ctx, sms, SMS), "email": EmailSender(ctx, email, config)})
+    # Then only those two supporters got it, on every channel of the alert
+    assert sorted(m.to for m in sms.sent) == ["+14155550007", "+14155550009"]
+    assert sorted(r.to for r in email.sent) == ["p7@example.org", "p9@example.org"]
+    summary = ctx.blasts.summaries([ctx.blasts.get("t1")])[0]  # type: ignore[list-item]
+    assert summary["test"] is True and summary["counts"]["sms"]["targeted"] == 2

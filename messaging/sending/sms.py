@@ -75,10 +75,19 @@ def first_contact_text(org_name: str, body: str) -> str:
 class SmsSender:
     """Sends SMS batches through an :class:`SmsTransport`."""
 
-    def __init__(self, ctx: SendContext, transport: SmsTransport, config: SmsConfig) -> None:
+    def __init__(
+        self,
+        ctx: SendContext,
+        transport: SmsTransport,
+        config: SmsConfig,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._ctx = ctx
         self._transport = transport
         self._config = config
+        #: The wall clock quiet hours are judged by (injected so tests can set the hour).
+        self._clock = clock
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work."""
@@ -196,7 +205,7 @@ class SmsSender:
         window = self._config.quiet_hours
         if window is None:
             return claimed, []
-        now = datetime.now(UTC)
+        now = self._clock()
         go, held = [], []
         for c in claimed:
             tz = c.fields.get("timezone") or derive_timezone(

@@ -34,6 +34,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -122,11 +123,13 @@ class SupporterWriter:
         return BatchResult(len(unique) - existing, existing, new_topics)
 
 
-def _update_set(
-    stmt: postgresql.Insert | sqlite.Insert, columns_present: frozenset[str]
-) -> dict[str, Any]:
-    """The ``DO UPDATE SET`` of the upsert: what a re-import may overwrite."""
-    excluded = stmt.excluded
+def _upsert(insert: postgresql.Insert | sqlite.Insert, columns_present: frozenset[str]) -> Any:
+    """``insert`` made an upsert by external id that overwrites what a re-import may.
+
+    A row whose values would not change is left alone (no new row version, no index
+    churn, ``updated_at`` kept): re-importing last night's file mostly changes nothing.
+    """
+    excluded = insert.excluded
     update: dict[str, Any] = {
         name: excluded[name] for name in SUPPORTER_COLUMNS if name in columns_present
     }
@@ -134,8 +137,9 @@ def _update_set(
         # Derived from the phone or ZIP, not read from the file: a better guess than what we
         # had, but no guess is no reason to forget the zone an earlier file gave.
         update["timezone"] = func.coalesce(excluded.timezone, supporters.c.timezone)
+    changed = or_(*(supporters.c[name].is_distinct_from(value) for name, value in update.items()))
     update["updated_at"] = excluded.updated_at
-    return update
+    return insert.on_conflict_do_update(index_elements=["external_id"], set_=update, where=changed)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -174,6 +178,9 @@ def _write_postgres(
 ) -> tuple[int, frozenset[str]]:
     """Upsert on PostgreSQL; (how many already existed, topics new to ``alert_topics``).
 
+    The existence query also yields the ids of known supporters, so only new (or changed)
+    rows need to come back through RETURNING.
+
     Every statement reaches ``supporters`` and ``subscriptions`` through their indexes, driven
     by the batch (an array of keys, a scratch table scanned once): joining a scratch table
     to them instead lets a planner with stale statistics (a table that grew by a million
@@ -184,14 +191,16 @@ def _write_postgres(
     22-24 µs); should another import have inserted one of them meanwhile, the INSERT fails
     inside its savepoint and those rows go through the upsert after all.
     """
-    existing = set(
-        conn.scalars(
-            select(supporters.c.external_id).where(
+    ids: dict[str, int] = {
+        external_id: int(id_)
+        for id_, external_id in conn.execute(
+            select(supporters.c.id, supporters.c.external_id).where(
                 supporters.c.external_id == func.any(bindparam("ids", type_=_TEXT_ARRAY))
             ),
             {"ids": [row.external_id for row in rows]},
         )
-    )
+    }
+    existing = set(ids)
     driver: Any = conn.connection.driver_connection  # same connection, same transaction
     _batch_rows.create(conn)
     with driver.cursor() as cursor, cursor.copy(_copy_sql(_batch_rows)) as copy:
@@ -207,12 +216,10 @@ def _write_postgres(
     with_topics = "topics" in columns_present
     returning = (supporters.c.id, supporters.c.external_id) if with_topics else ()
     insert = postgresql.insert(supporters)
-    upsert = insert.on_conflict_do_update(
-        index_elements=["external_id"], set_=_update_set(insert, columns_present)
-    )
-    ids: dict[str, int] = {}
+    upsert = _upsert(insert, columns_present)
 
     def run(statement: Any) -> None:
+        # RETURNING names the rows written: new ids, and any row deleted since we looked.
         result = conn.execute(statement.returning(*returning) if returning else statement)
         if returning:
             ids.update((external_id, int(id_)) for id_, external_id in result)
@@ -309,20 +316,23 @@ def _write_sqlite(
     conn: Connection, rows: list[SupporterRow], columns_present: frozenset[str], now: datetime
 ) -> tuple[int, frozenset[str]]:
     """Upsert on SQLite; (how many already existed, topics new to ``alert_topics``)."""
-    existing: set[str] = set()
+    ids: dict[str, int] = {}
     for chunk in _chunks([row.external_id for row in rows], IN_CHUNK):
-        query = select(supporters.c.external_id).where(supporters.c.external_id.in_(chunk))
-        existing.update(conn.scalars(query))
-    stmt = sqlite.insert(supporters)
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["external_id"], set_=_update_set(stmt, columns_present)
-    ).returning(supporters.c.id, supporters.c.external_id)
+        query = select(supporters.c.id, supporters.c.external_id).where(
+            supporters.c.external_id.in_(chunk)
+        )
+        ids.update((external_id, int(id_)) for id_, external_id in conn.execute(query))
+    existing = set(ids)
+    upsert = _upsert(sqlite.insert(supporters), columns_present).returning(
+        supporters.c.id, supporters.c.external_id
+    )
     fields = ("external_id", *SUPPORTER_COLUMNS)
     params = [
         {**dict(zip(fields, row[:_ROW_WIDTH], strict=True)), "created_at": now, "updated_at": now}
         for row in rows
     ]
-    ids = {external_id: int(id_) for id_, external_id in conn.execute(upsert, params)}
+    # RETURNING names the rows written (new or changed); unchanged ones keep their known id.
+    ids.update((external_id, int(id_)) for id_, external_id in conn.execute(upsert, params))
     if "topics" not in columns_present:
         return len(existing), frozenset()
     new_topics = _register_topics_sqlite(conn, rows, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
@@ -26,6 +27,10 @@ def make_session(settings: Settings) -> boto3.Session:
     to moto on loopback would only get real keys pasted into demo shells.
     """
     session = boto3.Session(region_name=settings.aws_region)
+    if _is_loopback(settings.aws_endpoint_url):
+        # A local emulator: no instance role to find, so do not wait on the EC2 metadata
+        # service (seconds of timeouts on a laptop or a CI box) while looking for one.
+        session._session.set_config_variable("ec2_metadata_disabled", "true")
     if settings.aws_endpoint_url and session.get_credentials() is None:
         session = boto3.Session(
             region_name=settings.aws_region,
@@ -33,6 +38,11 @@ def make_session(settings: Settings) -> boto3.Session:
             aws_secret_access_key="testing",  # noqa: S106 - emulator placeholder, not a secret
         )
     return session
+
+
+def _is_loopback(url: str | None) -> bool:
+    host = urlsplit(url).hostname if url else None
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def make_cloudwatch(settings: Settings) -> Any:

@@ -85,7 +85,11 @@ class SupporterRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """What one batch did: supporters inserted and updated, topics registered for the first time."""
+    """What one batch did: supporters inserted and updated, topics registered for the first time.
+
+    ``updated`` counts the supporters that already existed, whether or not the file changed
+    any of their values (an unchanged row is not rewritten).
+    """
 
     inserted: int
     updated: int

@@ -122,6 +122,13 @@ class Alert(_Strict):
         return self.model_dump_json(exclude_none=True)
 
 
+def new_alert_id(topic: str) -> str:
+    """A fresh alert id for a publisher that did not choose one: readable, sortable, unique."""
+    import secrets
+
+    return f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
 def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = None) -> Alert:
     """Validate an alert document; :class:`InputError` with every problem in one line if bad."""
     try:

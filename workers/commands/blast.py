@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from messaging.alert import parse_alert
+from messaging.alert import new_alert_id, parse_alert
 from messaging.errors import InputError
+from messaging.states import COUNT_KEYS
 from workers.app import App
 from workers.output import echo_json, table
 
@@ -35,7 +34,7 @@ def build_alert(
     from messaging.suppression import classify
 
     document: dict[str, Any] = {
-        "alert_id": alert_id or f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}",
+        "alert_id": alert_id or new_alert_id(topic),
         "priority": priority,
         "topic": topic,
     }
@@ -266,18 +265,7 @@ def blast_show(app: App, blast_id: str, as_json: bool) -> None:
         f"{summary['blast_id']}  topic={summary['topic']}  status={summary['status']}  "
         f"priority={summary['priority']}  created={summary['created_at'][:19]}"
     )
-    keys = [
-        "targeted",
-        "sent",
-        "delivered",
-        "failed",
-        "suppressed",
-        "duplicate",
-        "deferred",
-        "expired",
-        "canceled",
-        "pending",
-    ]
+    keys = COUNT_KEYS
     table(
         None,
         ["channel", *keys],

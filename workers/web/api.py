@@ -7,8 +7,6 @@ HTTP rather than SNS. The token is ``RAPID_API_TOKEN``; without one the API is r
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -18,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from messaging import states
-from messaging.alert import parse_alert
+from messaging.alert import new_alert_id, parse_alert
 from messaging.errors import InputError
 from messaging.suppression import classify
 from messaging.topics import validate_topic_name
@@ -35,11 +33,6 @@ MAX_LIST_LIMIT: Final = 200
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
-
-
-def new_alert_id(topic: str) -> str:
-    """A fresh alert id, in the same form ``rapid alert send`` generates."""
-    return f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 def alert_document(data: Any) -> tuple[str, dict[str, Any]]:

@@ -161,6 +161,7 @@ class App:
     @cached_property
     def send_context(self) -> SendContext:
         """What senders share."""
+        from messaging.metrics import record_outcomes
         from messaging.sending.common import SendContext
         from queues.flow.ratelimit import RedisRateLimiter
 
@@ -172,6 +173,9 @@ class App:
             queue=self.lanes,
             control=self.control,
             names=self.names,
+            on_outcomes=lambda channel, counts: record_outcomes(
+                self.redis, self.names, channel, counts
+            ),
         )
 
     def _require(self, **values: Any) -> None:

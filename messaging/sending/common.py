@@ -8,7 +8,7 @@ must wait → complete the blast when nothing is left.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -59,6 +59,8 @@ class SendContext:
     queue: SendQueue
     control: BlastControl
     names: Names
+    #: Told each batch's outcomes per state (the fleet's Prometheus counters); best effort.
+    on_outcomes: Callable[[str, dict[str, int]], None] = lambda _channel, _counts: None
     _cache: dict[str, tuple[float, BlastRecord]] = field(default_factory=dict)
 
     def blast(self, blast_id: str) -> BlastRecord | None:
@@ -191,6 +193,7 @@ def finish_batch(
     waiting = [Outcome(sid, states.PENDING) for sid in retry_ids]
     ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
     ctx.control.touch(work.blast_id)
+    ctx.on_outcomes(work.channel, report.by_state)
     blast = ctx.blast(work.blast_id)
     paused = blast is not None and ctx.live_status(blast) == states.PAUSED
     if retry_ids and not paused:  # a paused blast's pending rows are re-driven on resume

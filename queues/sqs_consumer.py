@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,10 @@ WAIT_TIME_S = 20
 VISIBILITY_S = 60
 #: Only extend when this much of the visibility window is spent (spares API calls).
 EXTEND_AFTER_S = VISIBILITY_S / 3
+#: Alerts handled at once by one intake process (expansions run in parallel threads).
+CONCURRENCY = 4
+#: On stop, how long running handlers may take to finish (the process must exit in 30 s).
+STOP_GRACE_S = 20.0
 
 #: Takes a message body and a heartbeat; its return value is ignored.
 Handler = Callable[[str, Callable[[], None]], object]
@@ -74,21 +79,64 @@ class SqsConsumer:
         self._wait_time_s = wait_time_s
         self.stop = stop or threading.Event()
 
-    def run(self, idle: Callable[[], None] | None = None) -> None:
-        """Poll until :attr:`stop` is set; ``idle`` runs after every poll (periodic chores)."""
-        log.info("intake.started", queue=self._url)
-        while not self.stop.is_set():
-            try:
-                self.poll_once()
-            except Exception as exc:  # a network blip must not kill the worker
-                log.error("intake.poll_failed", error=str(exc), error_type=type(exc).__name__)
-                self.stop.wait(2.0)
-            if idle is not None:
-                idle()
+    def run(self, concurrency: int = CONCURRENCY) -> None:
+        """Poll until :attr:`stop` is set, handling up to ``concurrency`` messages at once.
+
+        Concurrency is what lets an urgent alert through while a million-recipient bulk
+        alert is still being expanded: the poll goes on as long as a handler is free.
+        Finished messages are deleted in batches; on stop, running handlers finish (or, past
+        the grace period, their messages simply reappear after the visibility timeout).
+        """
+        log.info("intake.started", queue=self._url, concurrency=concurrency)
+        inflight: dict[Future[bool], dict[str, Any]] = {}
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="intake") as pool:
+            while not self.stop.is_set():
+                self._settle(inflight)
+                free = concurrency - len(inflight)
+                if free <= 0:
+                    wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+                    continue
+                try:
+                    # Busy: short polls, so finished work is deleted promptly.
+                    messages = self._receive(free, 1 if inflight else self._wait_time_s)
+                except Exception as exc:  # a network blip must not kill the worker
+                    log.error("intake.poll_failed", error=str(exc), error_type=type(exc).__name__)
+                    self.stop.wait(2.0)
+                    continue
+                for message in messages:
+                    inflight[pool.submit(self._handle, message)] = message
+            wait(list(inflight), timeout=STOP_GRACE_S)
+            self._settle(inflight)
         log.info("intake.stopped")
 
+    def _settle(self, inflight: dict[Future[bool], dict[str, Any]]) -> None:
+        """Delete the messages whose handlers finished with them (one batch call)."""
+        finished = [f for f in inflight if f.done()]
+        done = [
+            {"Id": inflight[f]["MessageId"], "ReceiptHandle": inflight[f]["ReceiptHandle"]}
+            for f in finished
+            if not f.cancelled() and f.exception() is None and f.result()
+        ]
+        for f in finished:
+            del inflight[f]
+        for start in range(0, len(done), MAX_BATCH):
+            self._sqs.delete_message_batch(
+                QueueUrl=self._url, Entries=done[start : start + MAX_BATCH]
+            )
+
+    def _receive(self, n: int, wait_time_s: int) -> list[dict[str, Any]]:
+        response = self._sqs.receive_message(
+            QueueUrl=self._url,
+            MaxNumberOfMessages=max(1, min(MAX_BATCH, n)),
+            WaitTimeSeconds=wait_time_s,
+            VisibilityTimeout=VISIBILITY_S,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))
+
     def poll_once(self) -> int:
-        """One long poll; handles what it received; returns the number of messages."""
+        """One long poll, handled one message after another (tools and tests)."""
         response = self._sqs.receive_message(
             QueueUrl=self._url,
             MaxNumberOfMessages=MAX_BATCH,

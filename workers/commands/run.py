@@ -48,7 +48,9 @@ def queue_urls(app: App) -> tuple[str, str]:
     return str(intake), str(dlq)
 
 
-def run_intake(app: App, stop: threading.Event, *, wait_time_s: int = 20) -> None:
+def run_intake(
+    app: App, stop: threading.Event, *, wait_time_s: int = 20, concurrency: int = 4
+) -> None:
     """Consume the intake queue until ``stop`` is set."""
     from messaging.store.db import check_connection
     from queues.sqs_consumer import SqsConsumer
@@ -58,17 +60,24 @@ def run_intake(app: App, stop: threading.Event, *, wait_time_s: int = 20) -> Non
     consumer = SqsConsumer(
         app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=wait_time_s, stop=stop
     )
-    consumer.run()
+    consumer.run(concurrency=concurrency)
 
 
 @click.command()
 @click.option("--wait-time", default=20, show_default=True, help="Long-poll seconds (1-20).")
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="Alerts handled at once (a big expansion never holds up an urgent alert).",
+)
 @pass_app
-def intake(app: App, wait_time: int) -> None:
+def intake(app: App, wait_time: int, concurrency: int) -> None:
     """The intake worker: alert queue → blast → ledger → send work."""
     stop = threading.Event()
     stop_on_signals(stop)
-    run_intake(app, stop, wait_time_s=max(1, min(20, wait_time)))
+    run_intake(app, stop, wait_time_s=max(1, min(20, wait_time)), concurrency=concurrency)
 
 
 def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple[str, ...]) -> None:

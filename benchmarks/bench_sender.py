@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     args = parser.parse_args(argv)
+    # Logs to stderr, warnings only: stdout carries the JSON result.
+    from config.logging import configure_logging
+    from config.settings import Settings
+
+    configure_logging(Settings(log_format="json", log_level="WARNING"), stream=sys.stderr)
     results: dict[str, Any] = {}
     with throwaway_pg(args.pg_url) as db_url, emulator_process() as urls:
         seed_subscribers(db_url, {"bench-sms": max(args.sms, 1), "bench-email": max(args.email, 1)})

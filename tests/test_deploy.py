@@ -35,8 +35,8 @@ TEMPLATE = ROOT / "deploy" / "cloudformation" / "rapid-response.yaml"
 
 #: One worker instance's measured rates (docs/benchmarks.md, docs/scaling.md): the inputs of
 #: WorkerMaxSize's formula.
-SMS_PER_INSTANCE = 700
-EMAIL_PER_INSTANCE = 1200
+SMS_PER_INSTANCE = 500
+EMAIL_PER_INSTANCE = 4000
 
 #: What moto reports as the account and region.
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -334,14 +334,14 @@ def test_the_scaling_policy_queries_read_the_published_backlog(
 def test_worker_max_size_default_follows_the_provider_limit_formula(
     template: dict[str, Any],
 ) -> None:
-    # MaxSize = max(2, ceil(SmsRateAccount / 700 + EmailRate / 1200)): instances beyond it
+    # MaxSize = max(2, ceil(SmsRateAccount / 500 + EmailRate / 4000)): instances beyond it
     # only wait on the fleet-wide limiter
     sms = float(parameter_default(template, "SmsRateAccount"))
     email = float(parameter_default(template, "EmailRate"))
     expected = max(2, math.ceil(sms / SMS_PER_INSTANCE + email / EMAIL_PER_INSTANCE))
     assert int(parameter_default(template, "WorkerMaxSize")) == expected
     description = template["Parameters"]["WorkerMaxSize"]["Description"]
-    assert "SmsRateAccount / 700" in description and "EmailRate / 1200" in description
+    assert "SmsRateAccount / 500" in description and "EmailRate / 4000" in description
 
 
 # --- instances: the Procfile's processes as systemd units ---------------------------------------

@@ -263,12 +263,16 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
-def load_settings(environ: Mapping[str, str]) -> Settings:
-    """Build the settings from an environment mapping (``os.environ`` in entry points).
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from an environment mapping (the process environment by default).
 
     Empty values count as unset. Any ``RAPID_*`` variable we do not know is an error too: a
     typo such as ``RAPID_PREFX`` would otherwise silently put a run into the wrong namespace.
     """
+    if environ is None:
+        import os
+
+        environ = os.environ
     unknown = sorted(k for k in environ if k.startswith("RAPID_") and k not in _VARIABLES)
     if unknown:
         name = unknown[0]

@@ -16,8 +16,9 @@ import structlog
 
 from messaging import states
 from messaging.dry_run import DryRunConfig, estimate
+from messaging.store.audience import Audience
 from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import Audience, Ledger
+from messaging.store.ledger import Ledger
 from queues.sendqueue import SendQueue, enqueue_in_batches
 
 log = structlog.get_logger(__name__)

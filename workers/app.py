@@ -7,7 +7,6 @@ from here (STYLE rule 4). Clients are created on first use, so ``rapid --help`` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,7 @@ class App:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> App:
         """Read the settings once from the process environment."""
-        return cls(load_settings(os.environ if environ is None else environ))
+        return cls(load_settings(environ))
 
     # --- clients ------------------------------------------------------------------------
 

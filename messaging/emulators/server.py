@@ -271,7 +271,8 @@ async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]], ready:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, stop_all)
-        print(ready, flush=True)
+        sys.stdout.write(ready + "\n")
+        sys.stdout.flush()
     await asyncio.gather(*tasks)
 
 
@@ -304,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         sockets = {name: bind_socket(args.host, port) for name, (_, port) in apps.items()}
     except (OSError, ValueError) as exc:
-        print(f"emulators: {exc}", file=sys.stderr)
+        sys.stderr.write(f"emulators: {exc}\n")
         return 1
     servers = [
         (

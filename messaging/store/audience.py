@@ -1,0 +1,191 @@
+"""An alert's audience in SQL, and the set-based expansion of one page into the ledger.
+
+One ``INSERT … SELECT`` per page and channel: the topic's subscribers (or the test
+recipients) ∩ the audience filter ∩ channel consent, with household duplicates and
+suppressions decided in SQL, so nothing passes through Python row by row.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, exists, func, literal, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from messaging import states
+from messaging.alert import Alert
+from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
+
+
+class Audience:
+    """The SQL shape of one blast's audience: topic subscribers (or test recipients) ∩ filter."""
+
+    def __init__(self, alert: Alert, topic: str) -> None:
+        self.alert = alert
+        if alert.test_recipients:
+            # A test send goes to the named supporters wherever they subscribe; consent and
+            # suppression still apply below.
+            phones = [v for v in alert.test_recipients if "@" not in v]
+            emails = [v.lower() for v in alert.test_recipients if "@" in v]
+            self.key: Any = supporters.c.id
+            self.source: Any = supporters
+            self.where: list[ColumnElement[bool]] = [
+                or_(supporters.c.phone.in_(phones), func.lower(supporters.c.email).in_(emails))
+            ]
+        else:
+            self.key = subscriptions.c.supporter_id
+            self.source = subscriptions.join(
+                supporters, supporters.c.id == subscriptions.c.supporter_id
+            )
+            self.where = [subscriptions.c.topic == topic]
+        audience = alert.audience
+        if audience is not None:
+            if audience.postal_codes:
+                self.where.append(supporters.c.postal_code.in_(audience.postal_codes))
+            if audience.states:
+                self.where.append(supporters.c.state.in_(audience.states))
+            if audience.tags:
+                self.where.append(or_(*(supporters.c.tags.like(f"%;{t};%") for t in audience.tags)))
+
+    def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
+        """The highest key of the next page after ``after``, or None when the audience is done."""
+        keys = conn.scalars(
+            select(self.key)
+            .select_from(self.source)
+            .where(*self.where, self.key > after)
+            .order_by(self.key)
+            .limit(page_size)
+        ).all()
+        return int(keys[-1]) if keys else None
+
+    def stats(self, conn: Connection) -> dict[str, Any]:
+        """How the audience divides per channel: eligible, without consent, without address."""
+
+        def n(cond: ColumnElement[bool]) -> Any:
+            return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+        cols = [func.count()]
+        for channel in ("sms", "email"):
+            opt_in, address = _consent_columns(channel)
+            cols += [
+                n(and_(opt_in.is_(True), address.is_not(None))),
+                n(opt_in.is_(False)),
+                n(and_(opt_in.is_(True), address.is_(None))),
+            ]
+        row = conn.execute(select(*cols).select_from(self.source).where(*self.where)).one()
+        result: dict[str, Any] = {"audience": int(row[0])}
+        for i, channel in enumerate(("sms", "email")):
+            if channel in self.alert.channels:
+                result[channel] = {
+                    "eligible": int(row[1 + 3 * i]),
+                    "no_consent": int(row[2 + 3 * i]),
+                    "no_address": int(row[3 + 3 * i]),
+                }
+        return result
+
+
+def _consent_columns(channel: str) -> tuple[Any, Any]:
+    if channel == "sms":
+        return supporters.c.sms_opt_in, supporters.c.phone
+    return supporters.c.email_opt_in, supporters.c.email
+
+
+def _destination(channel: str) -> Any:
+    # Emails are compared whole and lower-cased: Jane@ and jane@ are one mailbox, one message.
+    return supporters.c.phone if channel == "sms" else func.lower(supporters.c.email)
+
+
+def insert_page(
+    conn: Connection,
+    insert: Any,
+    blast_id: str,
+    channel: str,
+    audience: Audience,
+    after: int,
+    upto: int,
+) -> list[tuple[int, str]]:
+    """The INSERT … SELECT of one page and channel; returns (supporter id, state) written.
+
+    Household duplicates (a destination already live in this blast, or an earlier
+    supporter in this page with the same destination) are written as ``duplicate``;
+    suppressed destinations as ``suppressed``. A re-run of the same page writes nothing.
+    """
+    opt_in, address = _consent_columns(channel)
+    destination = _destination(channel)
+    sup = suppressions.alias("sp")
+    page = (
+        select(
+            audience.key.label("supporter_id"),
+            destination.label("destination"),
+            (sup.c.value.is_not(None)).label("suppressed"),
+            func.row_number().over(partition_by=destination, order_by=audience.key).label("rn"),
+        )
+        .select_from(
+            audience.source.outerjoin(
+                sup, and_(sup.c.channel == channel, sup.c.value == destination)
+            )
+        )
+        .where(*audience.where, audience.key > after, audience.key <= upto)
+        .where(opt_in.is_(True), address.is_not(None))
+        .cte("page")
+    )
+    live_match = and_(
+        deliveries.c.blast_id == blast_id,
+        deliveries.c.channel == channel,
+        deliveries.c.destination == page.c.destination,
+        deliveries.c.state != states.DUPLICATE,
+    )
+    source: Any = page
+    if conn.dialect.name == "postgresql":
+        # A correlated EXISTS inside an OR becomes a *hashed* subplan that reads every
+        # row of the blast written so far, once per page: quadratic in the blast size
+        # (13 s per 5,000-row page at 20k rows under concurrent sending). A LATERAL
+        # LIMIT 1 is one probe of the partial unique index per page row.
+        live = select(literal(1).label("hit")).where(live_match).limit(1).lateral("live")
+        source = page.outerjoin(live, true())
+        live_elsewhere: ColumnElement[bool] = live.c.hit.is_not(None)
+    else:
+        live_elsewhere = exists().where(live_match)
+    now = datetime.now(UTC)
+    state = case(
+        (or_(page.c.rn > 1, live_elsewhere), literal(states.DUPLICATE)),
+        (page.c.suppressed == true(), literal(states.SUPPRESSED)),
+        else_=literal(states.PENDING),
+    )
+    rows = (
+        select(
+            literal(blast_id),
+            literal(channel),
+            page.c.supporter_id,
+            page.c.destination,
+            state,
+            literal(now),
+            literal(now),
+        )
+        .select_from(source)
+        .where(true())
+    )  # SQLite needs a WHERE before ON CONFLICT
+    stmt = (
+        insert(deliveries)
+        .from_select(
+            [
+                "blast_id",
+                "channel",
+                "supporter_id",
+                "destination",
+                "state",
+                "created_at",
+                "updated_at",
+            ],
+            rows,
+        )
+        .on_conflict_do_nothing()
+        .returning(deliveries.c.supporter_id, deliveries.c.state)
+    )
+    if conn.dialect.name == "postgresql":
+        # Every relation here is reached by key range or key (page bounds, primary keys,
+        # the partial unique index); on small or freshly analysed tables the planner
+        # otherwise scans all supporters for each page.
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    return [(int(sid), str(st)) for sid, st in conn.execute(stmt)]

@@ -33,7 +33,7 @@ BLAST_CACHE_TTL_S = 5.0
 #: the account's rate is one schedule - lower priorities only ever hold a short stretch of
 #: it: an urgent alert's first slot is at most the normal/bulk horizon away (contract §4:
 #: urgent overtakes work already queued).
-PACING_HORIZON_S = {"urgent": 10.0, "normal": 0.5, "bulk": 0.5}
+PACING_HORIZON_S = {"urgent": 10.0, "normal": 0.25, "bulk": 0.25}
 
 
 class SuppressionCheck(Protocol):

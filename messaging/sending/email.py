@@ -119,7 +119,11 @@ class EmailSender:
                 self._config.rate_per_s,
                 n=1,
                 cost=len(recipients),
-                horizon_s=PACING_HORIZON_S[work.priority],
+                # A call of 1,000 recipients books 1,000/rate seconds of the schedule: the
+                # horizon must hold at least one such call, or batches would only bounce.
+                horizon_s=max(
+                    PACING_HORIZON_S[work.priority], 1.5 * len(recipients) / self._config.rate_per_s
+                ),
             )
             late.watch([r.to for _, r in recipients])
             if reservation.granted:

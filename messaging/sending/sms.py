@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -92,6 +93,7 @@ class SmsSender:
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work."""
         ctx, config, report = self._ctx, self._config, BatchReport()
+        work = self._within_reach(work, report)
         started = start_batch(ctx, work, report)
         if started is None:
             return report
@@ -164,6 +166,22 @@ class SmsSender:
             requeued=report.requeued,
         )
         return report
+
+    def _within_reach(self, work: SendWork, report: BatchReport) -> SendWork:
+        """Claim only what the rate could send within the batch's horizon; re-queue the rest
+        unclaimed (one Redis write) instead of claiming rows only to put them back."""
+        config = self._config
+        rate = config.rate_account_per_s
+        if not config.messaging_service_sid:
+            rate = min(rate, config.rate_per_sender_per_s * len(config.from_numbers))
+        horizon_s = PACING_HORIZON_S[work.priority]
+        reach = max(1, math.ceil(rate * horizon_s * 1.5))
+        if len(work.supporter_ids) <= reach:
+            return work
+        rest = work.supporter_ids[reach:]
+        self._ctx.queue.enqueue(replace(work, supporter_ids=rest, delay_s=horizon_s))
+        report.requeued += len(rest)
+        return replace(work, supporter_ids=work.supporter_ids[:reach])
 
     def _reslot(self, horizon_s: float) -> Callable[[SmsMessage], float | None]:
         """How a late send gets a new slot.

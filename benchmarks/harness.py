@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,34 +48,16 @@ def throwaway_pg(admin_url: str = DEFAULT_PG_URL) -> Iterator[str]:
 @contextmanager
 def emulator_process(latency_ms: int = 0) -> Iterator[dict[str, str]]:
     """Both emulators in their own process (so they are not our bottleneck); yields URLs."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "messaging.emulators",
-            "--auth-token",
-            AUTH_TOKEN,
-            "--account-sid",
-            ACCOUNT_SID,
-            "--api-key",
-            SENDGRID_KEY,
-            "--latency-ms",
-            str(latency_ms),
-            "--max-messages",
-            "1000",
-            "--max-requests",
-            "100",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    from messaging.emulators.server import EmulatorProcess
+
+    emulators = EmulatorProcess(
+        "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID, "--api-key", SENDGRID_KEY,
+        "--latency-ms", str(latency_ms), "--max-messages", "1000", "--max-requests", "100",
+    )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        urls = json.loads(proc.stdout.readline())
-        yield urls
+        yield emulators.urls
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        emulators.stop()
 
 
 def far_quiet_window() -> str:

@@ -193,25 +193,13 @@ class EmulatorProcess:
 
     def __init__(self) -> None:
         from messaging.emulators.client import EmulatorClient
+        from messaging.emulators.server import EmulatorProcess as Process
 
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "messaging.emulators",
-                "--auth-token",
-                AUTH_TOKEN,
-                "--account-sid",
-                ACCOUNT_SID,
-                "--api-key",
-                SENDGRID_KEY,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
+        self._process = Process(
+            "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID, "--api-key", SENDGRID_KEY
         )
-        assert self._proc.stdout is not None
-        urls = json.loads(self._proc.stdout.readline())
-        self.twilio_url, self.sendgrid_url = urls["twilio"], urls["sendgrid"]
+        self.twilio_url = self._process.urls["twilio"]
+        self.sendgrid_url = self._process.urls["sendgrid"]
         self.twilio = EmulatorClient(self.twilio_url)
 
     def sms(self) -> list[dict[str, Any]]:
@@ -220,5 +208,4 @@ class EmulatorProcess:
 
     def close(self) -> None:
         self.twilio.close()
-        self._proc.terminate()
-        self._proc.wait(timeout=10)
+        self._process.stop()

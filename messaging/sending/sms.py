@@ -59,6 +59,13 @@ class SmsConfig:
         if not self.from_numbers and not self.messaging_service_sid:
             raise ValueError("SMS needs TWILIO_FROM_NUMBERS or TWILIO_MESSAGING_SERVICE_SID")
 
+    @property
+    def effective_rate_per_s(self) -> float:
+        """The fastest the fleet may send: the account rate, or the pool's if that is lower."""
+        if self.messaging_service_sid:
+            return self.rate_account_per_s
+        return min(self.rate_account_per_s, self.rate_per_sender_per_s * len(self.from_numbers))
+
     def sender_for(self, destination: str) -> str | None:
         """The sticky From number of a destination: the same person always hears from the
         same number (carriers and people both trust a consistent sender)."""
@@ -170,12 +177,8 @@ class SmsSender:
     def _within_reach(self, work: SendWork, report: BatchReport) -> SendWork:
         """Claim only what the rate could send within the batch's horizon; re-queue the rest
         unclaimed (one Redis write) instead of claiming rows only to put them back."""
-        config = self._config
-        rate = config.rate_account_per_s
-        if not config.messaging_service_sid:
-            rate = min(rate, config.rate_per_sender_per_s * len(config.from_numbers))
         horizon_s = PACING_HORIZON_S[work.priority]
-        reach = max(1, math.ceil(rate * horizon_s * 1.5))
+        reach = max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
         if len(work.supporter_ids) <= reach:
             return work
         rest = work.supporter_ids[reach:]
@@ -191,11 +194,7 @@ class SmsSender:
         sends (a short code at thousands a second), a late send cannot, and asking Redis
         again for every one of them under load would only add work: it goes now.
         """
-        config = self._config
-        effective = config.rate_account_per_s
-        if not config.messaging_service_sid:
-            effective = min(effective, config.rate_per_sender_per_s * len(config.from_numbers))
-        if effective > UNBINDING_RATE_PER_S:
+        if self._config.effective_rate_per_s > UNBINDING_RATE_PER_S:
             return lambda _m: time.time()
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 

@@ -18,7 +18,8 @@ from messaging import states
 from messaging.dry_run import DryRunConfig, estimate
 from messaging.store.audience import Audience
 from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import Ledger
+from messaging.store.ledger import ExpandedPage, Ledger
+from queues.flow.progress import InMemoryProgressCounters, ProgressCounters
 from queues.sendqueue import SendQueue, enqueue_in_batches
 
 log = structlog.get_logger(__name__)
@@ -49,8 +50,10 @@ class Expander:
         page_size: int = PAGE_SIZE,
         heartbeat: Callable[[], None] | None = None,
         dry_run: DryRunConfig | None = None,
+        progress: ProgressCounters | None = None,
     ) -> None:
         self._ledger = ledger
+        self._progress = progress or InMemoryProgressCounters()
         self._blasts = blasts
         self._queue = queue
         self._page_size = page_size
@@ -66,26 +69,32 @@ class Expander:
         cursor = blast.expansion_cursor
         engine = self._ledger.engine
         written = 0
+        # Base the live counters on the ledger (empty unless this resumes an expansion).
+        self._progress.replace(
+            blast.blast_id, self._blasts.state_counts([blast.blast_id])[blast.blast_id]
+        )
         while True:
             current = self._blasts.get(blast.blast_id)
             if current is None or current.status in states.ENDED_STATUSES:
                 result.stopped = current.status if current else "missing"
                 break
-            new_ids: dict[str, list[int]] = {}
+            pages: dict[str, ExpandedPage] = {}
             with engine.begin() as conn:
                 upto = audience.page_upper_bound(conn, cursor, self._page_size)
                 if upto is None:
                     break
                 for channel in blast.alert.channels:
-                    new_ids[channel] = self._ledger.expand_page(
+                    pages[channel] = self._ledger.expand_page(
                         conn, blast.blast_id, channel, audience, cursor, upto
                     )
                 self._blasts.advance_cursor(conn, blast.blast_id, upto)
             cursor = upto
             result.pages += 1
-            written += self._page_size * len(new_ids)
+            written += self._page_size * len(pages)
             self._ledger.refresh_statistics(written)
-            for channel, ids in new_ids.items():
+            for channel, page in pages.items():
+                self._progress.add(blast.blast_id, channel, page.by_state)
+                ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 if current.status != states.PAUSED:  # a paused blast is re-driven on resume
                     result.batches += enqueue_in_batches(

@@ -71,7 +71,12 @@ class Intake:
                 form=unwrapped.form,
             )
         Expander(
-            self._ledger, self._blasts, self._queue, heartbeat=heartbeat, dry_run=self._dry_run
+            self._ledger,
+            self._blasts,
+            self._queue,
+            heartbeat=heartbeat,
+            dry_run=self._dry_run,
+            progress=self._control.progress,
         ).expand(blast)
         current = self._blasts.get(blast.blast_id)
         assert current is not None

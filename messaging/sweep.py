@@ -46,6 +46,7 @@ class SweepReport:
     expired: list[str] = field(default_factory=list)
     completed: list[str] = field(default_factory=list)
     released: int = 0
+    reconciled: int = 0
 
 
 class Sweeper:
@@ -69,6 +70,7 @@ class Sweeper:
         """Sweep every sending blast once."""
         report = SweepReport()
         report.released = self.release_deferred()
+        report.reconciled = self.reconcile_live()
         for blast_id in self._a.blasts.ids_with_status(states.SENDING_BLAST, expanded=True):
             blast = self._a.blasts.get(blast_id)
             if blast is None:
@@ -92,7 +94,7 @@ class Sweeper:
                     self._a.control.set(blast_id, states.COMPLETED)
                     report.completed.append(blast_id)
                 continue
-            last = self._a.control.last_progress(blast_id)
+            last = self._a.control.progress.last_progress(blast_id)
             stalled_since = (
                 last if last is not None else (blast.expanded_at or blast.created_at).timestamp()
             )
@@ -100,9 +102,27 @@ class Sweeper:
                 queued = self._a.redrive(blast)
                 if queued:
                     report.redriven[blast_id] = queued
-                    self._a.control.touch(blast_id)  # give the re-driven work its own window
+                    self._a.control.progress.touch(
+                        blast_id
+                    )  # give the re-driven work its own window
                     log.warning("sweep.redrive", blast_id=blast_id, rows=queued)
         return report
+
+    def reconcile_live(self) -> int:
+        """Replace the live counters of every running blast with the ledger's counts.
+
+        Counters drift only by writes they do not see (webhook statuses, sweeps, a batch
+        straddling the last reconcile); one grouped index scan per live blast per pass puts
+        them right. Ended blasts are read from the ledger, so they need none.
+        """
+        live = [
+            blast_id
+            for status in (states.EXPANDING, states.SENDING_BLAST, states.PAUSED)
+            for blast_id in self._a.blasts.ids_with_status(status)
+        ]
+        for blast_id, by_channel in self._a.blasts.state_counts(live).items():
+            self._a.control.progress.replace(blast_id, by_channel)
+        return len(live)
 
     def release_deferred(self) -> int:
         """Release deferred rows whose quiet window is over; returns how many."""
@@ -111,6 +131,9 @@ class Sweeper:
         for blast_id, channel, sid in released:
             groups.setdefault((blast_id, channel), []).append(sid)
         for (blast_id, channel), ids in groups.items():
+            self._a.control.progress.add(
+                blast_id, channel, {states.DEFERRED: -len(ids), states.PENDING: len(ids)}
+            )
             blast = self._a.blasts.get(blast_id)
             priority = blast.priority if blast else "normal"
             enqueue_in_batches(self._a.queue, blast_id, channel, priority, ids)
@@ -141,4 +164,5 @@ class Sweeper:
             ).all()
         if rows:
             log.warning("sweep.lost_in_flight", blast_id=blast_id, rows=len(rows))
+            # The rows are reconciled into the counters by the same pass (reconcile_live).
         return len(rows)

@@ -224,7 +224,14 @@ def run_demo(
         console.print(f"  published alert [bold]{blast_id}[/] to debate-night\n")
         while app.blasts.get(blast_id) is None:
             time.sleep(0.1)
-        final = watch(app.blasts, blast_id, until_idle=True, timeout_s=120, console=console)
+        final = watch(
+            app.blasts,
+            blast_id,
+            until_idle=True,
+            timeout_s=120,
+            console=console,
+            live=app.control.progress.read,
+        )
         return _report(
             console, final, twilio, sendgrid, seeded, time.monotonic() - started, as_json
         )

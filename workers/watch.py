@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from messaging.store.blasts import BlastStore
+from messaging.store.blasts import BlastStore, LiveCounts
 
 #: Seconds of history behind the "current" rate.
 RATE_WINDOW_S = 5.0
@@ -37,10 +37,12 @@ class _Rate:
         return current, average
 
 
-def snapshot(blasts: BlastStore, blast_id: str) -> dict[str, Any] | None:
-    """The contract summary of one blast, or None if it does not exist."""
+def snapshot(
+    blasts: BlastStore, blast_id: str, live: LiveCounts | None = None
+) -> dict[str, Any] | None:
+    """The contract summary of one blast (live counts while it runs), or None if none."""
     record = blasts.get(blast_id)
-    return blasts.summaries([record])[0] if record else None
+    return blasts.summaries([record], live)[0] if record else None
 
 
 def is_done(summary: dict[str, Any], *, until_idle: bool) -> bool:
@@ -62,8 +64,13 @@ def watch(
     timeout_s: float | None = None,
     console: Console | None = None,
     emit: Callable[[str], None] = print,
+    live: LiveCounts | None = None,
 ) -> dict[str, Any]:
-    """Show progress until the blast ends (or is idle); returns the final summary."""
+    """Show progress until the blast ends (or is idle); returns the final summary.
+
+    Each look reads the blast's live counters (``live``), not its ledger rows; the ledger
+    has the last word on when a blast is idle.
+    """
     deadline = time.monotonic() + timeout_s if timeout_s else None
     rates: dict[str, _Rate] = {}
     console = console or Console()
@@ -86,7 +93,7 @@ def watch(
         progress.start()
     try:
         while True:
-            summary = snapshot(blasts, blast_id)
+            summary = snapshot(blasts, blast_id, live)
             if summary is None:
                 raise LookupError(blast_id)
             now = time.monotonic()
@@ -125,6 +132,8 @@ def watch(
                         }
                     )
                 )
+            if is_done(summary, until_idle=until_idle) and summary["counts_source"] == "live":
+                summary = snapshot(blasts, blast_id) or summary  # idle by the counters: confirm
             if is_done(summary, until_idle=until_idle) or (deadline and now > deadline):
                 return summary
             time.sleep(interval_s)

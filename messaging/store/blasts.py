@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
 from messaging.alert import Alert
 from messaging.store.schema import blasts, deliveries
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,14 +181,48 @@ class BlastStore:
                 result[blast_id].setdefault(channel, {})[state] = int(n)
         return result
 
-    def summaries(self, records: list[BlastRecord]) -> list[dict[str, Any]]:
-        """The contract's JSON view (§6) of each blast, counts included."""
-        counts = self.state_counts([r.blast_id for r in records])
-        return [summary(r, counts[r.blast_id]) for r in records]
+    def summaries(
+        self, records: list[BlastRecord], live: LiveCounts | None = None
+    ) -> list[dict[str, Any]]:
+        """The contract's JSON view (§6) of each blast, counts included.
+
+        With ``live``, a running blast's counts come from its live counters (one Redis read,
+        instead of a grouped scan of its ledger rows per look); an ended blast's, and any
+        whose counters are missing or unreadable, from the ledger.
+        """
+        running = [r.blast_id for r in records if r.status not in states.ENDED_STATUSES]
+        counted: dict[str, ByChannel | None] = {}
+        if live is not None and running:
+            try:
+                counted = dict(live(running))
+            except Exception as exc:  # Redis down or slow: the ledger still answers
+                log.warning("blast.live_counts_unavailable", error_type=type(exc).__name__)
+        from_ledger = self.state_counts(
+            [r.blast_id for r in records if not counted.get(r.blast_id)]
+        )
+        result = []
+        for r in records:
+            live_counts = counted.get(r.blast_id)
+            by_channel = live_counts if live_counts is not None else from_ledger[r.blast_id]
+            result.append(
+                summary(r, by_channel, source="ledger" if live_counts is None else "live")
+            )
+        return result
 
 
-def summary(record: BlastRecord, by_channel: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """``{"blast_id", "topic", "status", "created_at", "counts": {...}, ...}``."""
+#: Reads live counters: ``{blast_id: {channel: {state: rows}} or None}``.
+ByChannel = dict[str, dict[str, int]]
+LiveCounts = Callable[[list[str]], Mapping[str, ByChannel | None]]
+
+
+def summary(
+    record: BlastRecord, by_channel: dict[str, dict[str, int]], *, source: str = "ledger"
+) -> dict[str, Any]:
+    """``{"blast_id", "topic", "status", "created_at", "counts": {...}, ...}``.
+
+    ``counts_source`` says where the counts came from: ``live`` (the Redis counters of a
+    running blast, reconciled with the ledger every scheduler pass) or ``ledger``.
+    """
     channels = record.alert.channels
     return {
         "blast_id": record.blast_id,
@@ -199,4 +236,5 @@ def summary(record: BlastRecord, by_channel: dict[str, dict[str, int]]) -> dict[
         "test": bool(record.alert.test_recipients),
         "counts": {c: states.counts_from_states(by_channel.get(c, {})) for c in channels},
         "audience": record.stats,
+        "counts_source": source,
     }

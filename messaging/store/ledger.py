@@ -58,6 +58,16 @@ class Outcome:
     deferred_until: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ExpandedPage:
+    """What one page of expansion wrote for one channel."""
+
+    #: The new ``pending`` rows' supporter ids, ascending (the send work).
+    pending_ids: list[int]
+    #: Rows written per state (the blast's live counters).
+    by_state: dict[str, int]
+
+
 class Ledger:
     """Batch operations on the ``deliveries`` table."""
 
@@ -73,10 +83,13 @@ class Ledger:
         audience: Audience,
         after: int,
         upto: int,
-    ) -> list[int]:
-        """Write the ledger rows of one page for one channel; return the new ``pending`` ids."""
+    ) -> ExpandedPage:
+        """Write the ledger rows of one page for one channel."""
         rows = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
-        return sorted(sid for sid, state in rows if state == states.PENDING)
+        by_state: dict[str, int] = {}
+        for _sid, state in rows:
+            by_state[state] = by_state.get(state, 0) + 1
+        return ExpandedPage(sorted(sid for sid, state in rows if state == states.PENDING), by_state)
 
     def expand_page_states(
         self,

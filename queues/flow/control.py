@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Protocol
 
+from queues.flow.progress import InMemoryProgressCounters, ProgressCounters, RedisProgressCounters
 from queues.names import Names
 
 #: How stale a process's view of a blast's status may be. Kill-switch latency ≤ this + one
@@ -24,20 +25,15 @@ KEY_TTL_S = 7 * 86_400
 class BlastControl(Protocol):
     """Where senders learn that a blast was paused or canceled."""
 
+    #: The blast's live counts and last-progress stamp, kept beside its status.
+    progress: ProgressCounters
+
     def set(self, blast_id: str, status: str) -> None:
         """Publish a blast's status to the fleet."""
         ...
 
     def get(self, blast_id: str) -> str | None:
         """The blast's status as last published, or None if never published."""
-        ...
-
-    def touch(self, blast_id: str) -> None:
-        """Record that a send batch of the blast just finished (the sweep's stall detector)."""
-        ...
-
-    def last_progress(self, blast_id: str) -> float | None:
-        """Epoch seconds of the blast's last finished batch, or None."""
         ...
 
     def bump_suppressions(self) -> None:
@@ -58,6 +54,7 @@ class RedisBlastControl:
         self._clock = clock
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._lock = threading.Lock()
+        self.progress: ProgressCounters = RedisProgressCounters(client, names)
 
     def _key(self, blast_id: str) -> str:
         return self._names.redis_key("blast-status", blast_id)
@@ -80,17 +77,6 @@ class RedisBlastControl:
         with self._lock:
             self._cache[blast_id] = (now, status)
         return status
-
-    def touch(self, blast_id: str) -> None:
-        """See :class:`BlastControl`."""
-        self._client.set(
-            self._names.redis_key("progress", blast_id), repr(time.time()), ex=KEY_TTL_S
-        )
-
-    def last_progress(self, blast_id: str) -> float | None:
-        """See :class:`BlastControl`."""
-        raw = self._client.get(self._names.redis_key("progress", blast_id))
-        return float(raw) if raw else None
 
     def bump_suppressions(self) -> None:
         """See :class:`BlastControl`."""
@@ -117,7 +103,7 @@ class InMemoryBlastControl:
 
     def __init__(self) -> None:
         self._status: dict[str, str] = {}
-        self._progress: dict[str, float] = {}
+        self.progress: ProgressCounters = InMemoryProgressCounters()
         self._suppressions = 0
 
     def set(self, blast_id: str, status: str) -> None:
@@ -127,14 +113,6 @@ class InMemoryBlastControl:
     def get(self, blast_id: str) -> str | None:
         """See :class:`BlastControl`."""
         return self._status.get(blast_id)
-
-    def touch(self, blast_id: str) -> None:
-        """See :class:`BlastControl`."""
-        self._progress[blast_id] = time.time()
-
-    def last_progress(self, blast_id: str) -> float | None:
-        """See :class:`BlastControl`."""
-        return self._progress.get(blast_id)
 
     def bump_suppressions(self) -> None:
         """See :class:`BlastControl`."""

@@ -205,7 +205,7 @@ def _show_one(app: App, blast_id: str) -> dict[str, Any]:
     record = app.blasts.get(blast_id)
     if record is None:
         raise InputError(f"no blast {blast_id!r}")
-    return app.blasts.summaries([record])[0]
+    return app.blasts.summaries([record], app.control.progress.read)[0]
 
 
 @blast.command("list")
@@ -214,7 +214,7 @@ def _show_one(app: App, blast_id: str) -> dict[str, Any]:
 @pass_app
 def blast_list(app: App, limit: int, as_json: bool) -> None:
     """Recent blasts, newest first."""
-    items = app.blasts.summaries(app.blasts.recent(limit))
+    items = app.blasts.summaries(app.blasts.recent(limit), app.control.progress.read)
     if as_json:
         echo_json(items)
         return
@@ -290,7 +290,14 @@ def blast_watch(app: App, blast_id: str, as_json: bool, interval: float) -> None
         if time.monotonic() > deadline:
             raise InputError(f"no blast {blast_id!r}")
         time.sleep(0.25)
-    final = watch(app.blasts, blast_id, as_json=as_json, interval_s=interval, emit=click.echo)
+    final = watch(
+        app.blasts,
+        blast_id,
+        as_json=as_json,
+        interval_s=interval,
+        emit=click.echo,
+        live=app.control.progress.read,
+    )
     if not as_json:
         click.echo(f"{blast_id}: {final['status']}")
 

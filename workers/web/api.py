@@ -126,13 +126,15 @@ class Api:
         blasts = self._app.blasts
 
         def load() -> list[dict[str, Any]]:
-            return blasts.summaries(blasts.recent(int(raw)))
+            return blasts.summaries(blasts.recent(int(raw)), self._app.control.progress.read)
 
         return JSONResponse(await run_in_threadpool(load))
 
     def _summary(self, blast_id: str) -> dict[str, Any] | None:
         record = self._app.blasts.get(blast_id)
-        return None if record is None else self._app.blasts.summaries([record])[0]
+        if record is None:
+            return None
+        return self._app.blasts.summaries([record], self._app.control.progress.read)[0]
 
     async def get_blast(self, request: Request) -> Response:
         """The blast's state and counts, as ``rapid blast show --json`` prints them."""
@@ -318,6 +320,12 @@ def openapi_document() -> dict[str, Any]:
                         "status": {"enum": list(states.BLAST_STATUSES)},
                         "created_at": {"type": "string", "format": "date-time"},
                         "counts": {"type": "object", "additionalProperties": counts},
+                        "counts_source": {
+                            "enum": ["live", "ledger"],
+                            "description": "live: Redis counters of a running blast, "
+                            "reconciled with the ledger every scheduler pass; ledger: counted "
+                            "from the ledger rows (ended blasts)",
+                        },
                     },
                 },
             },

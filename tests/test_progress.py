@@ -1,0 +1,183 @@
+"""Live progress counters in real Redis: kept by expansion, senders and the sweep, reconciled
+with the ledger, read by `blast show`/`watch`/the API instead of counting the ledger."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import redis
+from sqlalchemy import Engine
+
+from messaging import states
+from messaging.alert import parse_alert
+from messaging.blast_control import BlastActions
+from messaging.expansion import Expander
+from messaging.providers.memory import InMemorySms
+from messaging.sending.common import SendContext
+from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.store.blasts import BlastStore
+from messaging.store.ledger import Ledger
+from messaging.store.schema import deliveries
+from messaging.store.suppressions import SqlSuppressionList
+from messaging.sweep import Sweeper
+from queues.flow.control import RedisBlastControl
+from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
+from queues.flow.ratelimit import InMemoryRateLimiter
+from queues.names import Names
+from queues.sendqueue import InMemorySendQueue
+from tests.conftest import REDIS_TEST_URL
+from tests.factories import add_supporters
+from workers.watch import watch
+
+SMS = SmsConfig(
+    org_name="Acme for America",
+    from_numbers=("+15005550006",),
+    rate_per_sender_per_s=1000,
+    rate_account_per_s=1000,
+)
+
+
+@pytest.fixture
+def client(prefix: str) -> Iterator[redis.Redis]:
+    """The real Redis; this test's keys are deleted afterwards."""
+    c = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        c.ping()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}")
+    yield c
+    keys = list(c.scan_iter(f"{prefix}*"))
+    if keys:
+        c.delete(*keys)
+    c.close()
+
+
+def test_counters_add_only_once_based_on_the_ledger(client: redis.Redis, prefix: str) -> None:
+    counters = RedisProgressCounters(client, Names(prefix))
+    # Given counters never based on the ledger: increments are not a count, readers get None
+    counters.add("b1", "sms", {"sent": 5, "pending": -5})
+    assert counters.read(["b1"]) == {"b1": None}
+    assert counters.last_progress("b1") is not None  # the stall detector's stamp still moves
+    # When they are based on the ledger, then incremented
+    counters.replace("b1", {"sms": {"pending": 10, "duplicate": 2}, "email": {"pending": 3}})
+    counters.add("b1", "sms", {"sent": 4, "failed": 1, "pending": -5})
+    # Then they read as the ledger would, and expire in time
+    assert counters.read(["b1", "other"]) == {
+        "b1": {
+            "sms": {"pending": 5, "duplicate": 2, "sent": 4, "failed": 1},
+            "email": {"pending": 3},
+        },
+        "other": None,
+    }
+    ttl = client.ttl(Names(prefix).redis_key("counts", "b1"))
+    assert 0 < ttl <= KEY_TTL_S
+
+
+def _fleet(engine: Engine, client: redis.Redis, prefix: str, n: int):  # type: ignore[no-untyped-def]
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(n)], topic="t")
+    add_supporters(engine, [{"phone": "+14155559999"}], topic="t")  # a household duplicate below
+    queue = InMemorySendQueue()
+    control = RedisBlastControl(client, Names(prefix))
+    ctx = SendContext(
+        Ledger(engine),
+        BlastStore(engine),
+        SqlSuppressionList(engine),
+        InMemoryRateLimiter(),
+        queue,
+        control,
+        Names(prefix),
+    )
+    doc = {"alert_id": "p1", "sms": {"body": "Hi {{ first_name }}"}}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
+    return ctx, queue, control, blast
+
+
+def _ledger_counts(ctx: SendContext, blast_id: str) -> dict[str, dict[str, int]]:
+    return ctx.blasts.state_counts([blast_id])[blast_id]
+
+
+def test_expansion_and_sends_keep_the_counters_equal_to_the_ledger(
+    engine: Engine, client: redis.Redis, prefix: str
+) -> None:
+    # Given a 1,200-recipient blast, one of them suppressed before the alert
+    ctx, queue, control, blast = _fleet(engine, client, prefix, 1_200)
+    ctx.suppressions.add("sms", "+14155550003", reason="stop", source="test")
+    # When it expands (several pages) and its first batches are sent
+    Expander(ctx.ledger, ctx.blasts, queue, page_size=500, progress=control.progress).expand(blast)
+    assert control.progress.read(["p1"])["p1"] == _ledger_counts(ctx, "p1")
+    sender = SmsSender(ctx, InMemorySms(), SMS)
+    sender.process(queue.items.pop(0))
+    # Then every step's counters equal the ledger's grouped count, without any reconcile
+    live = control.progress.read(["p1"])["p1"]
+    ledger = _ledger_counts(ctx, "p1")
+    assert live is not None and live["sms"]["sent"] == ledger["sms"]["sent"] > 0
+    assert live["sms"]["suppressed"] == ledger["sms"]["suppressed"] == 1
+    # And the summary `blast show` prints says where its counts came from
+    summary = ctx.blasts.summaries([ctx.blasts.get("p1")], control.progress.read)[0]  # type: ignore[list-item]
+    assert summary["counts_source"] == "live"
+    assert summary["counts"] == ctx.blasts.summaries([ctx.blasts.get("p1")])[0]["counts"]  # type: ignore[list-item]
+    # When everything is sent
+    while queue.items:
+        sender.process(queue.items.pop(0))
+    # Then the blast is completed and its counts come from the ledger, matching the counters
+    final = ctx.blasts.summaries([ctx.blasts.get("p1")], control.progress.read)[0]  # type: ignore[list-item]
+    assert final["status"] == states.COMPLETED and final["counts_source"] == "ledger"
+    assert final["counts"]["sms"]["sent"] == 1_200
+    assert _nonzero(control.progress.read(["p1"])["p1"]) == _ledger_counts(ctx, "p1")
+
+
+def _nonzero(by_channel: dict[str, dict[str, int]] | None) -> dict[str, dict[str, int]]:
+    assert by_channel is not None
+    return {ch: {s: n for s, n in by.items() if n} for ch, by in by_channel.items()}
+
+
+def test_the_sweep_reconciles_what_the_counters_did_not_see(
+    engine: Engine, client: redis.Redis, prefix: str
+) -> None:
+    # Given a sending blast whose rows changed behind the counters' back (status callbacks)
+    ctx, queue, control, blast = _fleet(engine, client, prefix, 300)
+    Expander(ctx.ledger, ctx.blasts, queue, progress=control.progress).expand(blast)
+    sender = SmsSender(ctx, InMemorySms(), SMS)
+    sender.process(queue.items.pop(0))
+    with engine.begin() as conn:
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.blast_id == "p1", deliveries.c.state == states.SENT)
+            .values(state=states.DELIVERED)
+        )
+    live = control.progress.read(["p1"])["p1"]
+    assert live is not None and "delivered" not in live["sms"]
+    # When the scheduler sweeps
+    actions = BlastActions(ctx.blasts, ctx.ledger, queue, control)
+    report = Sweeper(actions).run_once()
+    # Then the counters are the ledger's again
+    assert report.reconciled == 1
+    assert _nonzero(control.progress.read(["p1"])["p1"]) == _ledger_counts(ctx, "p1")
+    assert _ledger_counts(ctx, "p1")["sms"]["delivered"] > 0
+
+
+def test_watch_reads_the_counters_and_checks_idleness_with_the_ledger(
+    engine: Engine, client: redis.Redis, prefix: str
+) -> None:
+    # Given a sending blast whose counters wrongly say nothing is pending (a lost increment)
+    ctx, queue, control, blast = _fleet(engine, client, prefix, 50)
+    Expander(ctx.ledger, ctx.blasts, queue, progress=control.progress).expand(blast)
+    control.progress.replace("p1", {"sms": {"sent": 51}})
+    lines: list[str] = []
+    # When watching until idle, with a short timeout
+    final = watch(
+        ctx.blasts,
+        "p1",
+        as_json=True,
+        interval_s=0.05,
+        until_idle=True,
+        timeout_s=0.3,
+        emit=lines.append,
+        live=control.progress.read,
+    )
+    # Then the frames showed the counters, but the ledger decided: not idle (timed out)
+    assert json.loads(lines[0])["channels"]["sms"]["sent"] == 51
+    assert final["counts_source"] == "ledger" and final["counts"]["sms"]["pending"] == 51
+    assert len(lines) > 1

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -71,6 +73,7 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         heartbeats = f"{prefix}-dramatiq:__heartbeats__"
         while not app.redis.exists(heartbeats):
             time.sleep(0.05)
+        cpu_before = process_cpu_s(proc.pid)
         commands_before = int(app.redis.info("stats")["total_commands_processed"])
         scripts_before = _script_calls(app.redis)
         started = time.monotonic()
@@ -87,6 +90,8 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         else:
             raise RuntimeError(f"{blast_id} did not complete")
         finished = time.monotonic()
+        cpu_s = process_cpu_s(proc.pid) - cpu_before
+        rss_mb = peak_rss_mb(proc.pid)
         # Every Redis command the fleet issued for this blast (enqueue, lanes, limiter, kill
         # switch, acks, plus idle polling), per recipient: the batching target is <= 0.05.
         commands = int(app.redis.info("stats")["total_commands_processed"]) - commands_before
@@ -108,9 +113,28 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         "seconds": round(seconds, 3),
         "per_s": round(sent / seconds, 1),
         "expand_s": round(expanded - started, 2),
+        # Recipients per CPU-second of the sender process: the per-core rate, independent of
+        # what else the machine runs (the database, Redis and the emulator are elsewhere).
+        "sender_cpu_s": round(cpu_s, 2),
+        "per_cpu_s": round(sent / max(cpu_s, 1e-9), 1),
+        "sender_peak_rss_mb": rss_mb,
         "redis_commands_per_recipient": round(commands / max(sent, 1), 3),
         "redis_script_calls_per_recipient": round(scripts / max(sent, 1), 3),
     }
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak resident memory so far, in MB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 def _script_calls(client: Any) -> int:

@@ -2,7 +2,8 @@
 
 Every statement here works on a batch in one round trip: expansion is one
 ``INSERT … SELECT`` per page and channel (household duplicates and suppressions decided in
-SQL), a claim is one conditional ``UPDATE … RETURNING``, outcomes are one executemany.
+SQL), a claim is one conditional ``UPDATE … RETURNING``, outcomes are one statement over
+arrays on PostgreSQL (:mod:`messaging.store.ledger_pg`), one executemany on SQLite.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
 from messaging.store.audience import Audience, insert_page
+from messaging.store.ledger_pg import claim_rows, record_outcomes
 from messaging.store.schema import (
     deliveries,
     early_statuses,
@@ -138,6 +140,19 @@ class Ledger:
         if not supporter_ids:
             return []
         now = datetime.now(UTC)
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                rows = claim_rows(conn, blast_id, channel, supporter_ids, TEMPLATE_FIELDS, now)
+            return [
+                Claimed(
+                    int(sid),
+                    destination,
+                    int(attempts),
+                    {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)},
+                    first,
+                )
+                for sid, destination, attempts, first, *values in rows
+            ]
         with self.engine.begin() as conn:
             taken = conn.execute(
                 deliveries.update()
@@ -177,6 +192,17 @@ class Ledger:
         if not outcomes:
             return
         now = datetime.now(UTC)
+        sids = [
+            o.provider_message_id
+            for o in outcomes
+            if o.state == states.SENT and o.provider_message_id
+        ]
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.begin() as conn:
+                record_outcomes(conn, blast_id, channel, outcomes, now)
+                if sids and channel == "sms":
+                    self._apply_early_statuses(conn, blast_id, sids)
+            return
         stmt = (
             deliveries.update()
             .where(
@@ -212,11 +238,6 @@ class Ledger:
                 "b_deferred_until": o.deferred_until,
             }
             for o in outcomes
-        ]
-        sids = [
-            o.provider_message_id
-            for o in outcomes
-            if o.state == states.SENT and o.provider_message_id
         ]
         with self.engine.begin() as conn:
             conn.execute(stmt, params)

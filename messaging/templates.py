@@ -8,11 +8,13 @@ sending "Hi ," to a million people.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import escape
 
 from messaging.errors import InputError
 
@@ -50,3 +52,57 @@ def render(source: str, fields: Mapping[str, Any], *, html: bool = False) -> str
         raise RenderError(f"template failed: {exc.message or type(exc).__name__}") from None
     except Exception as exc:  # a sandbox SecurityError or a filter crash: still one message
         raise RenderError(f"template failed: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """A ``{{ name }}`` in a plain template."""
+
+    name: str
+
+
+@lru_cache(maxsize=256)
+def plain_parts(source: str) -> tuple[str | Field, ...] | None:
+    """The template as literal text and bare ``{{ field }}`` outputs, or None if it is more.
+
+    Most alerts are exactly that ("Hi {{ first_name }}, watch …"). Such a template renders
+    the same without Jinja (:func:`assemble`), and an email body can travel once per batch
+    with the fields as per-recipient substitutions. Anything else (filters, tags,
+    expressions) goes through :func:`render`.
+    """
+    try:
+        tree = _environment(False).parse(source)
+    except TemplateSyntaxError:
+        return None
+    parts: list[str | Field] = []
+    for node in tree.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                parts.append(child.data)
+            elif isinstance(child, nodes.Name) and child.ctx == "load":
+                parts.append(Field(child.name))
+            else:
+                return None
+    return tuple(parts)
+
+
+def field_value(value: Any, *, html: bool = False) -> str:
+    """One field as Jinja would print it (HTML-escaped in HTML parts)."""
+    return str(escape(value)) if html else str(value)
+
+
+def assemble(
+    parts: tuple[str | Field, ...], fields: Mapping[str, Any], *, html: bool = False
+) -> str:
+    """Render plain ``parts`` for one supporter, exactly as :func:`render` would."""
+    out = []
+    for part in parts:
+        if isinstance(part, Field):
+            if part.name not in fields:
+                raise RenderError(f"template failed: '{part.name}' is undefined")
+            out.append(field_value(fields[part.name], html=html))
+        else:
+            out.append(part)
+    return "".join(out)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 
 
@@ -20,6 +21,18 @@ class UnsubscribeClaim:
 
     email: str
     blast_id: str
+
+
+#: Strings JSON writes as they are (printable ASCII but the quote and the backslash).
+_VERBATIM = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+
+
+def _json_pair(a: str, b: str) -> str:
+    """``json.dumps([a, b], separators=(",", ":"))``, without the encoder for the usual case
+    (one token per email recipient: this was a sixth of the email sender's CPU)."""
+    if _VERBATIM.fullmatch(a) and _VERBATIM.fullmatch(b):
+        return f'["{a}","{b}"]'
+    return json.dumps([a, b], separators=(",", ":"))
 
 
 def _b64(data: bytes) -> str:
@@ -40,7 +53,7 @@ class UnsubscribeTokens:
 
     def make(self, email: str, blast_id: str) -> str:
         """A token for ``email`` (lower-cased) from ``blast_id``."""
-        payload = json.dumps([email.lower(), blast_id], separators=(",", ":")).encode()
+        payload = _json_pair(email.lower(), blast_id).encode()
         mac = hmac.new(self._key, payload, hashlib.sha256).digest()
         return f"{_b64(payload)}.{_b64(mac)}"
 

@@ -7,7 +7,7 @@ tests, :mod:`twilio_sms` and :mod:`sendgrid_email` the real ones (official clien
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from messaging.errors import SendError
@@ -68,17 +68,49 @@ class EmailRecipient:
     html: str | None
     headers: dict[str, str] = field(default_factory=dict)
     custom_args: dict[str, str] = field(default_factory=dict)
+    #: With a batch's shared bodies: tag -> this recipient's value (``text``/``html`` None).
+    substitutions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedBodies:
+    """Bodies sent once per call, personalised by each recipient's substitutions."""
+
+    text: str | None
+    html: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class EmailBatch:
-    """Up to 1000 recipients for one API call."""
+    """Up to 1000 recipients for one API call.
+
+    With ``shared``, recipients without bodies of their own get the shared bodies with
+    their ``substitutions`` applied; a recipient with its own ``text``/``html`` gets those.
+    """
 
     from_email: str
     from_name: str | None
     recipients: Sequence[EmailRecipient]
     send_at_s: float = 0.0
     categories: tuple[str, ...] = ()
+    shared: SharedBodies | None = None
+
+    def uses_shared(self, r: EmailRecipient) -> bool:
+        """True if ``r`` gets the shared bodies."""
+        return self.shared is not None and r.text is None and r.html is None
+
+    def personalized(self) -> list[EmailRecipient]:
+        """Every recipient with the bodies it will see (for in-memory transports, tests)."""
+        out = []
+        for r in self.recipients:
+            if self.shared is not None and self.uses_shared(r):
+                text, html = self.shared.text, self.shared.html
+                for tag, value in r.substitutions.items():
+                    text = text.replace(tag, value) if text is not None else None
+                    html = html.replace(tag, value) if html is not None else None
+                r = replace(r, text=text, html=html, substitutions={})
+            out.append(r)
+        return out
 
 
 class EmailTransport(Protocol):

@@ -57,5 +57,5 @@ class InMemoryEmail:
                 if r.to in self.errors:
                     raise self.errors[r.to]
             self.calls += 1
-            self.sent.extend(batch.recipients)
+            self.sent.extend(batch.personalized())
             return f"mem-{self.calls}"

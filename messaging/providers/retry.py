@@ -17,7 +17,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from messaging.errors import TransientSendError
@@ -30,7 +31,9 @@ MAX_ATTEMPTS = 4
 #: a worker thread for minutes.
 MAX_DELAY_S = 30.0
 #: Backoff before the 2nd, 3rd, … attempt: 0.5 s, 1 s, 2 s … plus up to 0.5 s of jitter.
-_BACKOFF = wait_exponential_jitter(initial=0.5, max=10.0, jitter=0.5)
+#: (Composed rather than wait_exponential_jitter, whose ``initial`` tenacity 9.2 deprecated
+#: and older releases lack the replacement of.)
+_BACKOFF = wait_exponential(multiplier=0.5, max=10.0) + wait_random(0, 0.5)
 
 
 def wait_honouring_retry_after(state: RetryCallState) -> float:

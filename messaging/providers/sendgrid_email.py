@@ -5,6 +5,8 @@ Each recipient is a personalization with its own subject, headers (``List-Unsubs
 personalised bodies travel as substitutions into one shared content: a batch of 1000 is
 one HTTP request, not 1000. SendGrid caps substitutions at 10,000 bytes per
 personalization, so a recipient whose rendered body is larger goes in a call of its own.
+When the sender could keep the template's shape (plain ``{{ field }}`` templates), the
+bodies travel as they are, once, and each personalization carries only its fields.
 """
 
 from __future__ import annotations
@@ -78,8 +80,14 @@ class SendGridEmail:
         delay = batch.send_at_s - time.time()
         if delay > 0:
             time.sleep(delay)
-        shared = [r for r in batch.recipients if _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES]
-        alone = [r for r in batch.recipients if _substitution_bytes(r) > SUBSTITUTIONS_MAX_BYTES]
+        if batch.shared is not None:
+            shared = [r for r in batch.recipients if batch.uses_shared(r)]
+        else:
+            shared = [
+                r for r in batch.recipients if _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES
+            ]
+        together = {id(r) for r in shared}
+        alone = [r for r in batch.recipients if id(r) not in together]
         ids = []
         if shared:
             ids.append(self._post(build_request(batch, shared, inline=False)))
@@ -110,8 +118,12 @@ def build_request(
     batch: EmailBatch, recipients: Sequence[EmailRecipient], *, inline: bool
 ) -> dict[str, Any]:
     """The v3 mail/send JSON for ``recipients`` (one recipient when ``inline``)."""
-    has_text = any(r.text for r in recipients)
-    has_html = any(r.html for r in recipients)
+    shared = batch.shared if not inline else None
+    if shared is not None:
+        has_text, has_html = shared.text is not None, shared.html is not None
+    else:
+        has_text = any(r.text for r in recipients)
+        has_html = any(r.html for r in recipients)
     personalizations = []
     for r in recipients:
         p: dict[str, Any] = {"to": [{"email": r.to}], "subject": r.subject}
@@ -119,7 +131,9 @@ def build_request(
             p["headers"] = dict(r.headers)
         if r.custom_args:
             p["custom_args"] = dict(r.custom_args)
-        if not inline:
+        if shared is not None:
+            p["substitutions"] = r.substitutions
+        elif not inline:
             subs = {}
             if has_text:
                 subs[_TEXT_TAG] = r.text or ""
@@ -129,10 +143,16 @@ def build_request(
         personalizations.append(p)
     content = []
     # SendGrid requires text/plain before text/html.
+    if shared is not None:
+        text_value, html_value = shared.text, shared.html
+    elif inline:
+        text_value, html_value = recipients[0].text, recipients[0].html
+    else:
+        text_value, html_value = _TEXT_TAG, _HTML_TAG
     if has_text:
-        content.append({"type": "text/plain", "value": recipients[0].text if inline else _TEXT_TAG})
+        content.append({"type": "text/plain", "value": text_value})
     if has_html:
-        content.append({"type": "text/html", "value": recipients[0].html if inline else _HTML_TAG})
+        content.append({"type": "text/html", "value": html_value})
     sender: dict[str, str] = {"email": batch.from_email}
     if batch.from_name:
         sender["name"] = batch.from_name

@@ -10,8 +10,9 @@ from email.utils import parseaddr
 import structlog
 
 from messaging import states
+from messaging.alert import EmailContent
 from messaging.errors import PermanentSendError, TransientSendError
-from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport
+from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport, SharedBodies
 from messaging.sending.common import (
     PACING_HORIZON_S,
     BatchReport,
@@ -22,7 +23,7 @@ from messaging.sending.common import (
     start_batch,
 )
 from messaging.store.ledger import Claimed, Outcome
-from messaging.templates import RenderError, render
+from messaging.templates import Field, RenderError, assemble, field_value, plain_parts, render
 from messaging.unsubscribe import UnsubscribeTokens
 from queues.sendqueue import SendWork
 
@@ -63,6 +64,50 @@ def with_footer(
     return text, html
 
 
+#: Marks our substitution tags. A supporter field containing it gets bodies of its own, so a
+#: value can never be mistaken for another tag.
+TAG_MARK = "-rr."
+_UNSUB = "unsubscribe"
+
+
+def _tag(name: str, html: bool) -> str:
+    return f"{TAG_MARK}{name}.{'h' if html else 't'}-"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPlan:
+    """A blast whose bodies are plain templates: shipped once per call, fields substituted."""
+
+    bodies: SharedBodies
+    #: The fields the bodies use.
+    fields: tuple[str, ...]
+    #: The subject as plain parts (assembled without Jinja), or None to render it.
+    subject: tuple[str | Field, ...] | None
+
+
+def shared_plan(config: EmailConfig, content: EmailContent) -> SharedPlan | None:
+    """The shared-bodies plan of an alert's email, or None if a body is not plain."""
+    text_parts = plain_parts(content.text) if content.text else ()
+    html_parts = plain_parts(content.html) if content.html else ()
+    if text_parts is None or html_parts is None:
+        return None
+
+    def tagged(parts: tuple[str | Field, ...], html: bool) -> str:
+        if any(TAG_MARK in p for p in parts if isinstance(p, str)):
+            raise ValueError("template text looks like a tag")
+        return "".join(_tag(p.name, html) if isinstance(p, Field) else p for p in parts)
+
+    try:
+        text = tagged(text_parts, False) if content.text else None
+        html = tagged(html_parts, True) if content.html else None
+    except ValueError:
+        return None
+    text, _ = with_footer(config, text, None, _tag(_UNSUB, False))
+    _, html = with_footer(config, None, html, _tag(_UNSUB, True))
+    used = {p.name for p in (*text_parts, *html_parts) if isinstance(p, Field)}
+    return SharedPlan(SharedBodies(text, html), tuple(sorted(used)), plain_parts(content.subject))
+
+
 class EmailSender:
     """Sends email batches through an :class:`EmailTransport`."""
 
@@ -71,6 +116,53 @@ class EmailSender:
         self._transport = transport
         self._config = config
         self._from_name, self._from_email = parseaddr(config.email_from)
+        self._plans: dict[str, SharedPlan | None] = {}
+
+    def _plan(self, blast_id: str) -> SharedPlan | None:
+        if blast_id not in self._plans:
+            blast = self._ctx.blast(blast_id)
+            assert blast is not None and blast.alert.email is not None
+            self._plans[blast_id] = shared_plan(self._config, blast.alert.email)
+        return self._plans[blast_id]
+
+    def _shared_recipient(self, plan: SharedPlan, blast_id: str, c: Claimed) -> EmailRecipient:
+        """One recipient of shared bodies: only its fields and links travel."""
+        has_text, has_html = plan.bodies.text is not None, plan.bodies.html is not None
+        subs: dict[str, str] = {}
+        for name in plan.fields:
+            if name not in c.fields:
+                raise RenderError(f"template failed: '{name}' is undefined")
+            value = field_value(c.fields[name])
+            if TAG_MARK in value:
+                return self._recipient(blast_id, c)  # rare: bodies of its own
+            if has_text:
+                subs[_tag(name, False)] = value
+            if has_html:
+                subs[_tag(name, True)] = field_value(c.fields[name], html=True)
+        url = self._config.unsubscribe_url(c.destination, blast_id)
+        if has_text:
+            subs[_tag(_UNSUB, False)] = url
+        if has_html:
+            subs[_tag(_UNSUB, True)] = field_value(url, html=True)
+        blast = self._ctx.blast(blast_id)
+        assert blast is not None and blast.alert.email is not None
+        subject = (
+            assemble(plan.subject, c.fields)
+            if plan.subject is not None
+            else render(blast.alert.email.subject, c.fields)
+        )
+        return EmailRecipient(
+            to=c.destination,
+            subject=subject.replace("\n", " ").strip(),
+            text=None,
+            html=None,
+            headers={
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+            custom_args={"blast_id": blast_id, "supporter_id": str(c.supporter_id)},
+            substitutions=subs,
+        )
 
     def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:
         blast = self._ctx.blast(blast_id)
@@ -103,9 +195,15 @@ class EmailSender:
         late = LateSuppressions(ctx, "email")  # before the check: a STOP after it moves the version
         to_send, outcomes = send_time_checks(ctx, blast, "email", claimed, report)
         recipients: list[tuple[int, EmailRecipient]] = []
+        plan = self._plan(work.blast_id)
         for c in to_send:
             try:
-                recipients.append((c.supporter_id, self._recipient(work.blast_id, c)))
+                recipient = (
+                    self._shared_recipient(plan, work.blast_id, c)
+                    if plan is not None
+                    else self._recipient(work.blast_id, c)
+                )
+                recipients.append((c.supporter_id, recipient))
             except RenderError as exc:
                 outcomes.append(
                     Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))
@@ -141,7 +239,8 @@ class EmailSender:
                 ]
                 recipients = [(sid, r) for sid, r in recipients if r.to not in stopped]
                 if recipients:
-                    outcomes += self._send(recipients, 0.0, report, waiting)
+                    shared = plan.bodies if plan is not None else None
+                    outcomes += self._send(recipients, shared, report, waiting)
         delay = TRANSIENT_RETRY_DELAY_S if report.by_state.get("transient") else 1.0
         finish_batch(ctx, work, outcomes, waiting, delay, report)
         log.info(
@@ -156,7 +255,7 @@ class EmailSender:
     def _send(
         self,
         recipients: list[tuple[int, EmailRecipient]],
-        send_at_s: float,
+        shared: SharedBodies | None,
         report: BatchReport,
         waiting: list[int],
     ) -> list[Outcome]:
@@ -164,8 +263,8 @@ class EmailSender:
             from_email=self._from_email,
             from_name=self._from_name or None,
             recipients=[r for _, r in recipients],
-            send_at_s=send_at_s,
             categories=("rapid-response",),
+            shared=shared,
         )
         try:
             message_id = self._transport.send_batch(batch)
@@ -180,8 +279,8 @@ class EmailSender:
                 # the bad one fails alone and everyone else is served.
                 half = len(recipients) // 2
                 return [
-                    *self._send(recipients[:half], send_at_s, report, waiting),
-                    *self._send(recipients[half:], send_at_s, report, waiting),
+                    *self._send(recipients[:half], shared, report, waiting),
+                    *self._send(recipients[half:], shared, report, waiting),
                 ]
             report.add(states.FAILED)
             return [Outcome(recipients[0][0], states.FAILED, error_code=exc.code, error=str(exc))]

@@ -45,7 +45,9 @@ class Claimed:
     first_sms_at: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
+# a batch makes one per recipient.
+@dataclass(slots=True)
 class Outcome:
     """What happened to one claimed recipient."""
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging.store.schema import suppression_events, suppressions
@@ -63,9 +64,15 @@ class SqlSuppressionList:
         if not values:
             return set()
         keys = {suppression_key(channel, v): v for v in values}
-        query = select(suppressions.c.value).where(
-            suppressions.c.channel == channel, suppressions.c.value.in_(list(keys))
-        )
+        if self._engine.dialect.name == "postgresql":
+            # One array parameter instead of a thousand IN parameters to bind and compile.
+            query: Any = text(
+                "SELECT value FROM suppressions WHERE channel = :channel AND value = ANY(:values)"
+            ).bindparams(channel=channel, values=list(keys))
+        else:
+            query = select(suppressions.c.value).where(
+                suppressions.c.channel == channel, suppressions.c.value.in_(list(keys))
+            )
         with self._engine.connect() as conn:
             return {keys[v] for v in conn.scalars(query)}
 

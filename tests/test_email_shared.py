@@ -1,0 +1,116 @@
+"""Plain email templates travel once per call, personalised by substitutions: through the
+official SendGrid client to the emulator, each recipient sees exactly what rendering would
+have given them, and the requests conform to SendGrid's spec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from messaging.alert import EmailContent, parse_alert
+from messaging.emulators.server import Emulator, start_sendgrid
+from messaging.expansion import Expander
+from messaging.providers.sendgrid_email import SendGridEmail
+from messaging.sending.common import SendContext
+from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer
+from messaging.store.blasts import BlastStore
+from messaging.store.ledger import Ledger
+from messaging.store.suppressions import SqlSuppressionList
+from messaging.templates import render
+from messaging.unsubscribe import UnsubscribeTokens
+from queues.flow.control import InMemoryBlastControl
+from queues.flow.ratelimit import InMemoryRateLimiter
+from queues.names import Names
+from queues.sendqueue import InMemorySendQueue
+from tests.factories import add_supporters
+from tests.openapi_check import assert_conforms
+
+KEY = "SG.test.key"
+TOKENS = UnsubscribeTokens(b"k" * 32)
+CONFIG = EmailConfig(
+    "Acme <news@acme.org>", "Acme & Co", "1 Main St", "https://rr.acme.org", TOKENS
+)
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[Emulator]:
+    with start_sendgrid(api_key=KEY) as emulator:
+        yield emulator
+
+
+def _send(engine: Engine, url: str, email: dict[str, str], people: list[dict[str, str]]) -> None:
+    add_supporters(engine, people, topic="t")
+    queue = InMemorySendQueue()
+    ctx = SendContext(
+        Ledger(engine),
+        BlastStore(engine),
+        SqlSuppressionList(engine),
+        InMemoryRateLimiter(),
+        queue,
+        InMemoryBlastControl(),
+        Names("t"),
+    )
+    doc = {"alert_id": "e1", "email": email}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    sender = EmailSender(ctx, SendGridEmail(KEY, base_url=url), CONFIG)
+    while queue.items:
+        sender.process(queue.items.pop(0))
+
+
+def test_each_recipient_sees_what_rendering_would_have_given_them(
+    engine: Engine, sendgrid: Emulator
+) -> None:
+    # Given plain templates, and names that need escaping or look like our own tags
+    email = {
+        "subject": "{{ first_name }}, watch\\n this",
+        "text": "Hi {{ first_name }} {{ last_name }},\nwatch: https://ex.am/p1",
+        "html": "<p>Hi {{ first_name }}</p>",
+    }
+    names = ["Ann", '<Zoë & "Bo">', "-rr.unsubscribe.t-", "Élodie"]
+    people = [
+        {"email": f"p{i}@example.org", "first_name": n, "last_name": f"L{i}"}
+        for i, n in enumerate(names)
+    ]
+    _send(engine, sendgrid.url, email, people)
+    # Then the call carried the bodies once, and each person got their own message
+    requests = sendgrid.recorder.requests()
+    for request in requests:
+        assert_conforms(request)
+    bodies = [json.loads(r.body) for r in requests]
+    assert len(bodies[0]["personalizations"]) == 3  # the tag-like name went alone
+    assert "-rr.first_name.t-" in bodies[0]["content"][0]["value"]
+    received = {m["to"]: m for m in sendgrid.recorder.messages()}
+    assert len(received) == 4
+    for i, name in enumerate(names):
+        fields = {"first_name": name, "last_name": f"L{i}"}
+        to = f"p{i}@example.org"
+        url = CONFIG.unsubscribe_url(to, "e1")
+        text, html = with_footer(
+            CONFIG, render(email["text"], fields), render(email["html"], fields, html=True), url
+        )
+        message = received[to]
+        assert message["content"] == {"text/plain": text, "text/html": html}
+        assert message["subject"] == render(email["subject"], fields).replace("\n", " ").strip()
+        assert message["headers"]["List-Unsubscribe"] == f"<{url}>"
+        assert message["custom_args"]["blast_id"] == "e1"
+
+
+def test_templates_with_logic_are_rendered_per_recipient(
+    engine: Engine, sendgrid: Emulator
+) -> None:
+    # Given a body that is more than fields (a filter)
+    content = EmailContent(subject="Hi", text="Hi {{ first_name | upper }}")
+    assert shared_plan(CONFIG, content) is None
+    _send(
+        engine,
+        sendgrid.url,
+        content.model_dump(exclude_none=True),
+        [{"email": "ann@example.org", "first_name": "Ann"}],
+    )
+    # Then it is still personalised (through whole-body substitutions)
+    (message,) = sendgrid.recorder.messages()
+    assert message["content"]["text/plain"].startswith("Hi ANN\n")

@@ -7,6 +7,7 @@ sending "Hi ," to a million people.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,9 +89,16 @@ def plain_parts(source: str) -> tuple[str | Field, ...] | None:
     return tuple(parts)
 
 
+#: Characters HTML escaping changes (markupsafe's set).
+_HTML_SPECIAL = re.compile(r"[&<>\"']")
+
+
 def field_value(value: Any, *, html: bool = False) -> str:
     """One field as Jinja would print it (HTML-escaped in HTML parts)."""
-    return str(escape(value)) if html else str(value)
+    text = str(value)
+    if html and _HTML_SPECIAL.search(text):
+        return str(escape(text))
+    return text
 
 
 def assemble(

@@ -65,9 +65,9 @@ def claim_rows(
     supporter_ids: Sequence[int],
     fields: Sequence[str],
     now: datetime,
-) -> list[Any]:
+) -> Sequence[Any]:
     """``(supporter_id, destination, attempts, first_sms_at, *fields)`` of the rows taken."""
-    return list(
+    return (
         conn.execute(
             _claim_statement(tuple(fields)),
             {
@@ -78,7 +78,7 @@ def claim_rows(
                 "channel": channel,
                 "ids": list(supporter_ids),
             },
-        )
+        ).all()  # fetchall: iterating the result fetches row by row
     )
 
 

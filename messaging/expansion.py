@@ -1,14 +1,18 @@
 """Expansion: turn a blast into ledger rows and send work, page by page (the outbox).
 
 Each page's ledger rows and the blast's cursor commit in one transaction, and only then is
-the page's send work queued. A crash between the two leaves ``pending`` rows with no queue
-work, which the re-drive sweep finds; a crash mid-page leaves nothing half-written, and the
-next attempt resumes after the cursor. Nothing holds more than one page of ids in memory.
+the page's send work queued, by a helper thread while the next page is written (the queue's
+round trips, one per batch, then overlap the database's work instead of adding to it). A
+crash between the two leaves ``pending`` rows with no queue work, which the re-drive sweep
+finds; a crash mid-page leaves nothing half-written, and the next attempt resumes after the
+cursor. Nothing holds more than two pages of ids in memory: the one being queued and the
+one being written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,11 +72,46 @@ class Expander:
         audience = Audience(blast.alert, blast.topic)
         cursor = blast.expansion_cursor
         engine = self._ledger.engine
-        written = 0
         # Base the live counters on the ledger (empty unless this resumes an expansion).
         self._progress.replace(
             blast.blast_id, self._blasts.state_counts([blast.blast_id])[blast.blast_id]
         )
+        # One helper thread queues a page's send work while the next page is written; at
+        # most one page is in its hands, and its errors surface in this thread.
+        enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expansion-enqueue")
+        queued: Future[int] | None = None
+        try:
+            queued = self._expand_pages(blast, audience, cursor, result, enqueuer)
+        finally:
+            enqueuer.shutdown(wait=True)
+        if queued is not None:
+            result.batches += queued.result()
+        if result.stopped is None:
+            with engine.connect() as conn:
+                stats = audience.stats(conn)
+            self._blasts.finish_expansion(blast.blast_id, stats)
+        log.info(
+            "blast.expanded",
+            blast_id=blast.blast_id,
+            pages=result.pages,
+            pending=result.pending,
+            batches=result.batches,
+            stopped=result.stopped,
+        )
+        return result
+
+    def _expand_pages(
+        self,
+        blast: BlastRecord,
+        audience: Audience,
+        cursor: int,
+        result: ExpansionResult,
+        enqueuer: ThreadPoolExecutor,
+    ) -> Future[int] | None:
+        """Write pages until the audience ends; returns the last page's queueing, if any."""
+        engine = self._ledger.engine
+        written = 0
+        queued: Future[int] | None = None
         while True:
             current = self._blasts.get(blast.blast_id)
             if current is None or current.status in states.ENDED_STATUSES:
@@ -92,28 +131,25 @@ class Expander:
             result.pages += 1
             written += self._page_size * len(pages)
             self._ledger.refresh_statistics(written)
+            work: list[tuple[str, list[int]]] = []
             for channel, page in pages.items():
                 self._progress.add(blast.blast_id, channel, page.by_state)
                 ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 if current.status != states.PAUSED:  # a paused blast is re-driven on resume
-                    result.batches += enqueue_in_batches(
-                        self._queue, blast.blast_id, channel, blast.priority, ids
-                    )
+                    work.append((channel, ids))
+            if queued is not None:
+                result.batches += queued.result()
+            queued = enqueuer.submit(self._enqueue, blast, work)
             self._heartbeat()
-        if result.stopped is None:
-            with engine.connect() as conn:
-                stats = audience.stats(conn)
-            self._blasts.finish_expansion(blast.blast_id, stats)
-        log.info(
-            "blast.expanded",
-            blast_id=blast.blast_id,
-            pages=result.pages,
-            pending=result.pending,
-            batches=result.batches,
-            stopped=result.stopped,
+        return queued
+
+    def _enqueue(self, blast: BlastRecord, work: list[tuple[str, list[int]]]) -> int:
+        """Queue one page's send work (in the helper thread); returns the batch count."""
+        return sum(
+            enqueue_in_batches(self._queue, blast.blast_id, channel, blast.priority, ids)
+            for channel, ids in work
         )
-        return result
 
     def _dry_run(self, blast: BlastRecord, result: ExpansionResult) -> ExpansionResult:
         """Expand inside one transaction, count, and roll back: the ledger stays empty."""

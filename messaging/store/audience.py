@@ -39,6 +39,14 @@ class Audience:
                 supporters, supporters.c.id == subscriptions.c.supporter_id
             )
             self.where = [subscriptions.c.topic == topic]
+        #: The key on both sides of the join: the next page's lower bound is stated on both,
+        #: because PostgreSQL does not carry a range across an equality join. With it on one
+        #: side only, finding the page after the 500,000th subscriber merge-joined the
+        #: supporters index from its start (50 ms a page: quadratic over a blast, 8 s of 38
+        #: for a million).
+        self._keys: tuple[Any, ...] = (
+            (self.key,) if self.key is supporters.c.id else (self.key, supporters.c.id)
+        )
         audience = alert.audience
         if audience is not None:
             if audience.postal_codes:
@@ -50,14 +58,16 @@ class Audience:
 
     def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
         """The highest key of the next page after ``after``, or None when the audience is done."""
-        keys = conn.scalars(
-            select(self.key)
+        page = (
+            select(self.key.label("key"))
             .select_from(self.source)
-            .where(*self.where, self.key > after)
+            .where(*self.where, *(key > after for key in self._keys))
             .order_by(self.key)
             .limit(page_size)
-        ).all()
-        return int(keys[-1]) if keys else None
+            .subquery()
+        )
+        upto = conn.execute(select(func.max(page.c.key))).scalar()
+        return int(upto) if upto is not None else None
 
     def stats(self, conn: Connection) -> dict[str, Any]:
         """How the audience divides per channel: eligible, without consent, without address."""

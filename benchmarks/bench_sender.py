@@ -37,7 +37,9 @@ from messaging.store.schema import deliveries
 from workers.app import App
 
 
-def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> dict[str, Any]:
+def run_once(
+    db_url: str, urls: dict[str, str], channel: str, threads: int, topic: str | None = None
+) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
     env = fleet_env(db_url, urls, prefix)
     app = App(load_settings(env))
@@ -78,7 +80,7 @@ def run_once(db_url: str, urls: dict[str, str], channel: str, threads: int) -> d
         scripts_before = _script_calls(app.redis)
         started = time.monotonic()
         app.intake.handle(
-            json.dumps({"alert_id": blast_id, "topic": f"bench-{channel}", **content})
+            json.dumps({"alert_id": blast_id, "topic": topic or f"bench-{channel}", **content})
         )
         expanded = time.monotonic()
         deadline = started + 600
@@ -159,18 +161,40 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(Settings(log_format="json", log_level="WARNING"), stream=sys.stderr)
     results: dict[str, Any] = {}
     with throwaway_pg(args.pg_url) as db_url, emulator_process() as urls:
-        seed_subscribers(db_url, {"bench-sms": max(args.sms, 1), "bench-email": max(args.email, 1)})
+        seed_subscribers(
+            db_url,
+            {
+                "bench-sms": max(args.sms, 1),
+                "bench-email": max(args.email, 1),
+                # A tenth of each: the sender's memory must not grow with the blast.
+                "bench-sms-small": max(args.sms // 10, 1),
+                "bench-email-small": max(args.email // 10, 1),
+            },
+        )
         for channel, n in (("sms", args.sms), ("email", args.email)):
             if n <= 0:
                 continue
             # Each run is its own blast over the same subscribers.
             runs = [run_once(db_url, urls, channel, args.threads) for _ in range(args.runs)]
             rates = [r["per_s"] for r in runs]
+            per_cpu = [r["per_cpu_s"] for r in runs]
+            small = run_once(db_url, urls, channel, args.threads, topic=f"bench-{channel}-small")
+            large_rss = max(r["sender_peak_rss_mb"] for r in runs)
             results[channel] = {
                 "recipients": runs[0]["sent"],
                 "median_per_s": median(rates),
                 "min_per_s": min(rates),
                 "max_per_s": max(rates),
+                "median_per_cpu_s": median(per_cpu),
+                "min_per_cpu_s": min(per_cpu),
+                "max_per_cpu_s": max(per_cpu),
+                "rss": {
+                    "small_recipients": small["sent"],
+                    "small_peak_rss_mb": small["sender_peak_rss_mb"],
+                    "large_recipients": runs[0]["sent"],
+                    "large_peak_rss_mb": large_rss,
+                    "ratio": round(large_rss / small["sender_peak_rss_mb"], 3),
+                },
                 "runs": runs,
             }
     print(json.dumps(results, indent=2))

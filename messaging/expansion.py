@@ -28,8 +28,12 @@ from queues.sendqueue import SendQueue, enqueue_in_batches
 
 log = structlog.get_logger(__name__)
 
-#: Supporters per expansion page: one INSERT … SELECT per channel each.
-PAGE_SIZE = 5_000
+#: Supporters per expansion page: one INSERT … SELECT per channel each. Pages start at
+#: FIRST_PAGE_SIZE, so the first batches are queued within a few milliseconds, and double up
+#: to PAGE_SIZE, so a million-supporter blast pays the per-page cost (~15 ms: blast row,
+#: cursor, commit) some 60 times instead of 200.
+FIRST_PAGE_SIZE = 1_000
+PAGE_SIZE = 20_000
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Expander:
         self._blasts = blasts
         self._queue = queue
         self._page_size = page_size
+        self._first_page_size = min(FIRST_PAGE_SIZE, page_size)
         self._heartbeat = heartbeat or (lambda: None)
         self._dry_run_config = dry_run or DryRunConfig()
 
@@ -111,6 +116,7 @@ class Expander:
         """Write pages until the audience ends; returns the last page's queueing, if any."""
         engine = self._ledger.engine
         written = 0
+        page_size = self._first_page_size
         queued: Future[int] | None = None
         while True:
             current = self._blasts.get(blast.blast_id)
@@ -119,7 +125,7 @@ class Expander:
                 break
             pages: dict[str, ExpandedPage] = {}
             with engine.begin() as conn:
-                upto = audience.page_upper_bound(conn, cursor, self._page_size)
+                upto = audience.page_upper_bound(conn, cursor, page_size)
                 if upto is None:
                     break
                 for channel in blast.alert.channels:
@@ -129,7 +135,8 @@ class Expander:
                 self._blasts.advance_cursor(conn, blast.blast_id, upto)
             cursor = upto
             result.pages += 1
-            written += self._page_size * len(pages)
+            written += page_size * len(pages)
+            page_size = min(2 * page_size, self._page_size)
             self._ledger.refresh_statistics(written)
             work: list[tuple[str, list[int]]] = []
             for channel, page in pages.items():

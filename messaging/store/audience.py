@@ -114,8 +114,9 @@ def insert_page(
     audience: Audience,
     after: int,
     upto: int,
-) -> list[tuple[int, str]]:
-    """The INSERT … SELECT of one page and channel; returns (supporter id, state) written.
+) -> dict[str, list[int]]:
+    """The INSERT … SELECT of one page and channel; returns the supporter ids written, by
+    state.
 
     Household duplicates (a destination already live in this blast, or an earlier
     supporter in this page with the same destination) are written as ``duplicate``;
@@ -198,4 +199,7 @@ def insert_page(
         # the partial unique index); on small or freshly analysed tables the planner
         # otherwise scans all supporters for each page.
         conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    return [(int(sid), str(st)) for sid, st in conn.execute(stmt)]
+    by_state: dict[str, list[int]] = {}
+    for sid, st in conn.execute(stmt):
+        by_state.setdefault(str(st), []).append(int(sid))
+    return by_state

@@ -77,6 +77,8 @@ class Ledger:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: The planner's row estimate of the ledger, as last read (see refresh_statistics).
+        self._estimate_rows = 0.0
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def expand_page(
@@ -89,11 +91,10 @@ class Ledger:
         upto: int,
     ) -> ExpandedPage:
         """Write the ledger rows of one page for one channel."""
-        rows = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
-        by_state: dict[str, int] = {}
-        for _sid, state in rows:
-            by_state[state] = by_state.get(state, 0) + 1
-        return ExpandedPage(sorted(sid for sid, state in rows if state == states.PENDING), by_state)
+        ids = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
+        return ExpandedPage(
+            sorted(ids.get(states.PENDING, [])), {state: len(i) for state, i in ids.items()}
+        )
 
     def expand_page_states(
         self,
@@ -105,12 +106,8 @@ class Ledger:
         upto: int,
     ) -> list[str]:
         """Like :meth:`expand_page`, but the state of every row written (for dry runs)."""
-        return [
-            state
-            for _sid, state in insert_page(
-                conn, self._insert, blast_id, channel, audience, after, upto
-            )
-        ]
+        ids = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
+        return [state for state, written in ids.items() for _ in written]
 
     def refresh_statistics(self, rows_written: int) -> bool:
         """ANALYZE the ledger when this expansion has outgrown the planner's picture of it.
@@ -123,11 +120,17 @@ class Ledger:
         """
         if self.engine.dialect.name != "postgresql":
             return False
+        # The estimate only grows (ANALYZE, autovacuum): below twice the last one read there
+        # is nothing to ask the database.
+        if rows_written <= 2 * max(self._estimate_rows, 1000.0):
+            return False
         with self.engine.connect() as conn:
-            estimate = conn.exec_driver_sql(
-                "SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"
-            ).scalar_one()
-            if rows_written <= 2 * max(float(estimate), 1000.0):
+            self._estimate_rows = float(
+                conn.exec_driver_sql(
+                    "SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"
+                ).scalar_one()
+            )
+            if rows_written <= 2 * max(self._estimate_rows, 1000.0):
                 return False
             conn.exec_driver_sql("ANALYZE deliveries")
             conn.commit()

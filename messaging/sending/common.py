@@ -210,8 +210,7 @@ def finish_batch(
 
 def maybe_complete(ctx: SendContext, blast_id: str) -> bool:
     """Mark the blast completed once it is expanded and no row owes work."""
-    blast = ctx.blasts.get(blast_id)
-    if blast is None or blast.expanded_at is None or blast.status != states.SENDING_BLAST:
+    if ctx.blasts.status(blast_id) != (states.SENDING_BLAST, True):
         return False
     if ctx.ledger.has_open(blast_id):
         return False

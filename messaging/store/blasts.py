@@ -106,6 +106,14 @@ class BlastStore:
         with self._engine.connect() as conn:
             return self._get(conn, blast_id)
 
+    def status(self, blast_id: str) -> tuple[str, bool] | None:
+        """``(status, expanded)`` of one blast, or None: the row without parsing its alert
+        (asked once per send batch)."""
+        query = select(blasts.c.status, blasts.c.expanded_at).where(blasts.c.blast_id == blast_id)
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (str(row[0]), row[1] is not None) if row else None
+
     @staticmethod
     def _get(conn: Connection, blast_id: str) -> BlastRecord | None:
         row = conn.execute(select(blasts).where(blasts.c.blast_id == blast_id)).first()

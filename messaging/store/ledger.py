@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
 from messaging.store.audience import Audience, insert_page
+from messaging.store.db import among
 from messaging.store.ledger_pg import claim_rows, record_outcomes
 from messaging.store.schema import (
     deliveries,
@@ -414,7 +415,8 @@ class Ledger:
             taken = conn.execute(
                 supporters.update()
                 .where(
-                    supporters.c.id.in_(list(supporter_ids)), supporters.c.first_sms_at.is_(None)
+                    among(supporters.c.id, supporter_ids, self.engine.dialect.name),
+                    supporters.c.first_sms_at.is_(None),
                 )
                 .values(first_sms_at=datetime.now(UTC))
                 .returning(supporters.c.id)
@@ -428,6 +430,6 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(
                 supporters.update()
-                .where(supporters.c.id.in_(list(supporter_ids)))
+                .where(among(supporters.c.id, supporter_ids, self.engine.dialect.name))
                 .values(first_sms_at=None)
             )

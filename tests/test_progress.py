@@ -89,7 +89,8 @@ def _fleet(engine: Engine, client: redis.Redis, prefix: str, n: int):  # type: i
         control,
         Names(prefix),
     )
-    doc = {"alert_id": "p1", "sms": {"body": "Hi {{ first_name }}"}}
+    # Urgent: batches of 100, so a test can stop between them
+    doc = {"alert_id": "p1", "priority": "urgent", "sms": {"body": "Hi {{ first_name }}"}}
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
     return ctx, queue, control, blast
 

@@ -188,8 +188,11 @@ def finish_batch(
     retry_ids: Sequence[int],
     retry_delay_s: float,
     report: BatchReport,
+    *,
+    requeue: bool = True,
 ) -> None:
-    """Record outcomes, put rows that must wait back to pending and re-queue them."""
+    """Record outcomes, put rows that must wait back to pending and re-queue them (unless
+    the caller keeps them: ``requeue=False``)."""
     waiting = [Outcome(sid, states.PENDING) for sid in retry_ids]
     ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
     # Live counters: claimed rows count as pending until their outcome (see progress.py).
@@ -200,7 +203,7 @@ def finish_batch(
     ctx.on_outcomes(work.channel, report.by_state)
     blast = ctx.blast(work.blast_id)
     paused = blast is not None and ctx.live_status(blast) == states.PAUSED
-    if retry_ids and not paused:  # a paused blast's pending rows are re-driven on resume
+    if retry_ids and requeue and not paused:  # a paused blast's rows are re-driven on resume
         ctx.queue.enqueue(
             SendWork(work.blast_id, work.channel, work.priority, tuple(retry_ids), retry_delay_s)
         )

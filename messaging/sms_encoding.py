@@ -173,6 +173,13 @@ def segment_info(text: str) -> SegmentInfo:
     body is rejected before it reaches a provider, so the case only arises in previews.)
     """
     if is_gsm7(text):
+        # Most texts fit one message: count the two-septet characters without a generator
+        # (this runs once per recipient).
+        septets = len(text) + sum(text.count(char) for char in GSM7_EXTENSION if char in text)
+        if septets <= GSM7_SINGLE_SEPTETS:
+            return SegmentInfo(
+                "GSM-7", segments=1, units=septets, chars_per_segment=GSM7_SINGLE_SEPTETS
+            )
         return _packed(
             "GSM-7",
             (2 if char in GSM7_EXTENSION else 1 for char in text),

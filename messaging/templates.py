@@ -47,6 +47,9 @@ def check_template(source: str, where: str) -> str:
 
 def render(source: str, fields: Mapping[str, Any], *, html: bool = False) -> str:
     """Render ``source`` for one supporter; :class:`RenderError` if it cannot be."""
+    parts = plain_parts(source)
+    if parts is not None:  # the same text, without Jinja's per-render context (~10 µs)
+        return assemble(parts, fields, html=html)
     try:
         return str(_compile(source, html).render(fields))
     except TemplateError as exc:

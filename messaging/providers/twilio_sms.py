@@ -39,6 +39,9 @@ MAX_IN_FLIGHT = 256
 #: A send may leave this late after its slot; later, it takes a new slot. The limiter paces
 #: 8 % under the configured rate, which absorbs ~85 ms of lateness a second.
 LATE_TOLERANCE_S = 0.04
+#: A send may leave this early (no timer is set for less): the limiter's 8 % headroom is
+#: ~80 ms a second, so a millisecond cannot break a window.
+EARLY_TOLERANCE_S = 0.001
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -205,7 +208,7 @@ class TwilioSms:
         """Sleep until the message may go; None if it must be held (stopped, or no slot)."""
         while True:
             delay = slot - time.time()
-            if delay > 0:
+            if delay > EARLY_TOLERANCE_S:  # a timer per message costs more than this is worth
                 await asyncio.sleep(delay)
             if not gate(message):  # paused, canceled or STOPped while it waited for its slot
                 return None

@@ -133,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="rerun these only")
+    parser.add_argument(
+        "--render", action="store_true", help="rerun nothing: rewrite the page from the JSON"
+    )
     args = parser.parse_args(argv)
     which = 1 if args.quick else 0
     raw = DOC.with_suffix(".json")
-    results: dict[str, Any] = json.loads(raw.read_text()) if args.only and raw.exists() else {}
+    reuse = (args.only or args.render) and raw.exists()
+    results: dict[str, Any] = json.loads(raw.read_text()) if reuse else {}
     for name, commands in BENCHMARKS.items():
-        if args.only is None or name in args.only:
+        if not args.render and (args.only is None or name in args.only):
             results[name] = run(commands[which])
             results[name]["command"] = "python -m " + " ".join(commands[which])
+            results[name]["ran_at"] = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     raw.write_text(json.dumps(results, indent=2) + "\n")
 
     def cmd(name: str) -> str:
@@ -156,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine, one benchmark at a time. Shared, noisy machines: read the ratios, taken in "
         "one run, and rerun before trusting a single figure. Figures are the median "
         "(min–max) of the runs. Raw results: `docs/benchmarks.json`.",
+        "",
+        "Finished: "
+        + "; ".join(f"{name} {results[name].get('ran_at', '?')}" for name in BENCHMARKS)
+        + " (a benchmark rerun with `--only` after a fix says so here).",
         "",
         "| figure | measured | target | | command |",
         "|---|---|---|---|---|",

@@ -8,7 +8,15 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from messaging.sending.common import SendContext
+from messaging.store.blasts import BlastStore
+from messaging.store.ledger import Ledger
 from messaging.store.schema import subscriptions, supporters
+from messaging.store.suppressions import SqlSuppressionList
+from queues.flow.control import BlastControl, InMemoryBlastControl
+from queues.flow.ratelimit import InMemoryRateLimiter
+from queues.names import Names
+from queues.sendqueue import InMemorySendQueue
 
 
 def add_supporters(
@@ -37,3 +45,20 @@ def add_supporters(
                     subscriptions.insert().values(topic=topic, supporter_id=sid, created_at=now)
                 )
     return ids
+
+
+def send_context(
+    engine: Engine, *, control: BlastControl | None = None, prefix: str = "t"
+) -> tuple[SendContext, InMemorySendQueue]:
+    """Senders' context on the real ledger, with in-memory queue, limiter and controls."""
+    queue = InMemorySendQueue()
+    ctx = SendContext(
+        Ledger(engine),
+        BlastStore(engine),
+        SqlSuppressionList(engine),
+        InMemoryRateLimiter(),
+        queue,
+        control or InMemoryBlastControl(),
+        Names(prefix),
+    )
+    return ctx, queue

@@ -14,18 +14,10 @@ from messaging.alert import EmailContent, parse_alert
 from messaging.emulators.server import Emulator, start_sendgrid
 from messaging.expansion import Expander
 from messaging.providers.sendgrid_email import SendGridEmail
-from messaging.sending.common import SendContext
 from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
-from messaging.store.suppressions import SqlSuppressionList
 from messaging.templates import render
 from messaging.unsubscribe import UnsubscribeTokens
-from queues.flow.control import InMemoryBlastControl
-from queues.flow.ratelimit import InMemoryRateLimiter
-from queues.names import Names
-from queues.sendqueue import InMemorySendQueue
-from tests.factories import add_supporters
+from tests.factories import add_supporters, send_context
 from tests.openapi_check import assert_conforms
 
 KEY = "SG.test.key"
@@ -43,16 +35,7 @@ def sendgrid() -> Iterator[Emulator]:
 
 def _send(engine: Engine, url: str, email: dict[str, str], people: list[dict[str, str]]) -> None:
     add_supporters(engine, people, topic="t")
-    queue = InMemorySendQueue()
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        InMemoryBlastControl(),
-        Names("t"),
-    )
+    ctx, queue = send_context(engine)
     doc = {"alert_id": "e1", "email": email}
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
     Expander(ctx.ledger, ctx.blasts, queue).expand(blast)

@@ -17,18 +17,13 @@ from messaging.expansion import Expander
 from messaging.providers.memory import InMemorySms
 from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsConfig, SmsSender
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
 from messaging.store.schema import deliveries
-from messaging.store.suppressions import SqlSuppressionList
 from messaging.sweep import Sweeper
 from queues.flow.control import RedisBlastControl
 from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
-from queues.flow.ratelimit import InMemoryRateLimiter
 from queues.names import Names
-from queues.sendqueue import InMemorySendQueue
 from tests.conftest import REDIS_TEST_URL
-from tests.factories import add_supporters
+from tests.factories import add_supporters, send_context
 from workers.watch import watch
 
 SMS = SmsConfig(
@@ -78,17 +73,8 @@ def test_counters_add_only_once_based_on_the_ledger(client: redis.Redis, prefix:
 def _fleet(engine: Engine, client: redis.Redis, prefix: str, n: int):  # type: ignore[no-untyped-def]
     add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(n)], topic="t")
     add_supporters(engine, [{"phone": "+14155559999"}], topic="t")  # a household duplicate below
-    queue = InMemorySendQueue()
     control = RedisBlastControl(client, Names(prefix))
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        control,
-        Names(prefix),
-    )
+    ctx, queue = send_context(engine, control=control, prefix=prefix)
     # Urgent: batches of 100, so a test can stop between them
     doc = {"alert_id": "p1", "priority": "urgent", "sms": {"body": "Hi {{ first_name }}"}}
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)

@@ -108,6 +108,30 @@ def shared_plan(config: EmailConfig, content: EmailContent) -> SharedPlan | None
     return SharedPlan(SharedBodies(text, html), tuple(sorted(used)), plain_parts(content.subject))
 
 
+def _recipient(
+    blast_id: str,
+    c: Claimed,
+    unsubscribe_url: str,
+    subject: str,
+    text: str | None,
+    html: str | None,
+    substitutions: dict[str, str],
+) -> EmailRecipient:
+    """One personalization: one-click unsubscribe headers and the ids events come back with."""
+    return EmailRecipient(
+        to=c.destination,
+        subject=subject,
+        text=text,
+        html=html,
+        headers={
+            "List-Unsubscribe": f"<{unsubscribe_url}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+        custom_args={"blast_id": blast_id, "supporter_id": str(c.supporter_id)},
+        substitutions=substitutions,
+    )
+
+
 class EmailSender:
     """Sends email batches through an :class:`EmailTransport`."""
 
@@ -151,18 +175,7 @@ class EmailSender:
             if plan.subject is not None
             else render(blast.alert.email.subject, c.fields)
         )
-        return EmailRecipient(
-            to=c.destination,
-            subject=subject.replace("\n", " ").strip(),
-            text=None,
-            html=None,
-            headers={
-                "List-Unsubscribe": f"<{url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
-            custom_args={"blast_id": blast_id, "supporter_id": str(c.supporter_id)},
-            substitutions=subs,
-        )
+        return _recipient(blast_id, c, url, subject.replace("\n", " ").strip(), None, None, subs)
 
     def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:
         blast = self._ctx.blast(blast_id)
@@ -173,17 +186,7 @@ class EmailSender:
         body_html = render(content.html, c.fields, html=True) if content.html else None
         url = self._config.unsubscribe_url(c.destination, blast_id)
         text, body_html = with_footer(self._config, text, body_html, url)
-        return EmailRecipient(
-            to=c.destination,
-            subject=subject,
-            text=text,
-            html=body_html,
-            headers={
-                "List-Unsubscribe": f"<{url}>",
-                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-            },
-            custom_args={"blast_id": blast_id, "supporter_id": str(c.supporter_id)},
-        )
+        return _recipient(blast_id, c, url, subject, text, body_html, {})
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of email send work."""

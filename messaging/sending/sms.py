@@ -270,11 +270,16 @@ class SmsSender:
             return claimed, []
         now = self._clock()
         go, held = [], []
+        # One answer per time zone per batch: a batch's recipients share a handful of zones.
+        by_zone: dict[str | None, datetime | None] = {}
         for c in claimed:
             tz = c.fields.get("timezone") or derive_timezone(
                 c.destination, c.fields.get("postal_code")
             )
-            until = next_allowed(now, tz or None, window)
+            zone = tz or None
+            if zone not in by_zone:
+                by_zone[zone] = next_allowed(now, zone, window)
+            until = by_zone[zone]
             if until is None:
                 go.append(c)
             elif send_by is not None and until >= send_by:

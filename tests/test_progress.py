@@ -68,6 +68,11 @@ def test_counters_add_only_once_based_on_the_ledger(client: redis.Redis, prefix:
     }
     ttl = client.ttl(Names(prefix).redis_key("counts", "b1"))
     assert 0 < ttl <= KEY_TTL_S
+    # And rows the ledger shows claimed count as pending, as the senders that finish them
+    # count them (or those would leave pending twice)
+    counters.replace("b1", {"sms": {"pending": 3, "sending": 2}})
+    counters.add("b1", "sms", {"pending": -2, "sent": 2})
+    assert counters.read(["b1"])["b1"] == {"sms": {"pending": 3, "sent": 2}}
 
 
 def _fleet(engine: Engine, client: redis.Redis, prefix: str, n: int):  # type: ignore[no-untyped-def]

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any, Protocol
 
+from messaging.states import PENDING, SENDING
 from queues.names import Names
 
 #: Counters and the progress stamp outlive any blast by far; a reconcile re-creates them.
@@ -65,6 +66,17 @@ def _fields(channel: str, deltas: Mapping[str, int]) -> list[str | int]:
         if n:
             args += [f"{channel}:{state}", int(n)]
     return args
+
+
+def _as_written(by_state: Mapping[str, int]) -> dict[str, int]:
+    """The ledger's counts the way writers keep them: ``sending`` rows count as pending
+    (a sender moves a claimed row from pending to its outcome), or finishing them would
+    take them from pending twice."""
+    counts = dict(by_state)
+    claimed = counts.pop(SENDING, 0)
+    if claimed:
+        counts[PENDING] = counts.get(PENDING, 0) + claimed
+    return counts
 
 
 def _parse(raw: Mapping[Any, Any]) -> ByChannel | None:
@@ -120,7 +132,7 @@ class RedisProgressCounters:
         """See :class:`ProgressCounters`."""
         args: list[str | int] = [KEY_TTL_S]
         for channel, by_state in by_channel.items():
-            args += _fields(channel, by_state)
+            args += _fields(channel, _as_written(by_state))
         self._replace(keys=[self._counts_key(blast_id)], args=args)
 
     def read(self, blast_ids: Iterable[str]) -> dict[str, ByChannel | None]:
@@ -163,7 +175,7 @@ class InMemoryProgressCounters:
         """See :class:`ProgressCounters`."""
         fresh = {BASE_FIELD: 1}
         for channel, by_state in by_channel.items():
-            fresh.update({f"{channel}:{s}": int(n) for s, n in by_state.items() if n})
+            fresh.update({f"{channel}:{s}": int(n) for s, n in _as_written(by_state).items() if n})
         with self._lock:
             self._counts[blast_id] = fresh
 

@@ -132,6 +132,8 @@ class Expander:
                     pages[channel] = self._ledger.expand_page(
                         conn, blast.blast_id, channel, audience, cursor, upto
                     )
+                    # Counted before the commit, as senders count (see finish_batch).
+                    self._progress.add(blast.blast_id, channel, pages[channel].by_state)
                 self._blasts.advance_cursor(conn, blast.blast_id, upto)
             cursor = upto
             result.pages += 1
@@ -140,7 +142,6 @@ class Expander:
             self._ledger.refresh_statistics(written)
             work: list[tuple[str, list[int]]] = []
             for channel, page in pages.items():
-                self._progress.add(blast.blast_id, channel, page.by_state)
                 ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 if current.status != states.PAUSED:  # a paused blast is re-driven on resume

@@ -194,12 +194,14 @@ def finish_batch(
     """Record outcomes, put rows that must wait back to pending and re-queue them (unless
     the caller keeps them: ``requeue=False``)."""
     waiting = [Outcome(sid, states.PENDING) for sid in retry_ids]
-    ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
     # Live counters: claimed rows count as pending until their outcome (see progress.py).
+    # Counted before the ledger commits: a reconcile between the two then loses the deltas
+    # until the next one, where counting after could make it count them twice.
     deltas: dict[str, int] = {states.PENDING: -len(outcomes)}
     for outcome in outcomes:
         deltas[outcome.state] = deltas.get(outcome.state, 0) + 1
     ctx.control.progress.add(work.blast_id, work.channel, deltas)
+    ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
     ctx.on_outcomes(work.channel, report.by_state)
     blast = ctx.blast(work.blast_id)
     paused = blast is not None and ctx.live_status(blast) == states.PAUSED

@@ -7,10 +7,12 @@ expansion (rows written per state), senders (outcomes out of ``pending``), the s
 (deferred rows released, lost rows failed). Reading is one ``HGETALL``.
 
 Reconciling: counters are replaced by the ledger's counts (atomically, ``progress_replace.lua``)
-when expansion starts and on every scheduler pass while the blast is live. Between
-reconciles they are exact except for a batch whose commit and increment straddle the
-snapshot; the next reconcile corrects it. Counters never based on the ledger (a blast from
-before they existed, expired keys) are ignored by readers, who count the ledger instead.
+when expansion starts and on every scheduler pass while the blast is live. Writers add
+their deltas just *before* their ledger commit, so a reconcile can only lose a batch whose
+increment and commit straddle its snapshot (until the next reconcile), never count one
+twice; a writer that dies between the two is corrected the same way. Counters never
+based on the ledger (a blast from before they existed, expired keys) are ignored by
+readers, who count the ledger instead.
 
 Rows in ``sending`` are counted as ``pending`` by writers (a claim is not worth a round
 trip); readers merge the two, as :func:`messaging.states.counts_from_states` does.

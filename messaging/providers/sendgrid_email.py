@@ -80,14 +80,15 @@ class SendGridEmail:
         delay = batch.send_at_s - time.time()
         if delay > 0:
             time.sleep(delay)
-        if batch.shared is not None:
-            shared = [r for r in batch.recipients if batch.uses_shared(r)]
-        else:
-            shared = [
-                r for r in batch.recipients if _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES
-            ]
-        together = {id(r) for r in shared}
-        alone = [r for r in batch.recipients if id(r) not in together]
+        # Together in one call: recipients of the shared bodies, or (without them) those
+        # whose bodies fit SendGrid's substitution limit. The rest go one call each.
+        together: Callable[[EmailRecipient], bool] = (
+            batch.uses_shared
+            if batch.shared is not None
+            else lambda r: _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES
+        )
+        shared = [r for r in batch.recipients if together(r)]
+        alone = [r for r in batch.recipients if not together(r)]
         ids = []
         if shared:
             ids.append(self._post(build_request(batch, shared, inline=False)))

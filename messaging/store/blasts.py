@@ -206,7 +206,7 @@ class BlastStore:
             except Exception as exc:  # Redis down or slow: the ledger still answers
                 log.warning("blast.live_counts_unavailable", error_type=type(exc).__name__)
         from_ledger = self.state_counts(
-            [r.blast_id for r in records if not counted.get(r.blast_id)]
+            [r.blast_id for r in records if counted.get(r.blast_id) is None]
         )
         result = []
         for r in records:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from messaging.store.db import among
 from messaging.store.schema import suppression_events, suppressions
 from messaging.suppression import Channel, Suppression, suppression_key
 
@@ -64,15 +64,10 @@ class SqlSuppressionList:
         if not values:
             return set()
         keys = {suppression_key(channel, v): v for v in values}
-        if self._engine.dialect.name == "postgresql":
-            # One array parameter instead of a thousand IN parameters to bind and compile.
-            query: Any = text(
-                "SELECT value FROM suppressions WHERE channel = :channel AND value = ANY(:values)"
-            ).bindparams(channel=channel, values=list(keys))
-        else:
-            query = select(suppressions.c.value).where(
-                suppressions.c.channel == channel, suppressions.c.value.in_(list(keys))
-            )
+        query = select(suppressions.c.value).where(
+            suppressions.c.channel == channel,
+            among(suppressions.c.value, list(keys), self._engine.dialect.name),
+        )
         with self._engine.connect() as conn:
             return {keys[v] for v in conn.scalars(query)}
 

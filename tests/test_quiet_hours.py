@@ -16,18 +16,11 @@ from messaging.blast_control import BlastActions
 from messaging.expansion import Expander
 from messaging.providers.memory import InMemorySms
 from messaging.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
-from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsConfig, SmsSender
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
 from messaging.store.schema import deliveries
-from messaging.store.suppressions import SqlSuppressionList
 from messaging.sweep import Sweeper
 from queues.flow.control import InMemoryBlastControl
-from queues.flow.ratelimit import InMemoryRateLimiter
-from queues.names import Names
-from queues.sendqueue import InMemorySendQueue
-from tests.factories import add_supporters
+from tests.factories import add_supporters, send_context
 
 TCPA = QuietHours(time(21, 0), time(8, 0))
 
@@ -97,16 +90,8 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
         ],  # unknown: quiet somewhere in the US
         topic="t",
     )
-    queue, control = InMemorySendQueue(), InMemoryBlastControl()
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        control,
-        Names("t"),
-    )
+    control = InMemoryBlastControl()
+    ctx, queue = send_context(engine, control=control)
     blast, _ = ctx.blasts.create(
         parse_alert(json.dumps({"alert_id": "q1", "sms": {"body": "Hi"}}), fallback_id="x"),
         "t",
@@ -166,16 +151,7 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
 def test_quiet_hours_past_send_by_expire(engine: Engine) -> None:
     window = _window_around_now("America/New_York")
     add_supporters(engine, [{"phone": "+12125550100", "timezone": "America/New_York"}], topic="t")
-    queue = InMemorySendQueue()
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        InMemoryBlastControl(),
-        Names("t"),
-    )
+    ctx, queue = send_context(engine)
     send_by = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
     alert = {"alert_id": "q2", "sms": {"body": "Hi"}, "send_by": send_by}
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)

@@ -11,19 +11,12 @@ from messaging.alert import parse_alert
 from messaging.errors import PermanentSendError, TransientSendError
 from messaging.expansion import Expander
 from messaging.providers.memory import InMemoryEmail, InMemorySms
-from messaging.sending.common import SendContext
 from messaging.sending.email import EmailConfig, EmailSender
 from messaging.sending.sms import SmsConfig, SmsSender
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
 from messaging.store.schema import deliveries, supporters
-from messaging.store.suppressions import SqlSuppressionList
 from messaging.unsubscribe import UnsubscribeTokens
-from queues.flow.control import InMemoryBlastControl
-from queues.flow.ratelimit import InMemoryRateLimiter
-from queues.names import Names
 from queues.sendqueue import InMemorySendQueue
-from tests.factories import add_supporters
+from tests.factories import add_supporters, send_context
 
 SMS = SmsConfig(
     org_name="Acme for America",
@@ -35,16 +28,7 @@ SMS = SmsConfig(
 
 def _setup(engine: Engine, alert: dict[str, object], people: list[dict[str, object]]):  # type: ignore[no-untyped-def]
     ids = add_supporters(engine, people, topic="t")
-    queue = InMemorySendQueue()
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        InMemoryBlastControl(),
-        Names("t"),
-    )
+    ctx, queue = send_context(engine)
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)
     Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
     return ctx, queue, ids

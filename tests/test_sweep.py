@@ -12,18 +12,11 @@ from messaging.alert import parse_alert
 from messaging.blast_control import BlastActions
 from messaging.expansion import Expander
 from messaging.providers.memory import InMemorySms
-from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsConfig, SmsSender
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
 from messaging.store.schema import deliveries
-from messaging.store.suppressions import SqlSuppressionList
 from messaging.sweep import Sweeper
 from queues.flow.control import InMemoryBlastControl
-from queues.flow.ratelimit import InMemoryRateLimiter
-from queues.names import Names
-from queues.sendqueue import InMemorySendQueue
-from tests.factories import add_supporters
+from tests.factories import add_supporters, send_context
 
 CONFIG = SmsConfig(
     org_name="Acme",
@@ -35,16 +28,8 @@ CONFIG = SmsConfig(
 
 def _setup(engine: Engine, n: int, **alert: object):  # type: ignore[no-untyped-def]
     add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(n)], topic="t")
-    queue, control = InMemorySendQueue(), InMemoryBlastControl()
-    ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
-        SqlSuppressionList(engine),
-        InMemoryRateLimiter(),
-        queue,
-        control,
-        Names("t"),
-    )
+    control = InMemoryBlastControl()
+    ctx, queue = send_context(engine, control=control)
     doc = {"alert_id": "s1", "sms": {"body": "Hi"}, **alert}
     blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
     Expander(ctx.ledger, ctx.blasts, queue).expand(blast)

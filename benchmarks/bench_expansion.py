@@ -27,12 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from typing import Any
+
+from benchmarks.child import run_child
 
 #: Where the throwaway database is created (and dropped).
 DEFAULT_PG_URL = "postgresql+psycopg://127.0.0.1:5432/postgres"
@@ -226,24 +226,10 @@ def _db_url(admin_url: str, name: str) -> str:
 
 
 def _child(*args: str) -> tuple[dict[str, Any], float, float]:
-    """Run this script with ``args`` in a fresh interpreter: (its JSON, wall s, peak RSS MB).
-
-    ``os.wait4`` gives the rusage of exactly this child; ru_maxrss is in kB on Linux.
-    """
-    command = [sys.executable, "-m", "benchmarks.bench_expansion", *args]
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.stdout.close()
-        wall = time.perf_counter() - started
-        if os.waitstatus_to_exitcode(status):
-            errors.seek(0)
-            raise SystemExit(f"{' '.join(args[:2])} failed:\n{errors.read()}")
+    """Run a step of this script in a child: (its last JSON line, wall s, peak RSS MB)."""
+    stdout, wall, peak_mb = run_child("benchmarks.bench_expansion", *args)
     lines = stdout.strip().splitlines()
-    return (json.loads(lines[-1]) if lines else {}), wall, usage.ru_maxrss / 1024
+    return (json.loads(lines[-1]) if lines else {}), wall, peak_mb
 
 
 def _median(values: list[float]) -> float:

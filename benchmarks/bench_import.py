@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from benchmarks.child import run_child
+
 #: Where the throwaway database is created (and dropped).
 DEFAULT_PG_URL = "postgresql+psycopg://127.0.0.1:5432/postgres"
 #: Rows of the generated file.
@@ -209,28 +211,9 @@ def _run(*args: str) -> str:
 
 
 def _measure(*args: str) -> tuple[str, float, float]:
-    """Run this script with ``args``; (stdout, wall seconds, peak RSS in MB) of that child.
-
-    ``os.wait4`` reports the rusage of exactly this child (``RUSAGE_CHILDREN`` would mix in
-    the generator and migration children). A child's high-water mark also counts the
-    parent's pages it inherited at fork, which is why the parent stays small: generation,
-    SQLAlchemy and Alembic all run in children of their own.
-    """
-    command = [sys.executable, "-m", "benchmarks.bench_import", *args]
-    started = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as errors:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        proc.stdout.close()
-        wall = time.perf_counter() - started
-        if proc.returncode:
-            errors.seek(0)
-            raise SystemExit(f"import failed:\n{errors.read()}")
-    # ru_maxrss is in kilobytes on Linux.
-    return stdout, wall, usage.ru_maxrss / 1024
+    """Run this script with ``args`` in a child: (stdout, wall seconds, peak RSS in MB). The
+    parent stays small: generation, SQLAlchemy and Alembic all run in children of their own."""
+    return run_child("benchmarks.bench_import", *args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,7 @@ from benchmarks.harness import (
     throwaway_pg,
 )
 from config.settings import load_settings
-from messaging.emulators.client import EmulatorClient
+from emulators.client import EmulatorClient
 from queues.flow.ratelimit import RATE_HEADROOM
 from workers.app import App
 

@@ -48,7 +48,7 @@ def throwaway_pg(admin_url: str = DEFAULT_PG_URL) -> Iterator[str]:
 @contextmanager
 def emulator_process(latency_ms: int = 0) -> Iterator[dict[str, str]]:
     """Both emulators in their own process (so they are not our bottleneck); yields URLs."""
-    from messaging.emulators.server import EmulatorProcess
+    from emulators.server import EmulatorProcess
 
     emulators = EmulatorProcess(
         "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID, "--api-key", SENDGRID_KEY,

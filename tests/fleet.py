@@ -192,8 +192,8 @@ class EmulatorProcess:
     provider is not on our CPU), read through their HTTP control routes."""
 
     def __init__(self) -> None:
-        from messaging.emulators.client import EmulatorClient
-        from messaging.emulators.server import EmulatorProcess as Process
+        from emulators.client import EmulatorClient
+        from emulators.server import EmulatorProcess as Process
 
         self._process = Process(
             "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID, "--api-key", SENDGRID_KEY

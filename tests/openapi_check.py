@@ -17,7 +17,7 @@ from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-from messaging.emulators.recorder import RecordedRequest
+from emulators.recorder import RecordedRequest
 
 SPECS_DIR = Path(__file__).parent / "specs"
 #: The vendor's spec file and server URL, per provider.

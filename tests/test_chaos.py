@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from messaging.emulators.server import start_sendgrid, start_twilio
+from emulators.server import start_sendgrid, start_twilio
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
 from tests.fleet import (

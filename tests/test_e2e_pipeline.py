@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from messaging.emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator, start_sendgrid, start_twilio
 from tests.fleet import ACCOUNT_SID, AUTH_TOKEN, SENDGRID_KEY, Fleet, fleet_env, rapid, wait_ended
 from tests.openapi_check import assert_conforms
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from messaging.alert import EmailContent, parse_alert
-from messaging.emulators.server import Emulator, start_sendgrid
+from emulators.server import Emulator, start_sendgrid
 from messaging.expansion import Expander
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer

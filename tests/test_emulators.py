@@ -47,10 +47,10 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from messaging.emulators.client import EmulatorClient
-from messaging.emulators.recorder import RecordedRequest
-from messaging.emulators.server import Emulator, start_in_thread, start_sendgrid, start_twilio
-from messaging.emulators.twilio import count_segments
+from emulators.client import EmulatorClient
+from emulators.recorder import RecordedRequest
+from emulators.server import Emulator, start_in_thread, start_sendgrid, start_twilio
+from emulators.twilio import count_segments
 from tests.openapi_check import assert_conforms, request_errors
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -571,7 +571,7 @@ def test_the_spec_check_can_fail(twilio_emu: Emulator, sendgrid_emu: Emulator) -
 def test_module_runs_both_emulators_in_one_process() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "messaging.emulators", "--latency-ms", "1", "--auth-token", "t"],
+        [sys.executable, "-m", "emulators", "--latency-ms", "1", "--auth-token", "t"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

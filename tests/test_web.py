@@ -28,7 +28,7 @@ from twilio.request_validator import RequestValidator
 
 from config.settings import Settings
 from messaging.alert import Alert, SmsContent
-from messaging.emulators.server import RunningServer, start_in_thread, start_twilio
+from emulators.server import RunningServer, start_in_thread, start_twilio
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, inbound_messages
 from messaging.store.topics import TopicStore

@@ -130,7 +130,7 @@ def run_demo(
         console = Console(quiet=True)
     from moto.server import ThreadedMotoServer
 
-    from messaging.emulators.server import start_sendgrid, start_twilio
+    from emulators.server import start_sendgrid, start_twilio
     from messaging.supporters.csv_import import import_csv
     from workers.app import App
     from workers.commands.blast import build_alert, publish

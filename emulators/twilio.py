@@ -29,9 +29,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from messaging.emulators.control import Reply, control_routes, json_reply, provider_call
-from messaging.emulators.faults import Fault, FaultConfig, Faults
-from messaging.emulators.recorder import Recorder
+from emulators.control import Reply, control_routes, json_reply, provider_call
+from emulators.faults import Fault, FaultConfig, Faults
+from emulators.recorder import Recorder
 
 API_VERSION = "2010-04-01"
 
@@ -417,7 +417,7 @@ def create_twilio_app(
     ``auth_token``: the token clients must present (``None``: any, like a sandbox). ``account_sid``:
     the only account accepted (``None``: any ``AC…`` whose SID matches the Basic username).
     ``app.state.emulator`` is the :class:`TwilioEmulator`; ``app.state.on_stop`` lists the
-    coroutines :mod:`messaging.emulators.server` awaits after the server stops.
+    coroutines :mod:`emulators.server` awaits after the server stops.
     """
     emulator = TwilioEmulator(
         recorder,

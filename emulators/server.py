@@ -1,5 +1,5 @@
 """Run the emulators: in a daemon thread of the caller (tests, ``rapid demo``) or as their own
-process (``python -m messaging.emulators``, used by the benchmark).
+process (``python -m emulators``, used by the benchmark).
 
 Both go through uvicorn with the fastest event loop and HTTP parser installed (uvloop and
 httptools when present), no lifespan, no access log.
@@ -23,11 +23,11 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from messaging.emulators.control import stopping_event
-from messaging.emulators.faults import Faults
-from messaging.emulators.recorder import DEFAULT_MAX_REQUESTS, Recorder
-from messaging.emulators.sendgrid import create_sendgrid_app
-from messaging.emulators.twilio import create_twilio_app
+from emulators.control import stopping_event
+from emulators.faults import Faults
+from emulators.recorder import DEFAULT_MAX_REQUESTS, Recorder
+from emulators.sendgrid import create_sendgrid_app
+from emulators.twilio import create_twilio_app
 
 #: How long a stopping server waits for requests in flight (e.g. ones held by the timeout
 #: fault) before cancelling them, in seconds.
@@ -225,7 +225,7 @@ def start_sendgrid(
 
 
 class EmulatorProcess:
-    """Both emulators in a process of their own (``python -m messaging.emulators``), so they
+    """Both emulators in a process of their own (``python -m emulators``), so they
     do not share our CPU; ``urls`` maps ``twilio`` and ``sendgrid`` to their base URLs."""
 
     def __init__(self, *args: str) -> None:
@@ -233,7 +233,7 @@ class EmulatorProcess:
 
         # Our own module with arguments from our own callers: no untrusted input.
         self._proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "messaging.emulators", *args], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "emulators", *args], stdout=subprocess.PIPE, text=True
         )
         assert self._proc.stdout is not None
         self.urls: dict[str, str] = json.loads(self._proc.stdout.readline())
@@ -245,9 +245,9 @@ class EmulatorProcess:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m messaging.emulators``."""
+    """The command line of ``python -m emulators``."""
     parser = argparse.ArgumentParser(
-        prog="python -m messaging.emulators",
+        prog="python -m emulators",
         description="Serve local Twilio and SendGrid API emulators. With neither port given, "
         "both are served on free ports. Prints one JSON line with their URLs once listening.",
     )

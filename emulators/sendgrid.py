@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from messaging.emulators.control import Reply, control_routes, json_reply, provider_call
-from messaging.emulators.faults import Fault, FaultConfig, Faults
-from messaging.emulators.recorder import Recorder
+from emulators.control import Reply, control_routes, json_reply, provider_call
+from emulators.faults import Fault, FaultConfig, Faults
+from emulators.recorder import Recorder
 
 #: Most personalizations, and most recipients (to + cc + bcc), in one request.
 MAX_PERSONALIZATIONS = 1000

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messaging.emulators.faults import Fault, FaultConfig, Faults
-from messaging.emulators.recorder import Recorder
+from emulators.faults import Fault, FaultConfig, Faults
+from emulators.recorder import Recorder
 
 #: Prefix of the routes that control the emulator rather than emulate the provider.
 CONTROL_PREFIX = "/_emulator"

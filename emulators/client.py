@@ -1,7 +1,7 @@
 """Steer and read an emulator over HTTP, e.g. one running in another process.
 
-In the emulator's own process, use its :class:`~messaging.emulators.recorder.Recorder` and
-:class:`~messaging.emulators.faults.Faults` directly instead.
+In the emulator's own process, use its :class:`~emulators.recorder.Recorder` and
+:class:`~emulators.faults.Faults` directly instead.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from messaging.emulators.control import CONTROL_PREFIX
-from messaging.emulators.recorder import RecordedRequest
+from emulators.control import CONTROL_PREFIX
+from emulators.recorder import RecordedRequest
 
 
 class EmulatorClient:

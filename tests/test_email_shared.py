@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from messaging.alert import EmailContent, parse_alert
 from emulators.server import Emulator, start_sendgrid
+from messaging.alert import EmailContent, parse_alert
 from messaging.expansion import Expander
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer

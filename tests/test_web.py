@@ -27,8 +27,8 @@ from structlog.testing import capture_logs
 from twilio.request_validator import RequestValidator
 
 from config.settings import Settings
-from messaging.alert import Alert, SmsContent
 from emulators.server import RunningServer, start_in_thread, start_twilio
+from messaging.alert import Alert, SmsContent
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, inbound_messages
 from messaging.store.topics import TopicStore

@@ -136,6 +136,13 @@ blasts = Table(
     _ts("updated_at", nullable=False),
     _ts("expanded_at"),
     _ts("ended_at"),
+    # Lifecycle (migration 0005): why a paused blast is paused, who requested and approved
+    # it, and when a scheduled blast is due.
+    Column("pause_reason", String(32)),
+    Column("pause_detail", Text),
+    Column("requested_by", Text),
+    Column("approved_by", Text),
+    _ts("send_at"),
     Index(None, "created_at"),
 )
 

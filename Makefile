@@ -1,31 +1,70 @@
 # Rapid Response: the README's two commands (`make demo`, `make test`) and friends.
-# Everything runs in a project virtualenv (.venv) built from pyproject.toml on first use.
+# Everything runs in a project virtualenv (.venv) installed from the hashed lock files on first
+# use, and re-installed from them whenever they change.
 
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+LOCK     := requirements.lock
+DEV_LOCK := requirements-dev.lock
 
-.PHONY: install services demo test lint format bench clean
+# One universal lock (every platform's hashes, markers kept) for Python 3.11 and later, so the
+# same file installs on Linux x86_64/aarch64 servers and developers' machines alike. uv keeps
+# the versions already pinned unless pyproject.toml asks otherwise; `make lock
+# LOCK_FLAGS=--upgrade` moves everything to the newest allowed versions.
+LOCK_FLAGS ?=
+UV_COMPILE  = $(BIN)/python -m uv pip compile pyproject.toml --quiet --universal \
+              --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+              $(LOCK_FLAGS)
 
-$(STAMP): pyproject.toml
+# What `make test-fast` leaves out: every test that needs a service (markers are assigned in
+# tests/conftest.py from the fixtures a test uses).
+SERVICE_MARKERS := postgres or redis or moto or e2e or browser
+# A port nothing listens on: `make test-fast` points the tests' services there, so a test that
+# needs one and is not marked fails instead of passing by luck.
+DEAD_URLS := RAPID_TEST_PG_URL=postgresql+psycopg://127.0.0.1:9/postgres \
+             RAPID_TEST_REDIS_URL=redis://127.0.0.1:9/0
+
+.PHONY: install lock services browser demo test test-fast lint format bench clean
+
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+# The dev lock is production + the demo and test extras; the project itself goes in without
+# dependencies, so nothing unlocked slips in through it.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-run after any change to pyproject.toml's dependencies (tests/test_install.py fails until
+# the locks agree with it).
+lock: | $(BIN)/python
+	$(BIN)/python -m uv --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet uv
+	$(UV_COMPILE) -o $(LOCK)
+	$(UV_COMPILE) --extra demo --extra test -o $(DEV_LOCK)
 
 # Start the local Redis and PostgreSQL when they are installed but not answering.
 services:
 	@bash .ci/services
 
+# Debian's chromium for the dashboard's browser tests (playwright never downloads a browser).
+# Needs root only when chromium is missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
 demo: install
 	$(BIN)/rapid demo
 
-test: install services
+test: install services browser
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(DEAD_URLS) $(BIN)/python -m pytest -q -m 'not ($(SERVICE_MARKERS))'
 
 lint: install
 	$(BIN)/ruff check .

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
+from messaging.errors import ConfigError
 
 #: Synthetic supporters, spread over US area codes (and so time zones).
 AREA_CODES = {
@@ -128,7 +129,14 @@ def run_demo(
     """
     if as_json:
         console = Console(quiet=True)
-    from moto.server import ThreadedMotoServer
+    try:
+        import fakeredis  # noqa: F401 - only imported here to say early that it is missing
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise ConfigError(
+            f"rapid demo needs the demo extra ({exc.name} is missing): "
+            "pip install 'rapid-response[demo]'"
+        ) from exc
 
     from emulators.server import start_sendgrid, start_twilio
     from messaging.supporters.csv_import import import_csv

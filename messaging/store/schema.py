@@ -229,3 +229,32 @@ early_statuses = Table(
     _ts("received_at", nullable=False),
     Index(None, "received_at"),
 )
+
+# --- replies (migration 0006) --------------------------------------------------------------
+
+#: Every inbound SMS with what it asked for (contract §12), who sent it and which blast it
+#: answers (the last one sent to that phone). ``message_sid`` is unique, so a redelivered
+#: webhook is recorded (and acted on) once. Supersedes ``inbound_messages``.
+replies = Table(
+    "replies",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_sid", String(64), unique=True),
+    Column("from_number", String(32), nullable=False),
+    Column("to_number", String(32)),
+    Column("body", Text, nullable=False),
+    # opt_out | opt_in | help | needs_review | other, and why (messaging/compliance).
+    Column("kind", String(16), nullable=False),
+    Column("reason", String(64)),
+    Column("supporter_id", Id, ForeignKey("supporters.id", ondelete="SET NULL")),
+    Column("blast_id", String(128)),
+    _ts("received_at", nullable=False),
+    # A person's decision on a needs_review reply: opt_out (keep the suppression) or
+    # not_opt_out (lift it), by whom and when.
+    Column("review_verdict", String(16)),
+    Column("reviewed_by", String(128)),
+    _ts("reviewed_at"),
+    Index(None, "received_at"),
+    Index(None, "blast_id", "kind"),
+    Index(None, "from_number"),
+)

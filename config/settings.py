@@ -70,6 +70,12 @@ class Settings:
     email_rate: float = 1000.0
     quiet_hours: QuietHours = QuietHours(time(21, 0), time(8, 0))
     api_token: str | None = field(default=None, repr=False)
+    #: The operator a CLI command acts as (audit log, approvals). ``load_settings`` defaults
+    #: it to the OS user name.
+    operator: str = "unknown"
+    #: A blast messaging more recipients than this waits for a second operator's approval;
+    #: None: never (``off``), 0: every blast.
+    approval_threshold: int | None = 10_000
     #: Extension: HMAC key of unsubscribe links. Unset: derived from SENDGRID_API_KEY.
     secret_key: str | None = field(default=None, repr=False)
     #: TCP port of ``rapid web`` (Procfile platforms set ``PORT``).
@@ -224,6 +230,33 @@ def _text(raw: str) -> str:
     return raw
 
 
+#: Shortest bootstrap API token accepted, in characters (``openssl rand -hex 16`` is 32).
+API_TOKEN_MIN_CHARS = 32
+
+
+def _api_token(raw: str) -> str:
+    if len(raw) < API_TOKEN_MIN_CHARS:
+        raise ValueError(
+            f"must be at least {API_TOKEN_MIN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
+    return raw
+
+
+def _operator(raw: str) -> str:
+    name = raw.lower()
+    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", name):
+        raise ValueError("1-64 characters of a-z, 0-9, '.', '_' and '-'")
+    return name
+
+
+def _threshold(raw: str) -> int | None:
+    if raw.lower() == "off":
+        return None
+    if not raw.isdigit():
+        raise ValueError("must be a whole number of recipients (0: every blast) or 'off'")
+    return int(raw)
+
+
 def _secret_key(raw: str) -> str:
     if len(raw) < 16:
         raise ValueError("must be at least 16 characters")
@@ -253,14 +286,26 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),
     "EMAIL_RATE": ("email_rate", _rate),
     "QUIET_HOURS": ("quiet_hours", _quiet_hours),
-    "RAPID_API_TOKEN": ("api_token", _text),
+    "RAPID_API_TOKEN": ("api_token", _api_token),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),
+    "RAPID_OPERATOR": ("operator", _operator),
+    "RAPID_APPROVAL_THRESHOLD": ("approval_threshold", _threshold),
     "PORT": ("port", _port),
     "RAPID_SMS_SEGMENT_PRICE": ("sms_segment_price", _price),
     "RAPID_EMAIL_PRICE": ("email_price", _price),
     "RAPID_LOG_FORMAT": ("log_format", _one_of("auto", "json", "console")),
     "RAPID_LOG_LEVEL": ("log_level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
 }
+
+
+def _os_user() -> str:
+    """The OS user name as an operator name (``RAPID_OPERATOR``'s default)."""
+    import getpass
+
+    try:
+        return _operator(getpass.getuser())
+    except (OSError, KeyError, ValueError):  # no passwd entry (containers), odd characters
+        return "unknown"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +335,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             # Never echo the raw value: it may be a secret.
             raise ConfigError(f"{name}: {exc}") from None
+    if "operator" not in values:
+        values["operator"] = _os_user()
     settings = Settings(**values)
     if settings.email_rate < 1:
         raise ConfigError("EMAIL_RATE: must be at least 1 recipient per second")

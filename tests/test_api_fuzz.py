@@ -18,7 +18,7 @@ from config.settings import load_settings
 from messaging.alert import parse_alert
 from workers.app import App
 
-TOKEN = "fuzz-token-0123456789"
+TOKEN = "fuzz-token-0123456789-0123456789abcdef"
 
 pytestmark = pytest.mark.integration
 

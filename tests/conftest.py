@@ -1,13 +1,16 @@
 """Shared fixtures: real PostgreSQL, real Redis, a real moto server.
 
 A test that needs a service and finds it down fails with a message naming the service; it
-never skips (a skipped guarantee is an untested guarantee).
+never skips (a skipped guarantee is an untested guarantee). Which service a test needs is
+marked here, from the fixtures it uses (see :func:`pytest_collection_modifyitems`), so
+`make test-fast` can leave those tests out without anyone remembering to mark them.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,56 @@ REDIS_TEST_URL = os.environ.get("RAPID_TEST_REDIS_URL", "redis://127.0.0.1:6379/
 # Test-only variables are ours, not settings: keep them out of load_settings' unknown check.
 for _name in ("RAPID_TEST_PG_URL", "RAPID_TEST_REDIS_URL"):
     os.environ.pop(_name, None)
+
+
+#: Fixtures that need a service, by the marker a test using them (even through another
+#: fixture) gets. `db_url` needs PostgreSQL only for its "postgresql" param (checked below).
+SERVICE_FIXTURES = {
+    "pg_server_url": "postgres",
+    "_pg_engine": "postgres",
+    "pg_url": "postgres",
+    "moto_url": "moto",
+    "rapid_env": "redis",
+}
+#: Markers for what a test needs beyond the in-memory twins; `make test-fast` runs the rest.
+SERVICE_MARKERS = ("postgres", "redis", "moto", "e2e", "browser")
+
+
+def _uses_redis_url(code: types.CodeType) -> bool:
+    """Whether a function (or one nested in it) reads the tests' REDIS_TEST_URL."""
+    if "REDIS_TEST_URL" in code.co_names:
+        return True
+    return any(isinstance(c, types.CodeType) and _uses_redis_url(c) for c in code.co_consts)
+
+
+def _service_markers(item: pytest.Item) -> set[str]:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    needs = {mark for name, mark in SERVICE_FIXTURES.items() if name in fixtures}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("db_url") == "postgresql":
+        needs.add("postgres")
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        funcs += [d.func for defs in info.name2fixturedefs.values() for d in defs]
+    for func in funcs:
+        code = getattr(func, "__code__", None)
+        if code is not None and _uses_redis_url(code):
+            needs.add("redis")
+    # A browser fixture (playwright's `page`, our own `browser`) needs Debian's chromium.
+    if {"page", "browser", "chromium"} & fixtures:
+        needs.add("browser")
+    return needs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the services it needs (and `integration` if any)."""
+    for item in items:
+        needs = _service_markers(item)
+        for mark in sorted(needs - {m.name for m in item.iter_markers()}):
+            item.add_marker(mark)
+        if needs and item.get_closest_marker("integration") is None:
+            item.add_marker("integration")
 
 
 def free_port() -> int:
@@ -55,6 +108,10 @@ def _reset(engine: Engine) -> None:
     from messaging.store.schema import metadata
 
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # The audit log's trigger refuses DELETE from every role; a superuser session in
+            # replica mode skips ordinary triggers (the tests' role is a superuser).
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
         for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
 

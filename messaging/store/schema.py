@@ -258,3 +258,34 @@ replies = Table(
     Index(None, "blast_id", "kind"),
     Index(None, "from_number"),
 )
+
+# --- operators and the audit log (migration 0007) ------------------------------------------
+
+#: People allowed to use the fleet (contract §11). Only a SHA-256 of each token is kept; a
+#: revoked operator keeps its row (the audit log names it) with ``revoked_at`` set.
+operators = Table(
+    "operators",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_by", String(64), nullable=False),
+    _ts("created_at", nullable=False),
+    _ts("revoked_at"),
+)
+
+#: Append-only: on PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE (migration 0007).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _ts("at", nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("source", String(16), nullable=False),  # cli | api | dashboard | sns | fleet
+    Column("action", String(32), nullable=False),
+    Column("blast_id", String(128)),
+    Column("value", String(320)),  # masked
+    Column("detail", Text),
+    Index(None, "at"),
+    Index(None, "blast_id"),
+)

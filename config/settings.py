@@ -61,6 +61,8 @@ class Settings:
     email_from: str | None = None
     org_name: str | None = None
     org_postal_address: str | None = None
+    #: How a HELP reply and the STOP confirmation say to reach the org (URL, email, phone).
+    org_help_contact: str | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     #: Messages per second per From number (1 long code, 3 toll-free, 100 short code).
     sms_rate_per_sender: float = 1.0
@@ -281,6 +283,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "EMAIL_FROM": ("email_from", _email_from),
     "ORG_NAME": ("org_name", _text),
     "ORG_POSTAL_ADDRESS": ("org_postal_address", _text),
+    "ORG_HELP_CONTACT": ("org_help_contact", _text),
     "PUBLIC_BASE_URL": ("public_base_url", _http_url),
     "SMS_RATE_PER_SENDER": ("sms_rate_per_sender", _rate),
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),

@@ -5,12 +5,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import click
 import structlog
 
 from workers.app import App
+
+if TYPE_CHECKING:
+    from queues.leader import Leadership
 
 pass_app = click.make_pass_decorator(App)
 log = structlog.get_logger(__name__)
@@ -23,6 +28,9 @@ SENDER_DRAIN_MS = 25_000
 #: a short one too (benchmarks: publish to first send p50 ~0.4 s at 1000 ms, ~0.16 s at
 #: 200 ms); bulk is by definition not in a hurry.
 POLL_MS = {"urgent": 150, "normal": 200, "bulk": 1000}
+#: Seconds between a healthy sender's heartbeats (``--heartbeat-file``); the instance's
+#: health check allows several missed ones.
+HEARTBEAT_S = 5.0
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -82,8 +90,19 @@ def intake(app: App, wait_time: int, concurrency: int) -> None:
     run_intake(app, stop, wait_time_s=max(1, min(20, wait_time)), concurrency=concurrency)
 
 
-def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple[str, ...]) -> None:
-    """Run dramatiq worker threads on the send lanes of ``channels`` until ``stop`` is set."""
+def run_sender(
+    app: App,
+    stop: threading.Event,
+    *,
+    threads: int,
+    channels: tuple[str, ...],
+    heartbeat_file: Path | None = None,
+) -> None:
+    """Run dramatiq worker threads on the send lanes of ``channels`` until ``stop`` is set.
+
+    With ``heartbeat_file``, its mtime is bumped every ``HEARTBEAT_S`` while Redis answers and
+    every worker's consumers are running: what the instance's health check reads.
+    """
     import dramatiq
 
     from messaging.store.db import check_connection
@@ -116,8 +135,11 @@ def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple
     for worker in workers:
         worker.start()
     log.info("sender.started", threads=threads, channels=channels)
+    beat_at = 0.0
     while not stop.wait(0.5):
-        pass
+        if heartbeat_file is not None and time.monotonic() - beat_at >= HEARTBEAT_S:
+            beat_at = time.monotonic()
+            beat(app, workers, heartbeat_file)
     started = time.monotonic()
     # Stops consuming, lets running batches finish, and returns prefetched messages to Redis.
     stoppers = [
@@ -130,18 +152,38 @@ def run_sender(app: App, stop: threading.Event, *, threads: int, channels: tuple
     log.info("sender.stopped", drain_s=round(time.monotonic() - started, 2))
 
 
+def beat(app: App, workers: list[Any], heartbeat_file: Path) -> None:
+    """Touch ``heartbeat_file`` if Redis answers and every worker still consumes."""
+    try:
+        app.redis.ping()
+    except Exception as exc:
+        log.warning("sender.heartbeat_skipped", error=str(exc))
+        return
+    alive = all(t.is_alive() for w in workers for t in w.consumers.values())
+    if alive:
+        heartbeat_file.touch()
+    else:
+        log.warning("sender.heartbeat_skipped", error="a consumer thread died")
+
+
 @click.command()
 @click.option("--threads", default=8, show_default=True, help="Batches processed concurrently.")
 @click.option("--channels", default="sms,email", show_default=True, help="Lanes to serve.")
+@click.option(
+    "--heartbeat-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Touch this file every few seconds while healthy (the instance's health check).",
+)
 @pass_app
-def sender(app: App, threads: int, channels: str) -> None:
+def sender(app: App, threads: int, channels: str, heartbeat_file: Path | None) -> None:
     """The sender workers (dramatiq on Redis): send work → Twilio / SendGrid."""
     chosen = tuple(c.strip() for c in channels.split(",") if c.strip())
     if not chosen or set(chosen) - {"sms", "email"}:
         raise click.BadParameter("use sms, email or sms,email", param_hint="--channels")
     stop = threading.Event()
     stop_on_signals(stop)
-    run_sender(app, stop, threads=threads, channels=chosen)
+    run_sender(app, stop, threads=threads, channels=chosen, heartbeat_file=heartbeat_file)
 
 
 def run_scheduler(
@@ -152,21 +194,35 @@ def run_scheduler(
     stall_s: float | None = None,
     stuck_s: float | None = None,
     publish_metrics_s: float = 0.0,
+    leadership: Leadership | None = None,
 ) -> None:
-    """Sweep every ``interval_s`` (and publish the backlog metric every
-    ``publish_metrics_s``, when positive) until ``stop`` is set."""
+    """Sweep every ``interval_s`` (and publish the scaling metrics every
+    ``publish_metrics_s``, when positive) until ``stop`` is set, while this process holds
+    the scheduler's lease (``leadership``, default: the Redis lease)."""
     from messaging.sweep import STALL_S, STUCK_S, Sweeper
     from queues.aws import make_cloudwatch
-    from queues.backlog import publish_backlog
+    from queues.capacity import publish_metrics
+    from queues.leader import RedisLeaderLease
 
     sweeper = Sweeper(app.actions, stall_s=stall_s or STALL_S, stuck_s=stuck_s or STUCK_S)
     cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
+    rates = {"sms": app.settings.sms_rate_account, "email": app.settings.email_rate}
+    # One scheduler does the work fleet-wide; the others wait for its lease to lapse.
+    lease = leadership or RedisLeaderLease(app.redis, app.names, "scheduler")
     published_at = 0.0
     while not stop.is_set():
+        try:
+            leading = lease.hold()
+        except Exception as exc:
+            log.error("scheduler.lease_failed", error=str(exc), error_type=type(exc).__name__)
+            leading = False
+        if not leading:
+            stop.wait(interval_s)
+            continue
         if cloudwatch is not None and time.monotonic() - published_at >= publish_metrics_s:
             published_at = time.monotonic()
             try:  # the autoscaling signal; a failed tick is retried at the next one
-                publish_backlog(app.engine, cloudwatch, app.settings.prefix)
+                publish_metrics(app.engine, cloudwatch, app.settings.prefix, rates)
             except Exception as exc:
                 log.warning(
                     "scheduler.metrics_failed", error=str(exc), error_type=type(exc).__name__
@@ -184,6 +240,10 @@ def run_scheduler(
         except Exception as exc:
             log.error("scheduler.failed", error=str(exc), error_type=type(exc).__name__)
         stop.wait(interval_s)
+    try:
+        lease.release()
+    except Exception as exc:  # the lease lapses by itself within its TTL
+        log.warning("scheduler.release_failed", error=str(exc))
 
 
 @click.command()

@@ -22,13 +22,23 @@ from pydantic import (
 )
 
 from messaging.errors import InputError
-from messaging.templates import check_template
+from messaging.templates import (
+    EMAIL_RENDERED_MAX_CHARS,
+    SMS_RENDERED_MAX_CHARS,
+    SUBJECT_RENDERED_MAX_CHARS,
+    TEMPLATE_MAX_CHARS,
+    check_template,
+)
 
 #: The alert id doubles as the blast id and as SQS/Redis key material.
 ALERT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 Priority = Literal["urgent", "normal", "bulk"]
 #: Longest SMS body template we accept: 10 segments of GSM-7. Longer texts are a paste error.
-SMS_BODY_MAX_CHARS = 1600
+SMS_BODY_MAX_CHARS = SMS_RENDERED_MAX_CHARS
+#: Longest email subject template (RFC 5322's line limit).
+EMAIL_SUBJECT_MAX_CHARS = SUBJECT_RENDERED_MAX_CHARS
+#: Longest email text or HTML template, in characters.
+EMAIL_BODY_MAX_CHARS = TEMPLATE_MAX_CHARS
 
 
 class _Strict(BaseModel):
@@ -44,24 +54,29 @@ class SmsContent(_Strict):
     @field_validator("body")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        return check_template(value, "sms.body")
+        return check_template(value, "sms.body", max_chars=SMS_RENDERED_MAX_CHARS)
 
 
 class EmailContent(_Strict):
     """The email part; at least one of text and html."""
 
-    subject: str = Field(min_length=1, max_length=998)  # RFC 5322 line limit
-    text: str | None = None
-    html: str | None = None
+    subject: str = Field(min_length=1, max_length=EMAIL_SUBJECT_MAX_CHARS)
+    text: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
+    html: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
 
     @model_validator(mode="after")
     def _has_a_body(self) -> EmailContent:
         if not self.text and not self.html:
             raise ValueError("email needs text or html")
-        for name in ("subject", "text", "html"):
+        limits = {
+            "subject": SUBJECT_RENDERED_MAX_CHARS,
+            "text": EMAIL_RENDERED_MAX_CHARS,
+            "html": EMAIL_RENDERED_MAX_CHARS,
+        }
+        for name, max_chars in limits.items():
             value = getattr(self, name)
             if value:
-                check_template(value, f"email.{name}")
+                check_template(value, f"email.{name}", max_chars=max_chars, html=name == "html")
         return self
 
 
@@ -101,6 +116,10 @@ class Alert(_Strict):
     dry_run: bool = False
     #: Extension: the alert topic, for raw SNS delivery where no TopicArn travels along.
     topic: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,64}$")
+    #: Contract §11: the operator who asked for this alert; absent: ``sns``.
+    requested_by: str | None = Field(default=None, min_length=1, max_length=64)
+    #: Extension: where our own publishers sent it from; absent: straight to SNS.
+    requested_via: Literal["cli", "api", "dashboard"] | None = None
 
     @model_validator(mode="after")
     def _has_a_channel(self) -> Alert:
@@ -135,6 +154,8 @@ def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = N
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(f"alert is not valid JSON: {exc}") from None
+    except RecursionError:  # [[[[…]]]] thousands deep: a hostile document, not a retry
+        raise InputError("alert is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError("alert must be a JSON object")
     data.setdefault("alert_id", fallback_id)
@@ -144,6 +165,8 @@ def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = N
         data["topic"] = topic
     try:
         return Alert.model_validate(data)
+    except RecursionError:
+        raise InputError("invalid alert: nested too deeply") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'alert'}: {e['msg']}" for e in exc.errors()

@@ -1,12 +1,25 @@
-"""Plain templates are rendered without Jinja: the text must be exactly what Jinja gives."""
+"""Templates: plain ones render without Jinja exactly as Jinja would; every one is bounded."""
 
 from __future__ import annotations
+
+import json
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.templates import RenderError, _compile, plain_parts, render
+from messaging.alert import parse_alert
+from messaging.errors import InputError
+from messaging.templates import (
+    RENDER_TIMEOUT_S,
+    SMS_RENDERED_MAX_CHARS,
+    RenderError,
+    _compile,
+    check_template,
+    plain_parts,
+    render,
+)
 
 FIELDS = ("first_name", "last_name", "postal_code")
 literal = st.text(alphabet=st.characters(blacklist_characters="{}%#"), max_size=20)
@@ -35,3 +48,97 @@ def test_templates_with_logic_go_through_jinja_and_missing_fields_fail() -> None
     for source in ("Hi {{ nickname }}", "Hi {{ nickname | upper }}"):
         with pytest.raises(RenderError, match="nickname"):
             render(source, {"first_name": "ann"})
+
+
+# --- limits: a publisher's template cannot take the fleet's memory or time (issue #16) -------
+
+HOSTILE = {
+    "repeat": "{{ 'x' * 400000000 }}",
+    "power": "{{ 2 ** 100000000 }}",
+    "big range": "{% for i in range(100000) %}{% endfor %}",
+    "nested loops": "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+    "center filter": "{{ 'x'|center(1000000000) }}",
+    "center method": "{{ 'x'.center(1000000000) }}",
+    "format filter width": "{{ '%1000000000s'|format('x') }}",
+    "percent width": "{{ '%1000000000s' % 'x' }}",
+    "brace width": "{{ '{:>1000000000}'.format('x') }}",
+    "doubling namespace": "{% set ns = namespace(s='x'*1000) %}{% for i in range(100) %}"
+    "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "doubling macro": "{% macro d(s) %}{{ d(s ~ s) }}{% endmacro %}{{ d('x') }}",
+    "join of copies": "{{ (['x' * 1000] * 1000)|join }}",
+    "replace blow-up": "{{ ('x' * 1000)|replace('', 'x' * 1000) }}",
+    "deep nesting": "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_templates_are_refused_at_validation_and_fail_fast_at_render(name: str) -> None:
+    # Given a template built to exhaust memory or time (each took seconds to minutes, or
+    # hundreds of MB, before the limits)
+    source = HOSTILE[name]
+    # When an alert carries it, then validation refuses it with a reason, within a second
+    started = time.monotonic()
+    with pytest.raises(InputError, match=r"sms\.body: template"):
+        parse_alert(f'{{"alert_id": "a", "sms": {{"body": {json_str(source)}}}}}', fallback_id="a")
+    assert time.monotonic() - started < 1.0
+    # and rendering it for a supporter fails that one message quickly, never the process
+    started = time.monotonic()
+    with pytest.raises(RenderError):
+        render(source, {"first_name": "Ann"})
+    assert time.monotonic() - started < 1.0
+
+
+def json_str(text: str) -> str:
+    return json.dumps(text)
+
+
+def test_an_email_template_over_its_limit_is_refused_naming_the_part() -> None:
+    # Given an email whose HTML would render to more than the email limit
+    doc = {"alert_id": "a", "email": {"subject": "s", "html": "{{ 'x' * 99999 }}{{ 'y' * 99 }}x"}}
+    with pytest.raises(InputError, match=r"email\.html: template over a limit"):
+        parse_alert(json.dumps(doc), fallback_id="a")
+
+
+def test_rendered_text_is_capped_per_channel_and_the_render_time_per_recipient() -> None:
+    # Given a template whose length depends on the supporter's field
+    source = "{% for i in range(n) %}x{% endfor %}"
+    assert render(source, {"n": SMS_RENDERED_MAX_CHARS}, max_chars=SMS_RENDERED_MAX_CHARS)
+    with pytest.raises(RenderError, match="longer than 1600"):
+        render(source, {"n": SMS_RENDERED_MAX_CHARS + 1}, max_chars=SMS_RENDERED_MAX_CHARS)
+    # a plain template with a huge field is capped too
+    with pytest.raises(RenderError, match="longer than 1600"):
+        render("Hi {{ first_name }}", {"first_name": "x" * 2000}, max_chars=1600)
+    # and a loop that outputs nothing still stops at the deadline
+    slow = "{% for i in range(n) %}{% for j in range(n) %}{% endfor %}{% endfor %}"
+    started = time.monotonic()
+    with pytest.raises(RenderError, match="longer than"):
+        render(slow, {"n": 10_000})
+    assert time.monotonic() - started < RENDER_TIMEOUT_S * 10
+
+
+def test_ordinary_templates_still_work_with_the_limits() -> None:
+    source = (
+        "{% for i in range(3) %}{{ i }}{% endfor %} {{ 'ab' ~ first_name }} {{ 5 * 3 }} "
+        "{{ '%05d' % 42 }} {{ first_name|center(9) }} {{ '{:>4}'.format(7) }} {{ 2 ** 10 }}"
+    )
+    check_template(source, "sms.body")
+    assert render(source, {"first_name": "Ann"}) == "012 abAnn 15 00042    Ann       7 1024"
+
+
+def test_attr_format_cannot_escape_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Jinja2 3.1.5 let |attr('format') reach str.format unwrapped (CVE-2025-27516), and a
+    # format string walking from cycler to os.environ printed the sender's Twilio token.
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "twilio-secret-0123456789")
+    for source in (
+        "{{ '{0.__init__.__globals__[os].environ[TWILIO_AUTH_TOKEN]}'|attr('format')(cycler) }}",
+        "{{ '{0.__init__.__globals__}'|attr('format')(cycler) }}",
+        "{{ cycler.__init__.__globals__.os.environ.TWILIO_AUTH_TOKEN }}",
+    ):
+        with pytest.raises(RenderError, match="unsafe"):
+            render(source, {})
+
+
+def test_jinja2_is_at_least_3_1_6() -> None:
+    import jinja2
+
+    assert tuple(int(p) for p in jinja2.__version__.split(".")[:3]) >= (3, 1, 6)

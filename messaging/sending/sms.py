@@ -28,7 +28,7 @@ from messaging.sending.common import (
 from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.store.ledger import Claimed, Outcome
 from messaging.supporters.normalize import derive_timezone
-from messaging.templates import RenderError, render
+from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
 from queues.flow.ratelimit import Reservation
 from queues.sendqueue import SendWork
 
@@ -170,7 +170,7 @@ class SmsSender:
         messages: list[tuple[int, SmsMessage, int]] = []
         for c in to_send:
             try:
-                body = render(alert.sms.body, c.fields)
+                body = render(alert.sms.body, c.fields, max_chars=SMS_RENDERED_MAX_CHARS)
             except RenderError as exc:
                 outcomes.append(
                     Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))

@@ -52,6 +52,20 @@ class FaultConfig:
     status_callbacks: bool = False
     #: Twilio: pause before each status callback, in milliseconds.
     callback_delay_ms: float = 0.0
+    #: Refuse every provider request's credentials, however good (a rotated Twilio auth
+    #: token, a revoked SendGrid key), with HTTP :attr:`reject_status`.
+    reject_credentials: bool = False
+    #: 401 (bad credentials) or 403 (credentials good, access forbidden).
+    reject_status: int = 401
+    #: Twilio: fields that replace those of the Message resource answered on create, e.g.
+    #: ``{"num_segments": "laboris enim magna"}``: values a mock of Twilio's API description
+    #: may send (it types the field as a string), to prove the client reads them defensively.
+    resource_overrides: Mapping[str, Any] = field(default_factory=dict)
+    #: Twilio: share (0..1) of accepted messages whose status callback says ``undelivered``
+    #: with :attr:`callback_error_code` (carrier filtering arrives this way, never at send).
+    callback_error_rate: float = 0.0
+    #: Twilio: the ``ErrorCode`` of those callbacks (``30007`` filtered, ``30034`` unregistered).
+    callback_error_code: int = 30007
     #: Seed of the random number generator; setting it (again) restarts the sequence, so a
     #: test sees the same faults in the same order. ``None`` seeds from the OS.
     seed: int | None = None
@@ -59,7 +73,7 @@ class FaultConfig:
     def to_json(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict, the shape ``POST /_emulator/faults`` accepts."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("number_errors", "delivery_errors", "email_errors"):
+        for name in ("number_errors", "delivery_errors", "email_errors", "resource_overrides"):
             out[name] = dict(out[name])
         return out
 
@@ -86,10 +100,28 @@ def _coerce(name: str, value: Any) -> Any:
         if not is_number or value < 0 or int(value) != value:
             raise ValueError(f"retry_after_s must be a whole number >= 0, got {value!r}")
         return int(value)
-    if name == "status_callbacks":
+    if name in ("status_callbacks", "reject_credentials"):
         if not isinstance(value, bool):
-            raise ValueError(f"status_callbacks must be true or false, got {value!r}")
+            raise ValueError(f"{name} must be true or false, got {value!r}")
         return value
+    if name == "reject_status":
+        if value not in (401, 403) or isinstance(value, bool):
+            raise ValueError(f"reject_status must be 401 or 403, got {value!r}")
+        return int(value)
+    if name == "callback_error_rate":
+        if not is_number or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+        return float(value)
+    if name == "callback_error_code":
+        if not is_number or isinstance(value, float) or value <= 0:
+            raise ValueError(f"callback_error_code must be a positive integer, got {value!r}")
+        return int(value)
+    if name == "resource_overrides":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ValueError(
+                f"resource_overrides must be an object of field → value, got {value!r}"
+            )
+        return dict(value)
     if name == "seed":
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f"seed must be an integer or null, got {value!r}")
@@ -163,6 +195,16 @@ class Faults:
         if draw < config.timeout_rate + config.error_429_rate + config.error_500_rate:
             return "500"
         return None
+
+    def callback_error(self) -> int | None:
+        """The error code this accepted message's callback reports, drawn at
+        :attr:`FaultConfig.callback_error_rate`; None: delivered."""
+        config = self._config
+        if not config.callback_error_rate:
+            return None
+        with self._lock:
+            draw = self._rng.random()
+        return config.callback_error_code if draw < config.callback_error_rate else None
 
     def latency_s(self) -> float:
         """How long to delay this request, in seconds."""

@@ -2,7 +2,8 @@
 
 ``POST /v3/mail/send`` takes the same JSON body and bearer key as SendGrid, validates the
 essentials the way SendGrid does (answering 400 with SendGrid's ``{"errors": [...]}``), and
-answers 202 with an empty body and an ``X-Message-Id`` header. Each recipient of an accepted
+answers 202 with an empty body and an ``X-Message-Id`` header. ``GET /v3/scopes`` lists the
+key's permissions (what ``rapid doctor`` reads to check a key). Each recipient of an accepted
 request becomes one recorded message, with the subject and content as that recipient would
 see them (legacy ``substitutions`` applied).
 """
@@ -50,6 +51,8 @@ STATUS_MESSAGES: dict[int, str] = {
 }
 
 Error = tuple[str, str | None, str | None]  # message, field, help
+#: What ``GET /v3/scopes`` says the emulator's key may do.
+SCOPES = ("mail.send", "scopes.read")
 
 
 def errors_reply(
@@ -349,8 +352,24 @@ class SendGridEmulator:
             and key
             and (self.api_key is None or hmac.compare_digest(key.encode(), self.api_key.encode()))
         ):
-            return None
+            config = self.faults.config
+            if not config.reject_credentials:
+                return None
+            if config.reject_status == 403:  # a key without the scope, a suspended account
+                return errors_reply(403, [(STATUS_MESSAGES[403], None, None)])
         return errors_reply(401, [(UNAUTHORIZED, None, None)])
+
+    async def scopes_endpoint(self, request: Request) -> Response:
+        """``GET /v3/scopes``: the key's permissions (a cheap authenticated read)."""
+        return await provider_call(
+            request,
+            provider="sendgrid",
+            recorder=self.recorder,
+            faults=self.faults,
+            authenticate=self.authenticate,
+            fault_reply=fault_reply,
+            handle=lambda _request, _body: json_reply(200, {"scopes": list(SCOPES)}),
+        )
 
     def send(self, request: Request, body: bytes) -> Reply:
         """Validate like SendGrid, record one message per recipient, answer 202."""
@@ -403,6 +422,7 @@ def create_sendgrid_app(
     emulator = SendGridEmulator(recorder, faults, api_key=api_key)
     routes = [
         Route("/v3/mail/send", emulator.send_endpoint, methods=["POST"]),
+        Route("/v3/scopes", emulator.scopes_endpoint, methods=["GET"]),
         *control_routes(recorder, faults),
     ]
 

@@ -5,6 +5,9 @@ HTTP Basic credentials as Twilio, validates it the way Twilio does and answers w
 Message resource or Twilio's error JSON, so the official ``twilio`` client works against it
 unchanged. With ``status_callbacks`` on, each accepted message is followed by signed ``sent``
 and ``delivered`` (or ``undelivered``) callbacks to its ``StatusCallback``.
+``GET …/Messages.json`` lists the account's messages, newest first, filtered by ``To``,
+``From`` and ``DateSent`` (``DateSent<``/``DateSent>``) and paged as the API description says;
+``GET /2010-04-01/Accounts/{AccountSid}.json`` fetches the account (a cheap authenticated read).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -38,6 +41,7 @@ API_VERSION = "2010-04-01"
 #: Twilio's messages for the error codes the emulator can return. Codes not listed here (set
 #: through ``number_errors``) get a generic message.
 ERROR_MESSAGES: dict[int, str] = {
+    20001: "Invalid parameter",
     20003: "Authenticate",
     20004: "Method not allowed",
     20404: "The requested resource {path} was not found",
@@ -147,6 +151,29 @@ def fault_reply(fault: Fault, config: FaultConfig) -> Reply:
     return error_reply(20503, 503)  # sent after the hold, to a client that has left by then
 
 
+#: The list's date filters: query name and comparison (Twilio matches on the GMT date).
+_DATE_FILTERS = (("DateSent", "="), ("DateSent<", "<="), ("DateSent>", ">="))
+
+
+def _date_filter(op: str, raw: str) -> tuple[str, str]:
+    """``(op, YYYY-MM-DD)`` from a DateSent value: a date, a date-time, or either prefixed
+    with ``<=``/``>=`` (the forms the API description lists)."""
+    for prefix in ("<=", ">="):
+        if raw.startswith(prefix):
+            op, raw = prefix, raw[2:]
+    day = raw[:10]
+    time.strptime(day, "%Y-%m-%d")  # ValueError when it is not a date
+    return op, day
+
+
+def _sent_matches(date_sent: str | None, date_filter: tuple[str, str]) -> bool:
+    if date_sent is None:  # not sent yet: no sent date to match
+        return False
+    op, day = date_filter
+    sent = time.strftime("%Y-%m-%d", time.strptime(date_sent[5:25], "%d %b %Y %H:%M:%S"))
+    return sent == day if op == "=" else sent <= day if op == "<=" else sent >= day
+
+
 def _valid_sender(value: str) -> bool:
     return bool(_E164.match(value) or _SHORT_CODE.match(value) or _ALPHANUMERIC_ID.match(value))
 
@@ -183,6 +210,7 @@ class TwilioEmulator:
         self._resources: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._validators: dict[str, RequestValidator] = {}
+        self._started = time.time()
 
     # -- HTTP endpoints ----------------------------------------------------------------
     async def create_endpoint(self, request: Request) -> Response:
@@ -192,6 +220,14 @@ class TwilioEmulator:
     async def fetch_endpoint(self, request: Request) -> Response:
         """``GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json``."""
         return await self._call(request, self.fetch)
+
+    async def list_endpoint(self, request: Request) -> Response:
+        """``GET /2010-04-01/Accounts/{AccountSid}/Messages.json``."""
+        return await self._call(request, self.list_messages)
+
+    async def account_endpoint(self, request: Request) -> Response:
+        """``GET /2010-04-01/Accounts/{AccountSid}.json``."""
+        return await self._call(request, self.fetch_account)
 
     async def _call(self, request: Request, handle: Callable[[Request, bytes], Reply]) -> Response:
         return await provider_call(
@@ -226,6 +262,9 @@ class TwilioEmulator:
         )
         if not good:
             return error_reply(20003, 401)
+        config = self.faults.config
+        if config.reject_credentials:  # the fault: a rotated token, a suspended account
+            return error_reply(20003, config.reject_status)
         # Twilio signs callbacks with the account's auth token: the one used here.
         request.state.auth_token = password
         return None
@@ -299,6 +338,7 @@ class TwilioEmulator:
             "uri": uri,
         }
         self._remember(resource)
+        callback_error = self.faults.config.delivery_errors.get(to) or self.faults.callback_error()
         self.recorder.add_messages(
             [
                 {
@@ -314,8 +354,13 @@ class TwilioEmulator:
             ]
         )
         if callback and self.faults.config.status_callbacks:
-            self._spawn(self._send_callbacks(dict(resource), callback, request.state.auth_token))
-        return json_reply(201, resource)
+            self._spawn(
+                self._send_callbacks(
+                    dict(resource), callback, request.state.auth_token, callback_error
+                )
+            )
+        overrides = self.faults.config.resource_overrides
+        return json_reply(201, {**resource, **overrides} if overrides else resource)
 
     def fetch(self, request: Request, body: bytes) -> Reply:
         """The Message resource as it is now (its status moves on with the callbacks)."""
@@ -324,6 +369,81 @@ class TwilioEmulator:
         if resource is None or resource["account_sid"] != request.path_params["AccountSid"]:
             return error_reply(20404, 404, path=request.url.path)
         return json_reply(200, resource)
+
+    def list_messages(self, request: Request, body: bytes) -> Reply:
+        """The account's messages, newest first, filtered and paged like Twilio's list."""
+        account_sid = request.path_params["AccountSid"]
+        q = request.query_params
+        try:
+            page_size = int(q.get("PageSize", "50"))
+            page = int(q.get("Page", "0"))
+            offset = int(q.get("PageToken", "PA0").removeprefix("PA"))
+            dates = [_date_filter(op, q[name]) for name, op in _DATE_FILTERS if name in q]
+        except ValueError:
+            return error_reply(20001, 400)
+        if not 1 <= page_size <= 1000 or page < 0 or offset < 0:
+            return error_reply(20001, 400)
+        to, sender = q.get("To"), q.get("From")
+        matches = [
+            r
+            for r in reversed(self._resources.values())
+            if r["account_sid"] == account_sid
+            and (to is None or r["to"] == to)
+            and (sender is None or (r["from"] or SERVICE_POOL_NUMBER) == sender)
+            and all(_sent_matches(r["date_sent"], f) for f in dates)
+        ]
+        if "PageToken" not in q:
+            offset = page * page_size
+        chunk = matches[offset : offset + page_size]
+        base = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+        keep = [(k, v) for k, v in q.multi_items() if k not in ("Page", "PageSize", "PageToken")]
+
+        def uri(page_index: int, start: int) -> str:
+            query = [*keep, ("PageSize", str(page_size)), ("Page", str(page_index))]
+            if start:
+                query.append(("PageToken", f"PA{start}"))
+            return f"{base}?{urlencode(query)}"
+
+        page_index = offset // page_size
+        more = offset + page_size < len(matches)
+        return json_reply(
+            200,
+            {
+                "messages": chunk,
+                "end": offset + max(len(chunk), 1) - 1,
+                "first_page_uri": uri(0, 0),
+                "next_page_uri": uri(page_index + 1, offset + page_size) if more else None,
+                "page": page_index,
+                "page_size": page_size,
+                "previous_page_uri": (
+                    uri(page_index - 1, max(offset - page_size, 0)) if offset else None
+                ),
+                "start": offset,
+                "uri": uri(page_index, offset),
+            },
+        )
+
+    def fetch_account(self, request: Request, body: bytes) -> Reply:
+        """The Account resource (active, full): what a credentials check reads."""
+        sid = request.path_params["AccountSid"]
+        date = rfc2822(self._started)
+        return json_reply(
+            200,
+            {
+                "auth_token": None,
+                "date_created": date,
+                "date_updated": date,
+                "friendly_name": "Rapid Response emulator",
+                "owner_account_sid": sid,
+                "sid": sid,
+                "status": "active",
+                "subresource_uris": {
+                    "messages": f"/{API_VERSION}/Accounts/{sid}/Messages.json",
+                },
+                "type": "Full",
+                "uri": f"/{API_VERSION}/Accounts/{sid}.json",
+            },
+        )
 
     # -- status callbacks --------------------------------------------------------------
     def _remember(self, resource: dict[str, Any]) -> None:
@@ -337,9 +457,10 @@ class TwilioEmulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send_callbacks(self, message: dict[str, Any], url: str, auth_token: str) -> None:
+    async def _send_callbacks(
+        self, message: dict[str, Any], url: str, auth_token: str, error_code: int | None
+    ) -> None:
         config = self.faults.config
-        error_code = config.delivery_errors.get(message["to"])
         final = "undelivered" if error_code is not None else "delivered"
         for status in ("sent", final):
             if config.callback_delay_ms:
@@ -429,6 +550,8 @@ def create_twilio_app(
     base = f"/{API_VERSION}/Accounts/{{AccountSid}}"
     routes = [
         Route(f"{base}/Messages.json", emulator.create_endpoint, methods=["POST"]),
+        Route(f"{base}/Messages.json", emulator.list_endpoint, methods=["GET"]),
+        Route(f"/{API_VERSION}/Accounts/{{AccountSid}}.json", emulator.account_endpoint),
         Route(f"{base}/Messages/{{Sid}}.json", emulator.fetch_endpoint, methods=["GET"]),
         *control_routes(recorder, faults),
     ]

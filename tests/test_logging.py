@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import structlog
 
@@ -55,3 +56,46 @@ def test_json_lines_mask_phones_emails_and_secrets() -> None:
     assert line["email"] == "J***@Example.org"
     assert line["level"] == "info"
     assert line["count"] == 1234567  # numbers that are not phone strings are left alone
+
+
+def _seconds(text: str) -> float:
+    from config.logging import mask_text
+
+    started = time.perf_counter()
+    mask_text(text)
+    return time.perf_counter() - started
+
+
+def test_masking_is_linear_in_hostile_text() -> None:
+    # Given attacker-shaped text with no "@" after long runs of address characters (64 KB of
+    # it took 2.9 s with the old email pattern: every character restarted the scan)
+    shapes = {
+        "local-part run": lambda n: "@" + "a" * n,
+        "digits and letters": lambda n: "1a" * (n // 2),
+        "dotted": lambda n: "a." * (n // 2),
+        "digit runs": lambda n: ("9" * 10 + "x") * (n // 11),
+    }
+    for name, make in shapes.items():
+        small, large = make(64 * 1024), make(1024 * 1024)
+        _seconds(small)  # warm up
+        t_small = min(_seconds(small) for _ in range(3))
+        t_large = min(_seconds(large) for _ in range(3))
+        # Then 16 times the text costs about 16 times the time (quadratic would be 256 times),
+        # and 1 MB stays far from seconds (generous bound: a shared CI core)
+        assert t_large < 40 * max(t_small, 1e-4), (name, t_small, t_large)
+        assert t_large < 1.0, (name, t_large)
+
+
+def test_long_values_are_cut_before_masking_without_leaving_a_fragment() -> None:
+    # Given a megabyte value whose cut falls inside an email address
+    from config.logging import MAX_LOGGED_CHARS, MaskPersonalData
+
+    value = "x " * (MAX_LOGGED_CHARS // 2 - 5) + "jane.doe@example.org " + "y" * 1_000_000
+    started = time.perf_counter()
+    event = MaskPersonalData()(None, "info", {"event": "e", "body": value})
+    elapsed = time.perf_counter() - started
+    # Then the logged value is short, says it was cut, and carries no part of the address
+    assert len(event["body"]) < MAX_LOGGED_CHARS + 100
+    assert "characters cut" in event["body"]
+    assert "jane" not in event["body"] and "doe" not in event["body"]
+    assert elapsed < 0.5

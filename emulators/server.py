@@ -278,9 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]], ready: str) -> None:
     tasks = [asyncio.create_task(serve(server, sock)) for server, sock in servers]
+    # Whoever started us waits for the ready line: a server that neither starts nor fails
+    # must not keep it waiting forever.
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not all(server.started for server, _ in servers):
         if any(task.done() for task in tasks):
             break  # one failed to start: gather below raises its error
+        if time.monotonic() > deadline:
+            for server, _ in servers:
+                server.should_exit = True
+            raise RuntimeError(f"emulators did not start within {STARTUP_TIMEOUT_S:.0f} s")
         await asyncio.sleep(0.01)
     else:
         # Each uvicorn server installs its own SIGINT/SIGTERM handler and the last one wins,

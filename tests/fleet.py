@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,18 @@ def blast_summary(env: dict[str, str], blast_id: str) -> dict[str, Any] | None:
         check=False,
     )
     return dict(json.loads(out.stdout)) if out.returncode == 0 else None
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout_s: float = 60, every_s: float = 0.05
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout_s`` (a stuck
+    fleet fails the test in a minute with a reason, not at pytest's global timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)
 
 
 def wait_ended(env: dict[str, str], blast_id: str, timeout_s: float = 120) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tests.fleet import (
     rapid,
     topic_arn,
     wait_ended,
+    wait_until,
     write_people,
 )
 
@@ -125,8 +126,7 @@ def test_cancel_stops_every_process_within_a_second(setup, twilio: _Twilio) -> N
     for i in range(3):
         fleet.start(f"sender{i}", "sender", "--threads", "4", "--channels", "sms")
     publish({"alert_id": "cancel-1", "priority": "urgent", "sms": {"body": "Hi {{ first_name }}"}})
-    while len(twilio.recorder.messages()) < 150:  # well under way
-        time.sleep(0.1)
+    wait_until(lambda: len(twilio.recorder.messages()) >= 150, "150 SMS (well under way)")
     # When an operator cancels
     rapid(env, "blast", "cancel", "cancel-1")
     returned = time.time()
@@ -148,8 +148,7 @@ def test_pause_resume_and_a_stop_mid_blast(setup, twilio: _Twilio) -> None:  # t
     for i in range(2):
         fleet.start(f"sender{i}", "sender", "--threads", "4", "--channels", "sms")
     publish({"alert_id": "pause-1", "sms": {"body": "Hi {{ first_name }}"}})
-    while len(twilio.recorder.messages()) < 200:
-        time.sleep(0.1)
+    wait_until(lambda: len(twilio.recorder.messages()) >= 200, "200 SMS")
     # When paused, sending stops within a second
     rapid(env, "blast", "pause", "pause-1")
     paused = time.time()
@@ -177,8 +176,7 @@ def test_a_stop_that_lands_while_messages_wait_for_their_slot(setup, twilio: _Tw
     fleet.start("intake", "intake", "--wait-time", "1")
     fleet.start("sender0", "sender", "--threads", "4", "--channels", "sms")
     publish({"alert_id": "stop-1", "priority": "urgent", "sms": {"body": "Hi"}})
-    while len(twilio.recorder.messages()) < 3:
-        time.sleep(0.05)
+    wait_until(lambda: len(twilio.recorder.messages()) >= 3, "the first 3 SMS")
     # When the last number of the audience says STOP (its batch was checked long ago)
     stopped_at = time.time()
     rapid(env, "optout", "add", phones[-1])

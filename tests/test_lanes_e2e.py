@@ -25,6 +25,7 @@ from tests.fleet import (
     rapid,
     topic_arn,
     wait_ended,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -76,8 +77,7 @@ def test_an_urgent_alert_overtakes_a_bulk_blast_in_flight(
             TopicArn=topic_arn(sns, prefix, "debate-night"),
             Message=json.dumps({"alert_id": "bulk-1", "priority": "bulk", "sms": {"body": "Bulk"}}),
         )
-        while len(emulators.sms()) < 600:
-            time.sleep(0.1)
+        wait_until(lambda: len(emulators.sms()) >= 600, "600 bulk SMS")
         # When an urgent alert is published
         published = time.time()
         sns.publish(
@@ -177,8 +177,7 @@ def test_a_stop_through_the_signed_webhook_stops_that_number_mid_blast(
             TopicArn=topic_arn(sns, prefix, "debate-night"),
             Message=json.dumps({"alert_id": "hook-1", "priority": "urgent", "sms": {"body": "Hi"}}),
         )
-        while len(emulators.sms()) < 5:
-            time.sleep(0.05)
+        wait_until(lambda: len(emulators.sms()) >= 5, "the first 5 SMS")
         # When the last supporter of the audience texts STOP, signed by Twilio
         stopper = phones[-1]
         params = {

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
-from messaging.errors import ConfigError
+from messaging.errors import ConfigError, ServiceUnavailableError
 
 #: Synthetic supporters, spread over US area codes (and so time zones).
 AREA_CODES = {
@@ -43,6 +43,8 @@ ACCOUNT_SID = "AC" + "d" * 32
 AUTH_TOKEN = "demo-auth-token"  # noqa: S105 - talks to the local emulator only
 SENDGRID_KEY = "SG.demo.key"
 FROM_NUMBERS = ("+15005550001", "+15005550002", "+15005550003", "+15005550004")
+#: The intake records a published blast within a second or two; a stuck one fails the demo.
+BLAST_RECORDED_WITHIN_S = 60.0
 
 
 @dataclass
@@ -230,7 +232,13 @@ def run_demo(
         publish(app, "debate-night", document)
         blast_id = document["alert_id"]
         console.print(f"  published alert [bold]{blast_id}[/] to debate-night\n")
+        recorded_by = time.monotonic() + BLAST_RECORDED_WITHIN_S
         while app.blasts.get(blast_id) is None:
+            if time.monotonic() > recorded_by:
+                raise ServiceUnavailableError(
+                    f"the intake did not record blast {blast_id} within "
+                    f"{BLAST_RECORDED_WITHIN_S:.0f} s"
+                )
             time.sleep(0.1)
         final = watch(
             app.blasts,

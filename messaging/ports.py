@@ -432,6 +432,79 @@ class ReportStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """An inbound SMS to store, with what it asked for (contract §12)."""
+
+    message_sid: str | None
+    from_number: str
+    to_number: str | None
+    body: str
+    #: ``opt_out`` | ``opt_in`` | ``help`` | ``needs_review`` | ``other``.
+    kind: str
+    reason: str
+    supporter_id: int | None
+    #: The blast it answers: the last one sent to that phone.
+    blast_id: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(NewReply):
+    """A stored reply."""
+
+    id: int = 0
+    #: ``opt_out`` or ``not_opt_out`` once a person has reviewed it.
+    review_verdict: str | None = None
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+
+    @property
+    def needs_review(self) -> bool:
+        """True while a person still has to look at it."""
+        return self.kind == "needs_review" and self.reviewed_at is None
+
+
+class ReplyLog(Protocol):
+    """Where inbound SMS are kept (the inbound webhook's side)."""
+
+    def seen(self, message_sid: str) -> bool:
+        """True when this MessageSid was stored before."""
+        ...
+
+    def add(self, reply: NewReply) -> Reply | None:
+        """Store one reply; None if its MessageSid was already stored."""
+        ...
+
+    def last_sms_to(self, phone: str) -> tuple[int | None, str | None]:
+        """``(supporter id, blast id)`` of the last SMS sent to ``phone`` among recent
+        blasts, else ``(a supporter with that phone or None, None)``."""
+        ...
+
+
+class ReplyReview(Protocol):
+    """Replies as operators read and review them (CLI, API), and counts per blast."""
+
+    def replies(
+        self, *, needs_review: bool = False, from_number: str | None = None, limit: int = 100
+    ) -> list[Reply]:
+        """Newest first; only those awaiting review with ``needs_review``, only one phone's
+        with ``from_number``."""
+        ...
+
+    def review(self, reply_id: int, verdict: str, by: str, at: datetime) -> Reply | None:
+        """Record a person's verdict; None if there is no such reply."""
+        ...
+
+    def counts(self, blast_id: str) -> dict[str, int]:
+        """Replies answering ``blast_id`` per kind (the opt-out-rate breaker reads it)."""
+        ...
+
+
+class ReplyStore(ReplyLog, ReplyReview, Protocol):
+    """Both sides, as the backends implement them."""
+
+
 # ============================================================================================
 # Transport and control: send queue, blast control, live counters, rate limits.
 # Implemented by queues/ (dramatiq lanes, Redis flow control); in-memory twins in

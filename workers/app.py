@@ -19,6 +19,7 @@ from queues.names import Names
 
 if TYPE_CHECKING:
     from messaging.blast_control import BlastActions
+    from messaging.compliance.replies import ReplyHandler
     from messaging.intake import Intake
     from messaging.sending.common import SendContext
     from messaging.sending.email import EmailSender
@@ -136,6 +137,15 @@ class App:
         from messaging.blast_control import BlastActions
 
         return BlastActions(self.blasts, self.ledger, self.lanes, self.control)
+
+    @cached_property
+    def replies(self) -> ReplyHandler:
+        """Inbound SMS: opt-outs in the supporters' words, HELP, START, review (§12)."""
+        from messaging.compliance.replies import ReplyHandler, ReplyTexts
+        from messaging.store.sql.replies import SqlReplyStore
+
+        texts = ReplyTexts(self.settings.org_name, self.settings.org_help_contact)
+        return ReplyHandler(SqlReplyStore(self.engine), self.suppressions, texts)
 
     @cached_property
     def intake(self) -> Intake:

@@ -71,9 +71,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from workers.commands import blast, demo, dlq, run, setup, web
+    from workers.commands import blast, demo, dlq, replies, run, setup, web
 
-    for module in (setup, blast, run, demo, web, dlq):
+    for module in (setup, blast, run, demo, web, dlq, replies):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -42,9 +42,9 @@ def create_app(app: App) -> Starlette:
     parts = (
         TwilioHooks(
             events,
+            app.replies,
             TwilioSignature(settings.twilio_auth_token),
             settings.public_base_url,
-            settings.org_name,
         ),
         SendGridHooks(events, SendGridSignature(settings.sendgrid_webhook_public_key)),
         UnsubscribePages(

@@ -1,4 +1,4 @@
-"""Twilio webhooks: SMS status callbacks and inbound SMS (opt-out keywords).
+"""Twilio webhooks: SMS status callbacks and inbound SMS (replies, opt-outs: contract §12).
 
 Both are signed by Twilio with the account auth token over the public URL it called; an
 unsigned or mis-signed request is refused (403) before anything is read into the system of
@@ -16,7 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.twiml.messaging_response import MessagingResponse
 
-from messaging.delivery_events import HELP, DeliveryEvents, InboundSms, SmsStatus
+from messaging.compliance.replies import InboundReply, ReplyHandler
+from messaging.delivery_events import DeliveryEvents, SmsStatus
 from workers.web.security import (
     TWILIO_MAX_BODY,
     TWILIO_SIGNATURE_HEADER,
@@ -32,30 +33,24 @@ log = structlog.get_logger(__name__)
 TWIML_MEDIA_TYPE: Final = "application/xml"
 
 
-def help_text(org_name: str | None) -> str:
-    """The HELP reply: who is texting and how to stop (CTIA message principles)."""
-    org = org_name or "Alerts"
-    return f"{org}: text alerts from {org}. Msg & data rates may apply. Reply STOP to opt out."
-
-
 def _twiml(response: MessagingResponse) -> Response:
     return Response(str(response), media_type=TWIML_MEDIA_TYPE)
 
 
 class TwilioHooks:
-    """The two Twilio endpoints, wired to the delivery events service."""
+    """The two Twilio endpoints, wired to the delivery events and reply services."""
 
     def __init__(
         self,
         events: DeliveryEvents,
+        replies: ReplyHandler,
         signature: TwilioSignature,
         public_base_url: str,
-        org_name: str | None,
     ) -> None:
         self._events = events
+        self._replies = replies
         self._signature = signature
         self._public_base_url = public_base_url
-        self._org_name = org_name
 
     def routes(self) -> list[Route]:
         """``POST /webhooks/twilio/status`` and ``POST /webhooks/twilio/inbound``."""
@@ -94,11 +89,12 @@ class TwilioHooks:
         return Response(status_code=204)
 
     async def inbound(self, request: Request) -> Response:
-        """An inbound SMS: STOP suppresses the sender, START lifts it, HELP says who we are.
+        """An inbound SMS: stored, and acted on when it asks to stop, restart or for help.
 
-        STOP and START get an empty reply on purpose: with Twilio's (Advanced) Opt-Out
-        Management, Twilio itself answers those keywords with the configured confirmation and
-        blocks further messages, so a reply from us would be a second text (or be refused).
+        The answer (the one opt-out confirmation, the HELP text) is the TwiML reply: Twilio
+        sends it as a response to this message, no API call needed. Nothing is answered
+        when Twilio's (Advanced) Opt-Out Management already did (``OptOutType`` is set) or
+        for a replayed MessageSid.
         """
         params = await self._signed_params(request, "inbound")
         if params is None:
@@ -106,14 +102,15 @@ class TwilioHooks:
         sender = params.get("From", "").strip()
         if not sender:
             return Response("From is required", status_code=400)
-        message = InboundSms(
+        message = InboundReply(
             from_number=sender,
             body=params.get("Body", ""),
             to_number=params.get("To") or None,
             message_sid=params.get("MessageSid") or params.get("SmsSid") or None,
+            opt_out_type=params.get("OptOutType") or None,
         )
-        result = await run_in_threadpool(self._events.inbound_sms, message)
+        outcome = await run_in_threadpool(self._replies.receive, message)
         reply = MessagingResponse()
-        if result.keyword is not None and result.keyword.action == HELP:
-            reply.message(help_text(self._org_name))
+        if outcome.answer is not None:
+            reply.message(outcome.answer)
         return _twiml(reply)

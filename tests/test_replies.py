@@ -1,0 +1,326 @@
+"""Replies (contract §12): stored with their supporter and blast, acted on, reviewed.
+
+The store is tested against its memory twin, SQLite and PostgreSQL; the handler's policy
+(suppress, confirm once, START's scope, HELP, review) on the memory twins; the whole path
+from a signed Twilio webhook to the suppression list, the TwiML answer, ``rapid replies
+list`` and ``GET /api/replies`` against real PostgreSQL and Redis in ``test_replies_web.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from messaging.compliance.replies import (
+    SOURCE,
+    InboundReply,
+    ReplyHandler,
+    ReplyTexts,
+    reply_document,
+)
+from messaging.errors import InputError
+from messaging.ports import NewReply, ReplyStore
+from messaging.store.db import create_db_engine, migrate
+from messaging.store.memory.replies import MemoryReplyStore
+from messaging.store.schema import blasts, deliveries, supporters
+from messaging.store.sql.replies import SqlReplyStore
+from messaging.suppression import InMemorySuppressionList
+
+PHONE = "+14155550100"
+OTHER_PHONE = "+14155550199"
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+TEXTS = ReplyTexts("Acme Action", "acme.example.org/help")
+
+
+def new_reply(sid: str | None, kind: str = "other", **kw: object) -> NewReply:
+    values: dict[str, object] = {
+        "message_sid": sid,
+        "from_number": PHONE,
+        "to_number": "+15005550006",
+        "body": "hello",
+        "kind": kind,
+        "reason": "",
+        "supporter_id": None,
+        "blast_id": None,
+        "received_at": T0,
+    }
+    values.update(kw)
+    return NewReply(**values)  # type: ignore[arg-type]
+
+
+# --- the store, on every backend --------------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgresql", marks=pytest.mark.integration),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReplyStore]:
+    """The reply store: the memory twin, then SQL on SQLite and PostgreSQL."""
+    if request.param == "memory":
+        yield MemoryReplyStore()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rapid.db'}"
+        engine = create_db_engine(url)
+        migrate(engine)
+    else:
+        engine = create_db_engine(request.getfixturevalue("pg_url"))
+    yield SqlReplyStore(engine)
+    engine.dispose()
+
+
+def test_a_message_sid_is_stored_once(store: ReplyStore) -> None:
+    # Given a reply stored with its MessageSid
+    first = store.add(new_reply("SM1", body="STOP", kind="opt_out", reason="stop"))
+    assert first is not None and first.id > 0 and first.body == "STOP"
+    # When the same MessageSid comes again, then it is not stored twice
+    assert store.seen("SM1") and not store.seen("SM2")
+    assert store.add(new_reply("SM1")) is None
+    assert [r.body for r in store.replies()] == ["STOP"]
+
+
+def test_listing_is_newest_first_and_filters_what_awaits_review(store: ReplyStore) -> None:
+    # Given three replies, one needing review
+    store.add(new_reply("SMa", received_at=T0))
+    review = store.add(new_reply("SMb", "needs_review", received_at=T0 + timedelta(minutes=1)))
+    store.add(new_reply("SMc", from_number=OTHER_PHONE, received_at=T0 + timedelta(minutes=2)))
+    assert review is not None and review.needs_review
+    # Then the list is newest first, and --needs-review shows only that one
+    assert [r.message_sid for r in store.replies()] == ["SMc", "SMb", "SMa"]
+    assert [r.message_sid for r in store.replies(needs_review=True)] == ["SMb"]
+    assert [r.message_sid for r in store.replies(from_number=PHONE)] == ["SMb", "SMa"]
+    assert [r.message_sid for r in store.replies(limit=1)] == ["SMc"]
+    # When a person reviews it, then it is no longer awaiting review
+    done = store.review(review.id, "not_opt_out", "alice", T0 + timedelta(hours=1))
+    assert done is not None and not done.needs_review
+    assert (done.review_verdict, done.reviewed_by) == ("not_opt_out", "alice")
+    assert store.replies(needs_review=True) == []
+    assert store.review(99_999, "opt_out", "alice", T0) is None
+
+
+def test_replies_are_counted_per_blast_and_kind(store: ReplyStore) -> None:
+    # Given replies answering two blasts
+    for i, (blast, kind) in enumerate(
+        [("b1", "opt_out"), ("b1", "opt_out"), ("b1", "other"), ("b2", "opt_out"), (None, "help")]
+    ):
+        store.add(new_reply(f"SM{i}", kind, blast_id=blast))
+    # Then each blast's replies are counted by kind (what the opt-out-rate breaker reads)
+    assert store.counts("b1") == {"opt_out": 2, "other": 1}
+    assert store.counts("b2") == {"opt_out": 1}
+    assert store.counts("b3") == {}
+
+
+def _supporter(engine: Engine, sid: int, phone: str) -> None:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            supporters.insert().values(
+                id=sid, external_id=f"x{sid}", phone=phone, created_at=now, updated_at=now
+            )
+        )
+
+
+def _sms(engine: Engine, blast_id: str, sid: int, state: str, sent_at: datetime | None) -> None:
+    with engine.begin() as conn:
+        if conn.execute(blasts.select().where(blasts.c.blast_id == blast_id)).first() is None:
+            conn.execute(
+                blasts.insert().values(
+                    blast_id=blast_id,
+                    topic="news",
+                    status="sending",
+                    priority="normal",
+                    alert="{}",
+                    created_at=sent_at or T0,
+                    updated_at=sent_at or T0,
+                )
+            )
+        conn.execute(
+            deliveries.insert().values(
+                blast_id=blast_id,
+                channel="sms",
+                supporter_id=sid,
+                destination=PHONE,
+                state=state,
+                created_at=T0,
+                updated_at=T0,
+                sent_at=sent_at,
+            )
+        )
+
+
+def test_a_reply_answers_the_last_blast_sent_to_that_phone(engine: Engine) -> None:
+    store = SqlReplyStore(engine)
+    # Given nobody with the phone, then nothing is found
+    assert store.last_sms_to(PHONE) == (None, None)
+    # Given a household of two sharing the phone, and nothing sent yet
+    _supporter(engine, 1, PHONE)
+    _supporter(engine, 2, PHONE)
+    assert store.last_sms_to(PHONE) == (1, None)
+    # Given blast b1 texted supporter 2 (1 was the household duplicate), then b2 texted 1,
+    # and b3 has only a pending row for them
+    _sms(engine, "b1", 2, "delivered", T0)
+    _sms(engine, "b1", 1, "duplicate", None)
+    _sms(engine, "b2", 1, "sent", T0 + timedelta(hours=1))
+    _sms(engine, "b3", 1, "pending", None)
+    # Then a reply answers b2, from supporter 1
+    assert store.last_sms_to(PHONE) == (1, "b2")
+    assert store.last_sms_to(OTHER_PHONE) == (None, None)
+
+
+# --- the handler's policy, on the memory twins -------------------------------------------------
+
+
+@pytest.fixture
+def suppressions() -> InMemorySuppressionList:
+    return InMemorySuppressionList()
+
+
+@pytest.fixture
+def handler(suppressions: InMemorySuppressionList) -> ReplyHandler:
+    return ReplyHandler(MemoryReplyStore(), suppressions, TEXTS, clock=lambda: T0)
+
+
+def test_an_opt_out_suppresses_at_once_and_is_confirmed_once(
+    handler: ReplyHandler, suppressions: InMemorySuppressionList
+) -> None:
+    # When a supporter writes "Stop."
+    first = handler.receive(InboundReply(PHONE, "Stop.", message_sid="SM1"))
+    # Then the number is suppressed as their own keyword opt-out, and confirmed once
+    found = suppressions.lookup("sms", PHONE)
+    assert found is not None and (found.reason, found.source) == ("stop", SOURCE)
+    assert first.answer == (
+        "Acme Action: You're unsubscribed and will get no more messages. "
+        "Reply START to resubscribe. Help: acme.example.org/help"
+    )
+    # When they write "stop texting me" too, then no second confirmation
+    second = handler.receive(InboundReply(PHONE, "stop texting me", message_sid="SM2"))
+    assert second.suppressed and second.answer is None
+    # When Twilio redelivers the first, then nothing is done or answered again
+    again = handler.receive(InboundReply(PHONE, "Stop.", message_sid="SM1"))
+    assert again.duplicate and again.answer is None
+    assert len(handler.replies()) == 2
+
+
+def test_no_confirmation_when_twilio_advanced_opt_out_answered(
+    handler: ReplyHandler, suppressions: InMemorySuppressionList
+) -> None:
+    # When Twilio recognised the keyword itself (OptOutType=STOP) and answered it
+    outcome = handler.receive(InboundReply(PHONE, "Stop", message_sid="SM1", opt_out_type="STOP"))
+    # Then the number is suppressed and we send nothing more
+    assert suppressions.lookup("sms", PHONE) is not None and outcome.answer is None
+
+
+def test_an_unclear_reply_is_suppressed_listed_and_a_later_stop_is_confirmed(
+    handler: ReplyHandler,
+    suppressions: InMemorySuppressionList,
+) -> None:
+    # When a supporter writes "stop lying!"
+    outcome = handler.receive(InboundReply(PHONE, "stop lying!", message_sid="SM1"))
+    # Then they are suppressed until reviewed, listed for a person, and not answered
+    found = suppressions.lookup("sms", PHONE)
+    assert found is not None and found.reason == "review: stop" and outcome.answer is None
+    assert [r.body for r in handler.replies(needs_review=True)] == ["stop lying!"]
+    # When they then write STOP, then that opt-out is confirmed
+    assert handler.receive(InboundReply(PHONE, "STOP", message_sid="SM2")).answer is not None
+
+
+def test_review_not_opt_out_lifts_what_the_unclear_reply_suppressed(
+    handler: ReplyHandler,
+    suppressions: InMemorySuppressionList,
+) -> None:
+    handler.receive(InboundReply(PHONE, "stop lying!", message_sid="SM1"))
+    (reply,) = handler.replies(needs_review=True)
+    # When a person decides it was not an opt-out
+    done = handler.review(reply.id, "not_opt_out", "alice")
+    # Then the suppression is lifted and the reply leaves the review list
+    assert done.lifted and suppressions.lookup("sms", PHONE) is None
+    assert handler.replies(needs_review=True) == []
+    with pytest.raises(InputError):
+        handler.review(reply.id, "maybe", "alice")
+    with pytest.raises(InputError):
+        handler.review(12345, "opt_out", "alice")
+
+
+def test_review_keeps_the_suppression_when_the_phone_opted_out_clearly_since(
+    handler: ReplyHandler,
+    suppressions: InMemorySuppressionList,
+) -> None:
+    # Given an unclear reply, then a clear STOP from the same phone
+    handler.receive(InboundReply(PHONE, "cancel student debt", message_sid="SM1"))
+    handler.receive(InboundReply(PHONE, "STOP", message_sid="SM2"))
+    (unclear,) = handler.replies(needs_review=True)
+    # When a person marks the unclear one "not an opt-out", then the STOP still holds
+    assert not handler.review(unclear.id, "not_opt_out", "alice").lifted
+    assert suppressions.lookup("sms", PHONE) is not None
+    # And "opt_out" verdicts never lift
+    handler.receive(InboundReply(OTHER_PHONE, "end the filibuster", message_sid="SM3"))
+    (other,) = handler.replies(needs_review=True)
+    assert not handler.review(other.id, "opt_out", "bob").lifted
+    assert suppressions.lookup("sms", OTHER_PHONE) is not None
+
+
+@pytest.mark.parametrize("body", ["START", "yes", "UNSTOP", "Start please"])
+def test_start_lifts_the_phones_own_opt_out(
+    handler: ReplyHandler, suppressions: InMemorySuppressionList, body: str
+) -> None:
+    handler.receive(InboundReply(PHONE, "opt out", message_sid="SM1"))
+    # When the same phone writes START (or YES, UNSTOP)
+    outcome = handler.receive(InboundReply(PHONE, body, message_sid="SM2"))
+    # Then its own opt-out is lifted
+    assert outcome.lifted and suppressions.lookup("sms", PHONE) is None
+
+
+@pytest.mark.parametrize(
+    ("reason", "source"),
+    [
+        ("operator", "cli"),  # an operator's `rapid optout add`
+        ("twilio-21610", "provider"),  # the carrier/Twilio refused the number
+        ("twilio-21610", "twilio-callback"),
+        ("spamreport", "sendgrid"),  # a complaint
+    ],
+)
+def test_start_never_lifts_someone_elses_suppression(
+    handler: ReplyHandler, suppressions: InMemorySuppressionList, reason: str, source: str
+) -> None:
+    # Given a suppression an operator, the carrier or a complaint made
+    suppressions.add("sms", PHONE, reason=reason, source=source)
+    # When the phone writes START
+    outcome = handler.receive(InboundReply(PHONE, "START", message_sid="SM1"))
+    # Then it stays
+    found = suppressions.lookup("sms", PHONE)
+    assert not outcome.lifted and found is not None and found.source == source
+
+
+def test_help_answers_with_org_contact_and_how_to_stop(
+    handler: ReplyHandler, suppressions: InMemorySuppressionList
+) -> None:
+    outcome = handler.receive(InboundReply(PHONE, "Help?", message_sid="SM1"))
+    assert outcome.answer is not None
+    for part in ("Acme Action", "acme.example.org/help", "Reply STOP to opt out"):
+        assert part in outcome.answer
+    # Twilio's Advanced Opt-Out answers HELP itself when it recognised it
+    twilio = handler.receive(InboundReply(PHONE, "help", message_sid="SM2", opt_out_type="HELP"))
+    assert twilio.answer is None
+    # Nothing is suppressed by asking for help
+    assert suppressions.lookup("sms", PHONE) is None
+
+
+def test_other_text_is_kept_with_its_blast_and_does_nothing() -> None:
+    store = MemoryReplyStore()
+    store.last_sent[PHONE] = (7, "debate-1")
+    handler = ReplyHandler(store, InMemorySuppressionList(), TEXTS, clock=lambda: T0)
+    # When a supporter answers a blast with a question
+    outcome = handler.receive(InboundReply(PHONE, "Where is the rally?", message_sid="SM1"))
+    # Then it is stored with the supporter and the blast, and nothing else happens
+    assert outcome.reply is not None and outcome.answer is None and not outcome.suppressed
+    doc = reply_document(outcome.reply)
+    assert (doc["supporter_id"], doc["blast_id"], doc["kind"]) == (7, "debate-1", "other")
+    assert handler.counts("debate-1") == {"other": 1}

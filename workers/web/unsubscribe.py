@@ -1,8 +1,9 @@
 """One-click unsubscribe (RFC 8058) behind the links in every email (contract §7, §8).
 
-``GET`` shows a confirmation page and changes nothing: mail scanners and link previewers
-fetch every URL in a message, and a GET that unsubscribed would unsubscribe people who
-never clicked. ``POST`` unsubscribes: mailbox providers send it for the one-click button
+``GET`` shows a confirmation page and changes nothing, and neither does ``HEAD``: mail
+scanners and link previewers fetch every URL in a message, and a GET or HEAD that
+unsubscribed would unsubscribe people who never clicked. ``POST`` unsubscribes: mailbox
+providers send it for the one-click button
 (``List-Unsubscribe=One-Click``), and the page's own form sends it too. Neither needs a
 cookie, a CSRF token or JavaScript: the HMAC-signed token in the URL is the whole credential.
 
@@ -97,7 +98,9 @@ class UnsubscribePages:
             return _not_found()
         address = html.escape(mask_email(claim.email))
         what = html.escape(self._what)
-        if request.method == "GET":
+        # Starlette answers HEAD with the GET route: link scanners send HEAD, and it must
+        # change nothing, so anything but POST gets the page (HEAD without its body).
+        if request.method != "POST":
             return _page(
                 "Unsubscribe",
                 f"<p>Stop {what} to <strong>{address}</strong>?</p>"

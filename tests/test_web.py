@@ -30,7 +30,7 @@ from config.settings import Settings
 from emulators.server import RunningServer, start_in_thread, start_twilio
 from messaging.alert import Alert, SmsContent
 from messaging.errors import ConfigError
-from messaging.store.schema import deliveries, inbound_messages
+from messaging.store.schema import deliveries, replies
 from messaging.store.topics import TopicStore
 from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import REDIS_TEST_URL, free_port
@@ -317,11 +317,11 @@ def test_without_an_auth_token_every_twilio_webhook_is_refused(
 def test_inbound_stop_suppresses_and_start_lifts(web: Web, body: str) -> None:
     # When a supporter texts a STOP keyword
     response = web.twilio("/webhooks/twilio/inbound", inbound_params(body, "SMs"))
-    # Then the reply is empty TwiML (Twilio's opt-out management confirms) and the number is
+    # Then the TwiML reply is the one confirmation (contract §12) and the number is
     # suppressed in the system of record, which the senders check before every message
     assert response.status_code == 200
     assert "xml" in response.headers["content-type"]
-    assert "<Message>" not in response.text
+    assert f"<Message>{ORG}: You're unsubscribed" in response.text.replace("&#x27;", "'")
     found = web.app.suppressions.lookup("sms", PHONE)
     assert found is not None and (found.reason, found.source) == ("stop", "inbound-sms")
     # When they text START, then the suppression is lifted
@@ -339,14 +339,18 @@ def test_inbound_help_answers_with_the_org_name(web: Web) -> None:
 
 
 def test_inbound_other_text_is_only_recorded_once(web: Web) -> None:
-    # When "stop please" arrives, twice with the same MessageSid (a webhook retry)
+    # When a question arrives, twice with the same MessageSid (a webhook retry)
     for _ in range(2):
-        response = web.twilio("/webhooks/twilio/inbound", inbound_params("stop please", "SMo"))
-        assert response.status_code == 200
+        response = web.twilio(
+            "/webhooks/twilio/inbound", inbound_params("Where's the rally?", "SMo")
+        )
+        assert response.status_code == 200 and "<Message>" not in response.text
     # Then it is recorded once and not acted on
     with web.app.engine.connect() as conn:
-        rows = conn.execute(select(inbound_messages)).all()
-    assert [(r.body, r.action, r.from_number) for r in rows] == [("stop please", None, PHONE)]
+        rows = conn.execute(select(replies)).all()
+    assert [(r.body, r.kind, r.from_number) for r in rows] == [
+        ("Where's the rally?", "other", PHONE)
+    ]
     assert web.app.suppressions.lookup("sms", PHONE) is None
 
 

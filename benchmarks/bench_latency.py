@@ -57,7 +57,7 @@ from benchmarks.harness import (
 )
 from config.settings import load_settings
 from emulators.client import EmulatorClient
-from queues.flow.ratelimit import RATE_HEADROOM
+from messaging.pacing import RATE_HEADROOM
 from workers.app import App
 
 #: The account rate of the rate benchmark, in messages per second (the issue's figure).

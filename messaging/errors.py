@@ -6,13 +6,9 @@ expected failure (print one line, exit 1) from a bug (let the traceback through)
 
 from __future__ import annotations
 
-
-class RapidError(Exception):
-    """Root of every error Rapid Response raises on purpose."""
-
-
-class ConfigError(RapidError):
-    """A setting is missing or malformed; the message names the variable."""
+# The root and the settings' error live in config (the lowest layer); re-exported here.
+from config.errors import ConfigError as ConfigError
+from config.errors import RapidError as RapidError
 
 
 class InputError(RapidError):
@@ -54,3 +50,17 @@ class TransientSendError(SendError):
         super().__init__(message, code=code)
         #: The provider's ``Retry-After``, in seconds, when it sent one.
         self.retry_after_s = retry_after_s
+
+
+class ProviderAuthError(SendError):
+    """The provider refused our credentials (HTTP 401/403): an operator must fix a secret.
+
+    Permanent for the fleet, not for the recipient: nothing is failed for it; the channel's
+    running blasts pause (``pause_reason: provider_auth``) and resume sends what is left.
+    Never retried: every further call would be refused the same way.
+    """
+
+
+class InDoubtSendError(SendError):
+    """The provider may or may not have accepted the message (an unexpected error around
+    the call): the row is left to the sweep, which asks the provider where it can."""

@@ -17,9 +17,9 @@ from typing import Any
 from dramatiq import Message
 
 from config.logging import mask_text
+from config.names import Names
+from messaging.ports import PRIORITIES
 from queues.lanes import Lanes
-from queues.names import Names
-from queues.sendqueue import PRIORITIES
 
 #: Most messages one listing reads (SQS has no cheap "count and peek all").
 LIST_LIMIT = 100

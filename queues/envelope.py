@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Literal
 
+from config.names import Names
 from messaging.errors import InputError
-from queues.names import Names
+from messaging.ports import Delivery
 
 
-@dataclass(frozen=True, slots=True)
-class Unwrapped:
-    """An alert document and what the transport told us about it."""
+def unwrap(body: str, names: Names) -> Delivery:
+    """Tell the two delivery forms apart; :class:`InputError` for an envelope we cannot use.
 
-    payload: str
-    topic: str | None
-    message_id: str
-    form: Literal["envelope", "raw"]
-
-
-def unwrap(body: str, names: Names) -> Unwrapped:
-    """Tell the two delivery forms apart; :class:`InputError` for an envelope we cannot use."""
+    The intake worker injects this (bound to its ``names``) as the domain's
+    :data:`~messaging.ports.Unwrap`."""
     try:
         data = json.loads(body)
     except ValueError:
@@ -41,8 +33,8 @@ def unwrap(body: str, names: Names) -> Unwrapped:
         message = data["Message"]
         if not isinstance(message, str):
             raise InputError("SNS envelope Message is not a string")
-        return Unwrapped(message, topic, str(data.get("MessageId") or _digest(message)), "envelope")
-    return Unwrapped(body, None, _digest(body), "raw")
+        return Delivery(message, topic, str(data.get("MessageId") or _digest(message)), "envelope")
+    return Delivery(body, None, _digest(body), "raw")
 
 
 def _digest(body: str) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+import structlog
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -25,8 +26,9 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from queues.names import Names
-from queues.sendqueue import PRIORITIES, SendWork
+from config.names import Names
+from messaging.errors import ConfigError, InputError, PermanentSendError
+from messaging.ports import PRIORITIES, SendWork
 
 #: dramatiq priority per lane: lower runs first.
 LANE_PRIORITY = {"urgent": 0, "normal": 50, "bulk": 100}
@@ -37,6 +39,9 @@ ACTOR_TIME_LIMIT_MS = 5 * 60_000
 ACTOR_MAX_RETRIES = 8
 ACTOR_MIN_BACKOFF_MS = 1_000
 ACTOR_MAX_BACKOFF_MS = 60_000
+#: Failures a redelivery cannot fix (bad input, a setting, a permanent refusal): the
+#: message goes to the dead-letter queue at once instead of eight times later.
+NEVER_RETRIED: tuple[type[Exception], ...] = (InputError, ConfigError, PermanentSendError)
 
 Handler = Callable[[SendWork], Any]
 
@@ -70,7 +75,11 @@ class Lanes:
             handler = self._handlers.get(channel)
             if handler is None:
                 raise RuntimeError(f"no {channel} handler in this process")
-            handler(SendWork(blast_id, channel, priority, tuple(supporter_ids)))
+            # Every log line of the batch, in whichever module, names its blast and lane.
+            with structlog.contextvars.bound_contextvars(
+                blast_id=blast_id, channel=channel, priority=priority
+            ):
+                handler(SendWork(blast_id, channel, priority, tuple(supporter_ids)))
 
         send_batch.__name__ = f"send_{channel}_{priority}"
         # The decorator form, applied by hand: actors live on this broker, not the global one.
@@ -83,6 +92,7 @@ class Lanes:
             min_backoff=ACTOR_MIN_BACKOFF_MS,
             max_backoff=ACTOR_MAX_BACKOFF_MS,
             time_limit=ACTOR_TIME_LIMIT_MS,
+            throws=NEVER_RETRIED,
         )
         return declare(send_batch)
 

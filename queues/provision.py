@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from queues.names import Names
+from config.names import Names
 
 log = structlog.get_logger(__name__)
 
@@ -201,3 +201,32 @@ def _canon(value: Any) -> Any:
     if isinstance(value, list):
         return [_canon(v) for v in value]
     return str(value)
+
+
+class AwsResources:
+    """:class:`~messaging.ports.ResourceProvisioner` over a :class:`Provisioner`, collecting
+    what it did in :attr:`report`."""
+
+    def __init__(self, provisioner: Provisioner) -> None:
+        self._provisioner = provisioner
+        self.report = ProvisionReport()
+
+    def ensure_queues(self) -> str:
+        """See :class:`~messaging.ports.ResourceProvisioner`."""
+        intake_arn, _dlq_arn = self._provisioner.ensure_queues(self.report)
+        return intake_arn
+
+    def ensure_topic(self, topic: str, intake_arn: str) -> str:
+        """See :class:`~messaging.ports.ResourceProvisioner`."""
+        return self._provisioner.ensure_topic(topic, intake_arn, self.report)
+
+
+class SnsPublisher:
+    """:class:`~messaging.ports.AlertPublisher` through an injected boto3 SNS client."""
+
+    def __init__(self, sns: Any) -> None:
+        self._sns = sns
+
+    def publish(self, topic_arn: str, message: str) -> str:
+        """See :class:`~messaging.ports.AlertPublisher`."""
+        return str(self._sns.publish(TopicArn=topic_arn, Message=message)["MessageId"])

@@ -9,13 +9,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from queues.flow.ratelimit import (
-    RATE_HEADROOM,
-    THROTTLE_DECREASE,
-    InMemoryRateLimiter,
-    RateLimiter,
-    RedisRateLimiter,
-)
+from messaging.memory import InMemoryRateLimiter
+from messaging.pacing import RATE_HEADROOM, THROTTLE_DECREASE
+from messaging.ports import RateLimiter
+from queues.flow.ratelimit import RedisRateLimiter
 from tests.conftest import REDIS_TEST_URL
 
 

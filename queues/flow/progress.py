@@ -15,51 +15,24 @@ based on the ledger (a blast from before they existed, expired keys) are ignored
 readers, who count the ledger instead.
 
 Rows in ``sending`` are counted as ``pending`` by writers (a claim is not worth a round
-trip); readers merge the two, as :func:`messaging.states.counts_from_states` does.
+trip); readers merge the two, as :func:`messaging.lifecycle.counts_from_states` does.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
-from messaging.states import PENDING, SENDING
-from queues.names import Names
+from config.names import Names
+from messaging.lifecycle import as_written
+from messaging.ports import ByChannel
 
 #: Counters and the progress stamp outlive any blast by far; a reconcile re-creates them.
 KEY_TTL_S = 7 * 86_400
 #: Marks a counters hash that was based on the ledger (see the module docstring).
 BASE_FIELD = "_base"
-
-#: ``{channel: {state: rows}}``.
-ByChannel = dict[str, dict[str, int]]
-
-
-class ProgressCounters(Protocol):
-    """Where a blast's live counts and last-progress stamp are kept."""
-
-    def add(self, blast_id: str, channel: str, deltas: Mapping[str, int]) -> None:
-        """Add ``{state: delta}`` for one channel and stamp the blast's progress."""
-        ...
-
-    def touch(self, blast_id: str) -> None:
-        """Stamp the blast's progress only (the sweep gives re-driven work its window)."""
-        ...
-
-    def last_progress(self, blast_id: str) -> float | None:
-        """Epoch seconds of the blast's last progress, or None."""
-        ...
-
-    def replace(self, blast_id: str, by_channel: Mapping[str, Mapping[str, int]]) -> None:
-        """Set the counters to the ledger's counts (reconcile)."""
-        ...
-
-    def read(self, blast_ids: Iterable[str]) -> dict[str, ByChannel | None]:
-        """Each blast's counters, or None where they were never based on the ledger."""
-        ...
 
 
 def _fields(channel: str, deltas: Mapping[str, int]) -> list[str | int]:
@@ -68,17 +41,6 @@ def _fields(channel: str, deltas: Mapping[str, int]) -> list[str | int]:
         if n:
             args += [f"{channel}:{state}", int(n)]
     return args
-
-
-def _as_written(by_state: Mapping[str, int]) -> dict[str, int]:
-    """The ledger's counts the way writers keep them: ``sending`` rows count as pending
-    (a sender moves a claimed row from pending to its outcome), or finishing them would
-    take them from pending twice."""
-    counts = dict(by_state)
-    claimed = counts.pop(SENDING, 0)
-    if claimed:
-        counts[PENDING] = counts.get(PENDING, 0) + claimed
-    return counts
 
 
 def _parse(raw: Mapping[Any, Any]) -> ByChannel | None:
@@ -99,7 +61,8 @@ def _parse(raw: Mapping[Any, Any]) -> ByChannel | None:
 
 
 class RedisProgressCounters:
-    """Counters in one Redis hash per blast; each write is one script call."""
+    """:class:`~messaging.ports.ProgressCounters` in one Redis hash per blast; each write is
+    one script call."""
 
     def __init__(self, client: Any, names: Names) -> None:
         self._client = client
@@ -115,73 +78,32 @@ class RedisProgressCounters:
         return self._names.redis_key("progress", blast_id)
 
     def add(self, blast_id: str, channel: str, deltas: Mapping[str, int]) -> None:
-        """See :class:`ProgressCounters`."""
+        """See :class:`~messaging.ports.ProgressCounters`."""
         self._add(
             keys=[self._counts_key(blast_id), self._stamp_key(blast_id)],
             args=[KEY_TTL_S, repr(time.time()), *_fields(channel, deltas)],
         )
 
     def touch(self, blast_id: str) -> None:
-        """See :class:`ProgressCounters`."""
+        """See :class:`~messaging.ports.ProgressCounters`."""
         self._client.set(self._stamp_key(blast_id), repr(time.time()), ex=KEY_TTL_S)
 
     def last_progress(self, blast_id: str) -> float | None:
-        """See :class:`ProgressCounters`."""
+        """See :class:`~messaging.ports.ProgressCounters`."""
         raw = self._client.get(self._stamp_key(blast_id))
         return float(raw) if raw else None
 
     def replace(self, blast_id: str, by_channel: Mapping[str, Mapping[str, int]]) -> None:
-        """See :class:`ProgressCounters`."""
+        """See :class:`~messaging.ports.ProgressCounters`."""
         args: list[str | int] = [KEY_TTL_S]
         for channel, by_state in by_channel.items():
-            args += _fields(channel, _as_written(by_state))
+            args += _fields(channel, as_written(by_state))
         self._replace(keys=[self._counts_key(blast_id)], args=args)
 
     def read(self, blast_ids: Iterable[str]) -> dict[str, ByChannel | None]:
-        """See :class:`ProgressCounters`."""
+        """See :class:`~messaging.ports.ProgressCounters`."""
         ids = list(blast_ids)
         pipe = self._client.pipeline(transaction=False)
         for blast_id in ids:
             pipe.hgetall(self._counts_key(blast_id))
         return {b: _parse(raw) for b, raw in zip(ids, pipe.execute(), strict=True)}
-
-
-class InMemoryProgressCounters:
-    """The same counters in dicts, for unit tests."""
-
-    def __init__(self) -> None:
-        self._counts: dict[str, dict[str, int]] = {}
-        self._stamps: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def add(self, blast_id: str, channel: str, deltas: Mapping[str, int]) -> None:
-        """See :class:`ProgressCounters`."""
-        with self._lock:
-            self._stamps[blast_id] = time.time()
-            counts = self._counts.get(blast_id)
-            if counts is None or BASE_FIELD not in counts:
-                return
-            for state, n in deltas.items():
-                field = f"{channel}:{state}"
-                counts[field] = counts.get(field, 0) + int(n)
-
-    def touch(self, blast_id: str) -> None:
-        """See :class:`ProgressCounters`."""
-        self._stamps[blast_id] = time.time()
-
-    def last_progress(self, blast_id: str) -> float | None:
-        """See :class:`ProgressCounters`."""
-        return self._stamps.get(blast_id)
-
-    def replace(self, blast_id: str, by_channel: Mapping[str, Mapping[str, int]]) -> None:
-        """See :class:`ProgressCounters`."""
-        fresh = {BASE_FIELD: 1}
-        for channel, by_state in by_channel.items():
-            fresh.update({f"{channel}:{s}": int(n) for s, n in _as_written(by_state).items() if n})
-        with self._lock:
-            self._counts[blast_id] = fresh
-
-    def read(self, blast_ids: Iterable[str]) -> dict[str, ByChannel | None]:
-        """See :class:`ProgressCounters`."""
-        with self._lock:
-            return {b: _parse(dict(self._counts.get(b, {}))) for b in blast_ids}

@@ -10,12 +10,11 @@ always shows the fleet as it is now, whichever web process answers.
 Recording is best effort: a metric that cannot be written is logged and dropped, never
 allowed to fail a send.
 
-The sender-side API::
+The sender-side API (wired as the senders' ``on_outcomes`` hook by ``workers/app.py``)::
 
     record_outcomes(redis, names, "sms", {"sent": 98, "failed": 2})
-    record_provider_call(redis, names, "twilio", latency_s=0.182, ok=True)
-    record_retry(redis, names, "sendgrid")
-    record_limiter_wait(redis, names, "sms-sender", wait_s=0.35)
+
+The ledger's share of the gauges comes from :meth:`messaging.ports.ReportStore.fleet_counts`.
 """
 
 from __future__ import annotations
@@ -29,41 +28,23 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
-from sqlalchemy import Engine, func, select
 
-from messaging import states
-from messaging.store.schema import blasts, deliveries
+from config.names import Names
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.ports import PRIORITIES, ReportStore
 from queues.lanes import lane_name
-from queues.names import Names
-from queues.sendqueue import PRIORITIES
 
 log = structlog.get_logger(__name__)
 
 #: Redis hash per metric family, under ``names.redis_key("metrics", FAMILY)``.
 MESSAGES = "messages"
-PROVIDER_REQUESTS = "provider_requests"
-PROVIDER_LATENCY = "provider_latency"
-PROVIDER_RETRIES = "provider_retries"
-LIMITER_WAIT = "limiter_wait"
-FAMILIES = (MESSAGES, PROVIDER_REQUESTS, PROVIDER_LATENCY, PROVIDER_RETRIES, LIMITER_WAIT)
+FAMILIES = (MESSAGES,)
 
 #: Joins label values into one hash field; label values are our own words, never ``|``.
 _SEP = "|"
 #: Every ledger state, so ``rapid_deliveries`` series exist (at 0) before the first row.
-LEDGER_STATES = (
-    states.PENDING,
-    states.SENDING,
-    states.SENT,
-    states.DELIVERED,
-    states.FAILED,
-    states.SUPPRESSED,
-    states.DUPLICATE,
-    states.DEFERRED,
-    states.EXPIRED,
-    states.CANCELED,
-)
+LEDGER_STATES = tuple(RowState)
 CHANNELS = ("sms", "email")
 
 
@@ -102,46 +83,6 @@ def record_outcomes(redis: Any, names: Names, channel: str, counts: Mapping[str,
         _execute(pipe, MESSAGES)
 
 
-def record_provider_call(
-    redis: Any, names: Names, provider: str, latency_s: float, ok: bool
-) -> None:
-    """Count one provider HTTP call and its latency in seconds.
-
-    Exported as ``rapid_provider_requests_total{provider, ok}`` and
-    ``rapid_provider_latency_seconds_sum`` / ``_count{provider}``.
-    """
-    pipe = redis.pipeline(transaction=False)
-    pipe.hincrby(metric_key(names, PROVIDER_REQUESTS), _field(provider, str(bool(ok)).lower()), 1)
-    latency = metric_key(names, PROVIDER_LATENCY)
-    pipe.hincrbyfloat(latency, _field(provider, "sum"), max(0.0, float(latency_s)))
-    pipe.hincrby(latency, _field(provider, "count"), 1)
-    _execute(pipe, PROVIDER_REQUESTS)
-
-
-def record_retry(redis: Any, names: Names, provider: str, n: int = 1) -> None:
-    """Count ``n`` retried provider calls.
-
-    Exported as ``rapid_provider_retries_total{provider}``.
-    """
-    if n <= 0:
-        return
-    pipe = redis.pipeline(transaction=False)
-    pipe.hincrby(metric_key(names, PROVIDER_RETRIES), provider, int(n))
-    _execute(pipe, PROVIDER_RETRIES)
-
-
-def record_limiter_wait(redis: Any, names: Names, key_kind: str, wait_s: float) -> None:
-    """Add one wait, in seconds, on a rate limit of kind ``key_kind`` (``sms-sender``, …).
-
-    Exported as ``rapid_limiter_wait_seconds_sum`` / ``_count{kind}``.
-    """
-    pipe = redis.pipeline(transaction=False)
-    key = metric_key(names, LIMITER_WAIT)
-    pipe.hincrbyfloat(key, _field(key_kind, "sum"), max(0.0, float(wait_s)))
-    pipe.hincrby(key, _field(key_kind, "count"), 1)
-    _execute(pipe, LIMITER_WAIT)
-
-
 def send_lanes() -> list[str]:
     """Every dramatiq queue of the send lanes, ready and delayed (``.DQ``)."""
     lanes = [lane_name(c, p) for c in CHANNELS for p in PRIORITIES]
@@ -163,8 +104,8 @@ class FleetCollector:
     others are still exported, and ``rapid_metrics_source_up{source}`` says which failed.
     """
 
-    def __init__(self, engine: Engine, redis: Any, names: Names) -> None:
-        self._engine = engine
+    def __init__(self, reports: ReportStore, redis: Any, names: Names) -> None:
+        self._reports = reports
         self._redis = redis
         self._names = names
 
@@ -200,17 +141,8 @@ class FleetCollector:
     # --- the system of record ------------------------------------------------------------
 
     def _database_families(self) -> list[Metric]:
-        open_blasts = blasts.c.status.not_in(sorted(states.ENDED_STATUSES))
-        by_state = (
-            select(deliveries.c.channel, deliveries.c.state, func.count())
-            .select_from(deliveries.join(blasts, blasts.c.blast_id == deliveries.c.blast_id))
-            .where(open_blasts)
-            .group_by(deliveries.c.channel, deliveries.c.state)
-        )
-        by_status = select(blasts.c.status, func.count()).group_by(blasts.c.status)
-        with self._engine.connect() as conn:
-            rows = {(str(c), str(s)): int(n) for c, s, n in conn.execute(by_state)}
-            statuses = {str(s): int(n) for s, n in conn.execute(by_status)}
+        counts = self._reports.fleet_counts()
+        rows, statuses = dict(counts.open_rows), dict(counts.blasts)
 
         ledger = GaugeMetricFamily(
             "rapid_deliveries",
@@ -224,7 +156,7 @@ class FleetCollector:
             ledger.add_metric([channel, state], n)
 
         blast_gauge = GaugeMetricFamily("rapid_blasts", "Blasts per status.", labels=["status"])
-        for status in states.BLAST_STATUSES:
+        for status in BlastStatus:
             blast_gauge.add_metric([status], statuses.pop(status, 0))
         for status, n in sorted(statuses.items()):
             blast_gauge.add_metric([status], n)
@@ -261,59 +193,11 @@ class FleetCollector:
             if len(labels) == 2:
                 messages.add_metric(list(labels), value)
 
-        requests = CounterMetricFamily(
-            "rapid_provider_requests",
-            "Provider API calls, by provider and whether they succeeded.",
-            labels=["provider", "ok"],
-        )
-        for labels, value in sorted(data[PROVIDER_REQUESTS].items()):
-            if len(labels) == 2:
-                requests.add_metric(list(labels), value)
-
-        latency = SummaryMetricFamily(
-            "rapid_provider_latency_seconds",
-            "Time spent in provider API calls.",
-            labels=["provider"],
-        )
-        for provider, (count, total) in sorted(_sum_count(data[PROVIDER_LATENCY]).items()):
-            latency.add_metric([provider], count_value=count, sum_value=total)
-
-        retries = CounterMetricFamily(
-            "rapid_provider_retries",
-            "Provider API calls retried after a transient error.",
-            labels=["provider"],
-        )
-        for labels, value in sorted(data[PROVIDER_RETRIES].items()):
-            retries.add_metric([labels[0]], value)
-
-        waits = SummaryMetricFamily(
-            "rapid_limiter_wait_seconds",
-            "Time senders waited on rate limits, by kind of limit.",
-            labels=["kind"],
-        )
-        for kind, (count, total) in sorted(_sum_count(data[LIMITER_WAIT]).items()):
-            waits.add_metric([kind], count_value=count, sum_value=total)
-
-        return [queue, messages, requests, latency, retries, waits]
+        return [queue, messages]
 
 
-def _sum_count(values: dict[tuple[str, ...], float]) -> dict[str, tuple[int, float]]:
-    """``{(label, "sum"): s, (label, "count"): c}`` → ``{label: (c, s)}``."""
-    out: dict[str, tuple[int, float]] = {}
-    for labels, value in values.items():
-        if len(labels) != 2:
-            continue
-        count, total = out.get(labels[0], (0, 0.0))
-        if labels[1] == "count":
-            count = int(value)
-        elif labels[1] == "sum":
-            total = value
-        out[labels[0]] = (count, total)
-    return out
-
-
-def build_registry(engine: Engine, redis: Any, names: Names) -> CollectorRegistry:
+def build_registry(reports: ReportStore, redis: Any, names: Names) -> CollectorRegistry:
     """A registry of its own (never the global default) holding the fleet collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(engine, redis, names))
+    registry.register(FleetCollector(reports, redis, names))
     return registry

@@ -1,0 +1,162 @@
+"""In-memory twins of the transport ports (:mod:`messaging.ports`), for unit tests and
+single-process tools: no Redis, no broker, same semantics as the adapters in ``queues/``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from messaging.lifecycle import as_written
+from messaging.pacing import (
+    THROTTLE_COOLDOWN_S,
+    THROTTLE_DECREASE,
+    THROTTLE_FLOOR,
+    THROTTLE_RECOVERY_PER_S,
+    interval_us,
+)
+from messaging.ports import ByChannel, ProgressCounters, Reservation, SendWork
+
+
+class InMemorySendQueue:
+    """Collects send work in a list."""
+
+    def __init__(self) -> None:
+        self.items: list[SendWork] = []
+
+    def enqueue(self, work: SendWork) -> None:
+        """See :class:`~messaging.ports.SendQueue`."""
+        self.items.append(work)
+
+
+class InMemoryProgressCounters:
+    """Live counters in dicts. Like the Redis hash, counters that were never based on the
+    ledger (no :meth:`replace` yet) ignore additions and read as None."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, dict[str, dict[str, int]]] = {}
+        self._stamps: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, blast_id: str, channel: str, deltas: Mapping[str, int]) -> None:
+        """See :class:`~messaging.ports.ProgressCounters`."""
+        with self._lock:
+            self._stamps[blast_id] = time.time()
+            counts = self._counts.get(blast_id)
+            if counts is None:
+                return
+            by_state = counts.setdefault(channel, {})
+            for state, n in deltas.items():
+                by_state[state] = by_state.get(state, 0) + int(n)
+
+    def touch(self, blast_id: str) -> None:
+        """See :class:`~messaging.ports.ProgressCounters`."""
+        self._stamps[blast_id] = time.time()
+
+    def last_progress(self, blast_id: str) -> float | None:
+        """See :class:`~messaging.ports.ProgressCounters`."""
+        return self._stamps.get(blast_id)
+
+    def replace(self, blast_id: str, by_channel: Mapping[str, Mapping[str, int]]) -> None:
+        """See :class:`~messaging.ports.ProgressCounters`."""
+        fresh = {
+            channel: {s: int(n) for s, n in as_written(by_state).items() if n}
+            for channel, by_state in by_channel.items()
+        }
+        with self._lock:
+            self._counts[blast_id] = fresh
+
+    def read(self, blast_ids: Iterable[str]) -> dict[str, ByChannel | None]:
+        """See :class:`~messaging.ports.ProgressCounters`."""
+        with self._lock:
+            return {
+                b: (
+                    {c: {s: max(n, 0) for s, n in by.items()} for c, by in self._counts[b].items()}
+                    if b in self._counts
+                    else None
+                )
+                for b in blast_ids
+            }
+
+
+class InMemoryBlastControl:
+    """Blast statuses and the suppression version in a dict."""
+
+    def __init__(self, progress: ProgressCounters | None = None) -> None:
+        self._status: dict[str, str] = {}
+        self.progress: ProgressCounters = progress or InMemoryProgressCounters()
+        self._suppressions = 0
+
+    def set(self, blast_id: str, status: str) -> None:
+        """See :class:`~messaging.ports.BlastControl`."""
+        self._status[blast_id] = str(status)
+
+    def get(self, blast_id: str) -> str | None:
+        """See :class:`~messaging.ports.BlastControl`."""
+        return self._status.get(blast_id)
+
+    def bump_suppressions(self) -> None:
+        """See :class:`~messaging.ports.BlastControl`."""
+        self._suppressions += 1
+
+    def suppressions_version(self) -> int:
+        """See :class:`~messaging.ports.BlastControl`."""
+        return self._suppressions
+
+
+class InMemoryRateLimiter:
+    """The Redis limiter's GCRA schedule (``queues/flow/schedule.lua``) in process memory."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._tat: dict[str, float] = {}
+        self._slow: dict[str, tuple[float, float]] = {}  # key -> (factor, since)
+        self._lock = threading.Lock()
+
+    def _factor(self, shared_key: str, now: float) -> tuple[float, float]:
+        factor, since = self._slow.get(shared_key, (1.0, 0.0))
+        return min(1.0, factor + (now - since) * THROTTLE_RECOVERY_PER_S), since
+
+    def throttle(self, shared_key: str) -> float:
+        """See :class:`~messaging.ports.RateLimiter`."""
+        with self._lock:
+            now = self._clock()
+            factor, since = self._factor(shared_key, now)
+            if shared_key in self._slow and now - since < THROTTLE_COOLDOWN_S:
+                return factor
+            factor = max(THROTTLE_FLOOR, factor * THROTTLE_DECREASE)
+            self._slow[shared_key] = (factor, now)
+            return factor
+
+    def reserve(
+        self,
+        shared_key: str,
+        shared_rate_per_s: float,
+        *,
+        n: int = 1,
+        per_send_keys: Sequence[str] = (),
+        per_send_rate_per_s: float = 1.0,
+        cost: int = 1,
+        horizon_s: float = 5.0,
+    ) -> Reservation:
+        """See :class:`~messaging.ports.RateLimiter`."""
+        with self._lock:
+            now = self._clock()
+            keys: Sequence[str | None] = list(per_send_keys) if per_send_keys else [None] * n
+            shared = max(self._tat.get(shared_key, now), now)
+            shared_interval_s = (
+                interval_us(shared_rate_per_s) / 1e6 / self._factor(shared_key, now)[0]
+            )
+            slots = []
+            for key in keys:
+                slot = shared
+                if key is not None:
+                    slot = max(slot, self._tat.get(key, now), now)
+                if slot > now + horizon_s:
+                    break
+                shared = slot + shared_interval_s * cost
+                if key is not None:
+                    self._tat[key] = slot + interval_us(per_send_rate_per_s) / 1e6
+                slots.append(slot)
+            self._tat[shared_key] = shared
+            return Reservation(tuple(slots))

@@ -9,13 +9,15 @@ masked before they are written, as in the logs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from config.logging import mask_text
+from messaging.errors import InputError
 
 
 class Source(StrEnum):
@@ -113,6 +115,28 @@ class AuditStore(Protocol):
     def entries(self, *, since: datetime | None = None, limit: int = 100) -> list[AuditEntry]:
         """Entries at or after ``since``, newest first, at most ``limit``."""
         ...
+
+
+_AGO_RE = re.compile(r"^(\d{1,6})([smhd])$")
+_UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(raw: str | None, now: datetime | None = None) -> datetime | None:
+    """``--since`` / ``?since=``: ISO 8601 (UTC if no offset) or an age such as ``30m``,
+    ``12h``, ``7d``; None for None or empty."""
+    if not raw or not raw.strip():
+        return None
+    raw = raw.strip()
+    if match := _AGO_RE.match(raw):
+        seconds = int(match[1]) * _UNIT_S[match[2]]
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"since {raw!r}: an ISO 8601 time (2026-11-27T03:00:00Z) or an age (30m, 12h, 7d)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def mask(value: str) -> str:

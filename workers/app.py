@@ -18,9 +18,12 @@ from messaging.errors import ConfigError
 from queues.names import Names
 
 if TYPE_CHECKING:
+    from messaging.approval import Approvals
+    from messaging.audit import AuditLog
     from messaging.blast_control import BlastActions
     from messaging.compliance.replies import ReplyHandler
     from messaging.intake import Intake
+    from messaging.operators import Operators
     from messaging.sending.common import SendContext
     from messaging.sending.email import EmailSender
     from messaging.sending.sms import SmsSender
@@ -146,6 +149,31 @@ class App:
 
         texts = ReplyTexts(self.settings.org_name, self.settings.org_help_contact)
         return ReplyHandler(SqlReplyStore(self.engine), self.suppressions, texts)
+
+    @cached_property
+    def operators(self) -> Operators:
+        """Operators and their tokens (``RAPID_API_TOKEN`` is the admin ``bootstrap``)."""
+        from messaging.operators import Operators
+        from messaging.store.sql.operators import SqlOperatorStore
+
+        return Operators(SqlOperatorStore(self.engine), bootstrap_token=self.settings.api_token)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """The append-only audit log."""
+        from messaging.audit import AuditLog
+        from messaging.store.sql.audit import SqlAuditStore
+
+        return AuditLog(SqlAuditStore(self.engine))
+
+    @cached_property
+    def approvals(self) -> Approvals:
+        """Approve and reject blasts awaiting a second operator."""
+        from messaging.approval import Approvals
+        from messaging.lifecycle import BlastLifecycle
+
+        lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
+        return Approvals(self.blasts, lifecycle, self.audit)
 
     @cached_property
     def intake(self) -> Intake:

@@ -71,9 +71,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from workers.commands import blast, demo, dlq, replies, run, setup, web
+    from workers.commands import audit, blast, demo, dlq, operators, replies, run, setup, web
 
-    for module in (setup, blast, run, demo, web, dlq, replies):
+    for module in (setup, blast, run, demo, web, dlq, replies, operators, audit):
         for command in module.COMMANDS:
             cli.add_command(command)
 

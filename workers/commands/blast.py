@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from messaging.alert import new_alert_id, parse_alert
+from messaging.audit import AuditAction
 from messaging.errors import InputError
 from messaging.states import COUNT_KEYS
 from workers.app import App
@@ -29,6 +30,7 @@ def build_alert(
     audience_json: str | None,
     test_recipients: tuple[str, ...],
     dry_run: bool,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """The alert document of ``rapid alert send`` (validated before anything is published)."""
     from messaging.suppression import classify
@@ -38,6 +40,9 @@ def build_alert(
         "priority": priority,
         "topic": topic,
     }
+    if requested_by:
+        document["requested_by"] = requested_by
+        document["requested_via"] = "cli"
     if sms_body:
         document["sms"] = {"body": sms_body}
     if email_subject or email_text or email_html:
@@ -126,6 +131,7 @@ def alert_send(
         audience_json=audience_json,
         test_recipients=test_recipients,
         dry_run=dry_run,
+        requested_by=app.settings.operator,
     )
     message_id = publish(app, topic, document)
     blast_id = document["alert_id"]
@@ -302,13 +308,28 @@ def blast_watch(app: App, blast_id: str, as_json: bool, interval: float) -> None
         click.echo(f"{blast_id}: {final['status']}")
 
 
+#: Blast actions recorded in the audit log under these names (approvals record their own).
+_AUDITED = {
+    "pause": AuditAction.BLAST_PAUSED,
+    "resume": AuditAction.BLAST_RESUMED,
+    "cancel": AuditAction.BLAST_CANCELED,
+}
+
+
 def _action(name: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("blast_id")
     @click.option("--json", "as_json", is_flag=True)
     @pass_app
     def command(app: App, blast_id: str, as_json: bool) -> None:
-        getattr(app.actions, name)(blast_id)
+        from messaging.audit import Actor, Source
+
+        actor = Actor(app.settings.operator, Source.CLI)
+        if name in ("approve", "reject"):
+            getattr(app.approvals, name)(blast_id, actor)
+        else:
+            getattr(app.actions, name)(blast_id)
+            app.audit.record(actor, _AUDITED[name], blast_id=blast_id)
         summary = _show_one(app, blast_id)
         if as_json:
             echo_json(summary)
@@ -322,6 +343,8 @@ for _name, _help in (
     ("pause", "Pause a blast fleet-wide (within a second); pending recipients wait."),
     ("resume", "Resume a paused blast; nothing already sent is sent again."),
     ("cancel", "Cancel a blast fleet-wide; everyone not yet sent ends canceled."),
+    ("approve", "Approve a blast awaiting approval (not your own); it starts sending at once."),
+    ("reject", "Reject a blast awaiting approval; it is canceled."),
 ):
     blast.add_command(_action(_name, _help))
 

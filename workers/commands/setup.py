@@ -6,11 +6,16 @@ from pathlib import Path
 
 import click
 
+from messaging.audit import Actor, AuditAction, Source
 from messaging.suppression import classify
 from workers.app import App
 from workers.output import echo_json, table
 
 pass_app = click.make_pass_decorator(App)
+
+
+def _actor(app: App) -> Actor:
+    return Actor(app.settings.operator, Source.CLI)
 
 
 def provision_all(app: App, extra_topics: tuple[str, ...] = ()) -> dict[str, object]:
@@ -117,6 +122,12 @@ def supporters_import(app: App, file: Path, as_json: bool) -> None:
         raise InputError(f"{file}: no such file")
     check_connection(app.engine)
     report = import_csv(file, app.engine)
+    app.audit.record(
+        _actor(app),
+        AuditAction.SUPPORTERS_IMPORTED,
+        value=file.name,
+        detail={"inserted": report.inserted, "updated": report.updated},
+    )
     if as_json:
         echo_json(report.to_dict())
         return
@@ -147,6 +158,8 @@ def optout_add(app: App, value: str, reason: str) -> None:
     """Suppress VALUE (a phone number or an email address)."""
     channel, key = classify(value)
     added = app.suppressions.add(channel, key, reason=reason, source="cli")
+    if added:
+        app.audit.record(_actor(app), AuditAction.OPTOUT_ADDED, value=key, detail=reason)
     click.echo(f"{channel} {key}: {'suppressed' if added else 'was already suppressed'}")
 
 
@@ -157,6 +170,8 @@ def optout_remove(app: App, value: str) -> None:
     """Lift the suppression of VALUE."""
     channel, key = classify(value)
     removed = app.suppressions.remove(channel, key, source="cli")
+    if removed:
+        app.audit.record(_actor(app), AuditAction.OPTOUT_REMOVED, value=key)
     click.echo(f"{channel} {key}: {'no longer suppressed' if removed else 'was not suppressed'}")
 
 

@@ -1,7 +1,9 @@
 """The HTTP API (contract §7): publish alerts, read and steer blasts, with a bearer token.
 
 Everything the CLI's ``rapid alert send`` and ``rapid blast …`` do, for systems that speak
-HTTP rather than SNS. The token is ``RAPID_API_TOKEN``; without one the API is refused.
+HTTP rather than SNS. Every route takes a bearer operator token (or the bootstrap
+``RAPID_API_TOKEN``) and checks the operator's role (:data:`ROUTE_PERMISSIONS`); every change
+is appended to the audit log with the operator's name and source ``api``.
 """
 
 from __future__ import annotations
@@ -17,29 +19,50 @@ from starlette.routing import Route
 
 from messaging import states
 from messaging.alert import new_alert_id, parse_alert
+from messaging.audit import Actor, AuditAction, Source, parse_since
 from messaging.errors import InputError
+from messaging.operators import Operator, Permission
 from messaging.suppression import classify
 from messaging.topics import validate_topic_name
 from workers.app import App
-from workers.web.security import API_MAX_BODY, BearerToken, read_body
+from workers.web.security import API_MAX_BODY, Denied, OperatorAuth, read_body
 
 log = structlog.get_logger(__name__)
 
-#: Blast actions the API exposes, each a method of :class:`~messaging.blast_control.BlastActions`.
-BLAST_ACTIONS: Final = ("cancel", "pause", "resume")
+#: Blast actions the API exposes: the first three are methods of
+#: :class:`~messaging.blast_control.BlastActions`, the last two of
+#: :class:`~messaging.approval.Approvals`.
+BLAST_ACTIONS: Final = ("cancel", "pause", "resume", "approve", "reject")
+#: What each route requires (contract §11); the roles matrix test walks this table.
+ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Permission]] = {
+    ("POST", "/api/alerts"): Permission.SEND,
+    ("GET", "/api/blasts"): Permission.READ,
+    ("GET", "/api/blasts/{blast_id}"): Permission.READ,
+    ("GET", "/api/audit"): Permission.READ,
+    **{("POST", f"/api/blasts/{{blast_id}}/{a}"): Permission(a) for a in BLAST_ACTIONS},
+}
+#: Actions recorded in the audit log under these names.
+_AUDITED: Final = {
+    "cancel": AuditAction.BLAST_CANCELED,
+    "pause": AuditAction.BLAST_PAUSED,
+    "resume": AuditAction.BLAST_RESUMED,
+}
 #: Most blasts ``GET /api/blasts`` returns at once.
 MAX_LIST_LIMIT: Final = 200
+#: Most entries ``GET /api/audit`` returns at once.
+MAX_AUDIT_LIMIT: Final = 1000
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def alert_document(data: Any) -> tuple[str, dict[str, Any]]:
+def alert_document(data: Any, *, requested_by: str) -> tuple[str, dict[str, Any]]:
     """Validate a ``POST /api/alerts`` body; returns (topic, the document to publish).
 
-    The body is the alert of contract §4 plus ``"topic"``. Raises :class:`InputError`
-    with every problem in one line, exactly as the CLI would.
+    The body is the alert of contract §4 plus ``"topic"``. The requester is the calling
+    operator, whatever the body says. Raises :class:`InputError` with every problem in one
+    line, exactly as the CLI would.
     """
     if not isinstance(data, dict):
         raise InputError('the body must be a JSON object: an alert plus "topic"')
@@ -48,6 +71,8 @@ def alert_document(data: Any) -> tuple[str, dict[str, Any]]:
         raise InputError("topic: required, the alert topic to publish to")
     validate_topic_name(topic)
     document = dict(data)
+    document["requested_by"] = requested_by
+    document["requested_via"] = Source.API.value
     if not document.get("alert_id"):
         document["alert_id"] = new_alert_id(topic)
     recipients = document.get("test_recipients")
@@ -62,9 +87,9 @@ def alert_document(data: Any) -> tuple[str, dict[str, Any]]:
 class Api:
     """``/api/…`` routes."""
 
-    def __init__(self, app: App, bearer: BearerToken) -> None:
+    def __init__(self, app: App, auth: OperatorAuth) -> None:
         self._app = app
-        self._bearer = bearer
+        self._auth = auth
 
     def routes(self) -> list[Route]:
         """Every API route."""
@@ -74,16 +99,15 @@ class Api:
             Route("/api/blasts", self.list_blasts, methods=["GET"]),
             Route("/api/blasts/{blast_id}", self.get_blast, methods=["GET"]),
             Route("/api/blasts/{blast_id}/{action}", self.blast_action, methods=["POST"]),
+            Route("/api/audit", self.list_audit, methods=["GET"]),
         ]
 
-    def _denied(self, request: Request) -> Response | None:
-        status = self._bearer.status(request)
-        if status is None:
-            return None
-        log.warning("api.denied", status=status, route=request.url.path.split("/")[2])
-        if status == 403:
-            return _error(403, "API refused: RAPID_API_TOKEN is not set on this server")
-        return _error(401, "a valid bearer token is required", **{"WWW-Authenticate": "Bearer"})
+    async def _authorize(self, request: Request, permission: Permission) -> Operator | Response:
+        """The calling operator, or the refusal to answer with (401, 403 or 429)."""
+        found = await run_in_threadpool(self._auth.authorize, request, permission)
+        if isinstance(found, Denied):
+            return _error(found.status, found.message, **found.headers)
+        return found
 
     async def openapi(self, request: Request) -> Response:
         """The OpenAPI 3.1 description of this API (public: it holds no secrets)."""
@@ -91,11 +115,12 @@ class Api:
 
     async def create_alert(self, request: Request) -> Response:
         """Validate an alert and publish it to its topic's SNS topic; 202 with the blast id."""
-        if (denied := self._denied(request)) is not None:
-            return denied
+        who = await self._authorize(request, Permission.SEND)
+        if isinstance(who, Response):
+            return who
         body = await read_body(request, API_MAX_BODY)
         try:
-            topic, document = alert_document(json.loads(body))
+            topic, document = alert_document(json.loads(body), requested_by=who.name)
         except ValueError as exc:  # not JSON at all
             return _error(422, f"alert is not valid JSON: {exc}")
         except InputError as exc:
@@ -118,8 +143,8 @@ class Api:
 
     async def list_blasts(self, request: Request) -> Response:
         """Recent blasts, newest first (``?limit=``, default 20)."""
-        if (denied := self._denied(request)) is not None:
-            return denied
+        if isinstance(who := await self._authorize(request, Permission.READ), Response):
+            return who
         raw = request.query_params.get("limit", "20")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
             return _error(422, f"limit: a whole number from 1 to {MAX_LIST_LIMIT}")
@@ -136,10 +161,31 @@ class Api:
             return None
         return self._app.blasts.summaries([record], self._app.control.progress.read)[0]
 
+    def _act(self, action: str, blast_id: str, actor: Actor) -> None:
+        if action in ("approve", "reject"):
+            getattr(self._app.approvals, action)(blast_id, actor)
+            return
+        getattr(self._app.actions, action)(blast_id)
+        self._app.audit.record(actor, _AUDITED[action], blast_id=blast_id)
+
+    async def list_audit(self, request: Request) -> Response:
+        """Audit entries, newest first (``?since=`` ISO 8601, ``?limit=``, default 100)."""
+        if isinstance(who := await self._authorize(request, Permission.READ), Response):
+            return who
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_LIMIT:
+            return _error(422, f"limit: a whole number from 1 to {MAX_AUDIT_LIMIT}")
+        try:
+            since = parse_since(request.query_params.get("since"))
+        except InputError as exc:
+            return _error(422, str(exc))
+        entries = await run_in_threadpool(self._app.audit.entries, since=since, limit=int(raw))
+        return JSONResponse([e.to_dict() for e in entries])
+
     async def get_blast(self, request: Request) -> Response:
         """The blast's state and counts, as ``rapid blast show --json`` prints them."""
-        if (denied := self._denied(request)) is not None:
-            return denied
+        if isinstance(who := await self._authorize(request, Permission.READ), Response):
+            return who
         blast_id = request.path_params["blast_id"]
         summary = await run_in_threadpool(self._summary, blast_id)
         if summary is None:
@@ -147,19 +193,21 @@ class Api:
         return JSONResponse(summary)
 
     async def blast_action(self, request: Request) -> Response:
-        """Cancel, pause or resume a blast fleet-wide; 409 if its status does not allow it."""
-        if (denied := self._denied(request)) is not None:
-            return denied
+        """Cancel, pause, resume, approve or reject a blast fleet-wide; 409 if its status
+        does not allow it (or the approver is the requester)."""
         blast_id, action = request.path_params["blast_id"], request.path_params["action"]
         if action not in BLAST_ACTIONS:
             return _error(404, f"no action {action!r}; use one of {', '.join(BLAST_ACTIONS)}")
+        if isinstance(who := await self._authorize(request, Permission(action)), Response):
+            return who
         if await run_in_threadpool(self._app.blasts.get, blast_id) is None:
             return _error(404, f"no blast {blast_id!r}")
+        actor = Actor(who.name, Source.API)
         try:
-            await run_in_threadpool(getattr(self._app.actions, action), blast_id)
+            await run_in_threadpool(self._act, action, blast_id, actor)
         except InputError as exc:
             return _error(409, str(exc))
-        log.info("api.blast_action", blast_id=blast_id, action=action)
+        log.info("api.blast_action", blast_id=blast_id, action=action, operator=who.name)
         summary = await run_in_threadpool(self._summary, blast_id)
         return JSONResponse(summary)
 
@@ -175,8 +223,9 @@ def openapi_document() -> dict[str, Any]:
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
     auth_errors = {
-        "401": answer("Missing or wrong bearer token.", error),
-        "403": answer("API refused: RAPID_API_TOKEN is not set on the server.", error),
+        "401": answer("Missing or unknown bearer operator token.", error),
+        "403": answer("The operator's role does not allow this route.", error),
+        "429": answer("Too many failed bearer attempts from this address.", error),
     }
     blast_id = {"name": "blast_id", "in": "path", "required": True, "schema": {"type": "string"}}
     counts = {
@@ -193,7 +242,11 @@ def openapi_document() -> dict[str, Any]:
                     "200": answer("The blast after the action.", blast),
                     **auth_errors,
                     "404": answer("No such blast.", error),
-                    "409": answer("The blast's status does not allow this action.", error),
+                    "409": answer(
+                        "The blast's status does not allow this action, or its requester "
+                        "tried to approve it.",
+                        error,
+                    ),
                 },
             }
         }
@@ -204,7 +257,8 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Rapid Response API",
             "version": "1",
-            "description": "Publish alerts and steer blasts. Bearer token: RAPID_API_TOKEN.",
+            "description": "Publish alerts and steer blasts. Bearer: an operator token "
+            "(`rapid operators add`) or RAPID_API_TOKEN; each route needs a role.",
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -268,6 +322,28 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **action_paths,
+            "/api/audit": {
+                "get": {
+                    "summary": "The audit log, newest first.",
+                    "operationId": "listAudit",
+                    "parameters": [
+                        {"name": "since", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_LIMIT},
+                        },
+                    ],
+                    "responses": {
+                        "200": answer(
+                            "Entries.",
+                            {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                        ),
+                        **auth_errors,
+                        "422": answer("Bad since or limit.", error),
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -309,6 +385,20 @@ def openapi_document() -> dict[str, Any]:
                         "send_by": {"type": "string", "format": "date-time"},
                         "test_recipients": {"type": "array", "items": {"type": "string"}},
                         "dry_run": {"type": "boolean"},
+                    },
+                },
+                "AuditEntry": {
+                    "type": "object",
+                    "required": ["id", "at", "actor", "source", "action"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "actor": {"type": "string"},
+                        "source": {"enum": [s.value for s in Source]},
+                        "action": {"type": "string"},
+                        "blast_id": {"type": ["string", "null"]},
+                        "value": {"type": ["string", "null"]},
+                        "detail": {"type": ["string", "null"]},
                     },
                 },
                 "Blast": {

@@ -15,7 +15,13 @@ from messaging.unsubscribe import UnsubscribeTokens
 from workers.app import App
 from workers.web.api import Api
 from workers.web.health import Health
-from workers.web.security import BearerToken, SendGridSignature, TwilioSignature
+from workers.web.security import (
+    AUTH_FAILURE_LIMIT,
+    AUTH_FAILURE_WINDOW_S,
+    OperatorAuth,
+    SendGridSignature,
+    TwilioSignature,
+)
 from workers.web.sendgrid_hooks import SendGridHooks
 from workers.web.twilio_hooks import TwilioHooks
 from workers.web.unsubscribe import UnsubscribePages
@@ -39,6 +45,7 @@ def create_app(app: App) -> Starlette:
     if not settings.twilio_auth_token:
         log.warning("web.twilio_webhooks_refused", reason="TWILIO_AUTH_TOKEN is not set")
     registry = build_registry(app.engine, app.redis, app.names)
+    auth = operator_auth(app)
     parts = (
         TwilioHooks(
             events,
@@ -50,10 +57,22 @@ def create_app(app: App) -> Starlette:
         UnsubscribePages(
             UnsubscribeTokens(key) if key else None, app.suppressions, settings.org_name
         ),
-        Api(app, BearerToken(settings.api_token)),
+        Api(app, auth),
         Health(app.engine, app.redis, registry),
     )
     web = Starlette(routes=[route for part in parts for route in part.routes()])
     web.state.app = app
     web.state.registry = registry
+    # The one operator check: the API's, and the dashboard's and /metrics' to reuse.
+    web.state.auth = auth
     return web
+
+
+def operator_auth(app: App) -> OperatorAuth:
+    """Operator tokens, with failed attempts counted fleet-wide in Redis."""
+    from queues.flow.auth_failures import RedisFailureLimiter
+
+    failures = RedisFailureLimiter(
+        app.redis, app.names, limit=AUTH_FAILURE_LIMIT, window_s=AUTH_FAILURE_WINDOW_S
+    )
+    return OperatorAuth(app.operators, failures)

@@ -1,4 +1,4 @@
-"""Who may call ``rapid web``: provider signatures, the API bearer token, body size limits.
+"""Who may call ``rapid web``: provider signatures, operator tokens, body size limits.
 
 Every check fails closed: a secret that is not configured refuses the request (403) rather
 than accepting it unsigned.
@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
-from typing import Any, Final
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import structlog
 from starlette.datastructures import ImmutableMultiDict
@@ -17,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from messaging.errors import ConfigError
+from messaging.operators import Operator, Operators, Permission
 
 log = structlog.get_logger(__name__)
 
@@ -126,18 +131,125 @@ class SendGridSignature:
             return False
 
 
-class BearerToken:
-    """The HTTP API's ``Authorization: Bearer $RAPID_API_TOKEN`` check."""
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """Why a request was refused: its HTTP status, a message and response headers."""
 
-    def __init__(self, token: str | None) -> None:
-        self._token = token.encode() if token else None
+    status: int
+    message: str
+    headers: dict[str, str] = field(default_factory=dict)
 
-    def status(self, request: Request) -> int | None:
-        """None when authorised; else 403 (API refused: no token configured) or 401."""
-        if self._token is None:
-            return 403
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            return 401
-        # Constant time: the comparison must not tell an attacker how much of a guess was right.
-        return None if hmac.compare_digest(given.strip().encode(), self._token) else 401
+
+class FailureLimiter(Protocol):
+    """Counts failed bearer attempts per client address (Redis: fleet-wide)."""
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        ...
+
+    def failed(self, address: str) -> float:
+        """Count one failure; returns the wait it now faces (0: none yet)."""
+        ...
+
+
+#: Failed bearer attempts one client address may make per window before it waits (429).
+AUTH_FAILURE_LIMIT: Final = 20
+#: The window of :data:`AUTH_FAILURE_LIMIT`, in seconds.
+AUTH_FAILURE_WINDOW_S: Final = 300.0
+
+
+class InMemoryFailureLimiter:
+    """The one-process twin of :class:`queues.flow.auth_failures.RedisFailureLimiter`."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = AUTH_FAILURE_LIMIT,
+        window_s: float = AUTH_FAILURE_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._clock = clock
+        self._windows: dict[str, tuple[float, int]] = {}  # address -> (ends at, failures)
+        self._lock = threading.Lock()
+
+    def _wait(self, address: str, add: bool) -> float:
+        now = self._clock()
+        with self._lock:
+            ends, failures = self._windows.get(address, (0.0, 0))
+            if now >= ends:
+                ends, failures = now + self._window_s, 0
+            if add:
+                failures += 1
+                self._windows[address] = (ends, failures)
+        return ends - now if failures >= self._limit else 0.0
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        return self._wait(address, add=False)
+
+    def failed(self, address: str) -> float:
+        """Count one failure; returns the wait it now faces."""
+        return self._wait(address, add=True)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return None
+    return given.strip()
+
+
+def client_address(request: Request) -> str:
+    """Who is calling, as far as we can tell (the proxy's view when uvicorn trusts it)."""
+    return request.client.host if request.client else "unknown"
+
+
+class OperatorAuth:
+    """The HTTP API's (and the dashboard's) check: a bearer operator token with the role.
+
+    Answers 401 for a missing or unknown token, 403 for a role that may not do this, and
+    429 once an address has failed :data:`AUTH_FAILURE_LIMIT` times in a window, so
+    tokens cannot be guessed at the speed of the fleet. Blocking calls (the database, Redis):
+    run it off the event loop.
+    """
+
+    def __init__(self, operators: Operators, failures: FailureLimiter) -> None:
+        self._operators = operators
+        self._failures = failures
+
+    def authenticate(self, token: str | None, address: str) -> Operator | Denied:
+        """The operator a token belongs to, or why not (401 or 429)."""
+        wait_s = self._failures.retry_after(address)
+        if wait_s > 0:
+            return _too_many(wait_s)
+        operator = self._operators.authenticate(token) if token else None
+        if operator is None:
+            wait_s = self._failures.failed(address)
+            log.warning("auth.failed", address=address, token_given=bool(token))
+            if wait_s > 0:
+                return _too_many(wait_s)
+            return Denied(
+                401, "a valid bearer operator token is required", {"WWW-Authenticate": "Bearer"}
+            )
+        return operator
+
+    def authorize(self, request: Request, permission: Permission) -> Operator | Denied:
+        """The calling operator if their role allows ``permission``; else why not."""
+        found = self.authenticate(bearer_token(request), client_address(request))
+        if isinstance(found, Denied):
+            return found
+        if not found.may(permission):
+            log.warning("auth.forbidden", operator=found.name, permission=permission.value)
+            return Denied(403, f"operator {found.name} ({found.role}) may not {permission.value}")
+        return found
+
+
+def _too_many(wait_s: float) -> Denied:
+    return Denied(
+        429,
+        "too many failed bearer attempts from this address; try again later",
+        {"Retry-After": str(max(1, math.ceil(wait_s)))},
+    )

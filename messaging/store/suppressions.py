@@ -5,18 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
 
+from messaging.store.db import among
 from messaging.store.schema import suppression_events, suppressions
-from messaging.store.sql.dialect import SqlDialect, dialect_for
 from messaging.suppression import Channel, Suppression, suppression_key
 
 
 class SqlSuppressionList:
     """A :class:`~messaging.suppression.SuppressionList` on the ``suppressions`` table."""
 
-    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._dialect = dialect or dialect_for(engine)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     def add(self, channel: Channel, value: str, *, reason: str, source: str) -> bool:
         """Suppress ``value``; True if it was not suppressed before. Always audited."""
@@ -24,7 +25,7 @@ class SqlSuppressionList:
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             added = conn.execute(
-                self._dialect.insert(suppressions)
+                self._insert(suppressions)
                 .values(channel=channel, value=value, reason=reason, source=source, created_at=now)
                 .on_conflict_do_nothing(index_elements=["channel", "value"])
                 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT statements.
@@ -65,7 +66,7 @@ class SqlSuppressionList:
         keys = {suppression_key(channel, v): v for v in values}
         query = select(suppressions.c.value).where(
             suppressions.c.channel == channel,
-            self._dialect.among(suppressions.c.value, list(keys)),
+            among(suppressions.c.value, list(keys), self._engine.dialect.name),
         )
         with self._engine.connect() as conn:
             return {keys[v] for v in conn.scalars(query)}

@@ -26,7 +26,7 @@ SERVICE_MARKERS := postgres or redis or moto or e2e or browser
 DEAD_URLS := RAPID_TEST_PG_URL=postgresql+psycopg://127.0.0.1:9/postgres \
              RAPID_TEST_REDIS_URL=redis://127.0.0.1:9/0
 
-.PHONY: install lock services browser demo test test-fast lint format bench clean
+.PHONY: install lock services browser demo test test-fast lint format bench clean release deploy-lint
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -60,11 +60,15 @@ browser:
 demo: install
 	$(BIN)/rapid demo
 
+# pytest exits 5 when it collected no test; say so (it fails the target like any non-zero).
+NO_TESTS := s=$$?; [ $$s -ne 5 ] || echo "error: pytest ran no test" >&2; exit $$s
+
 test: install services browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS); $(NO_TESTS)
 
 test-fast: install
-	$(DEAD_URLS) $(BIN)/python -m pytest -q -m 'not ($(SERVICE_MARKERS))'
+	$(DEAD_URLS) $(BIN)/python -m pytest -q -m 'not ($(SERVICE_MARKERS))' $(PYTEST_ARGS); \
+	$(NO_TESTS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -77,6 +81,26 @@ format: install
 
 bench: install services
 	$(BIN)/python -m benchmarks.run
+
+# The release artifact instances install from, offline (deploy/release.sh): wheelhouse of
+# requirements.lock + the project wheel + deploy/boot, in dist/. With RELEASE_BUCKET=name it
+# is also uploaded to s3://name/releases/ (the only step that calls AWS).
+release: install
+	PYTHON=$(BIN)/python bash deploy/release.sh
+
+# cfn-lint (informational checks on) and checkov on the CloudFormation template, from their
+# own virtualenv (checkov pins dependencies the project's venv must not share).
+DEPLOY_LINT_VENV ?= build/deploy-lint
+DEPLOY_LINT_STAMP := $(DEPLOY_LINT_VENV)/.installed-3.3.30
+$(DEPLOY_LINT_STAMP):
+	$(PYTHON) -m venv $(DEPLOY_LINT_VENV)
+	$(DEPLOY_LINT_VENV)/bin/python -m pip install --quiet checkov==3.3.30 cfn-lint==1.58.0
+	touch $(DEPLOY_LINT_STAMP)
+
+deploy-lint: $(DEPLOY_LINT_STAMP)
+	$(DEPLOY_LINT_VENV)/bin/cfn-lint --include-checks I -- deploy/cloudformation/rapid-response.yaml
+	$(DEPLOY_LINT_VENV)/bin/checkov --quiet --compact --framework cloudformation \
+	  -f deploy/cloudformation/rapid-response.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

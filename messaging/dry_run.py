@@ -10,15 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
-
 from config.settings import QuietHours
-from messaging import states
 from messaging.alert import Alert
+from messaging.ports import PendingView
 from messaging.quiet_hours import next_allowed
 from messaging.sms_encoding import normalize_for_gsm, segment_info
-from messaging.store.ledger import TEMPLATE_FIELDS
-from messaging.store.schema import deliveries, supporters
 from messaging.templates import RenderError, render
 
 #: Recipients whose SMS is rendered to measure segments; the average is extrapolated.
@@ -37,13 +33,13 @@ class DryRunConfig:
     quiet_hours: QuietHours | None = None
 
 
-def estimate(conn: Connection, blast_id: str, alert: Alert, config: DryRunConfig) -> dict[str, Any]:
-    """The dry-run report of one blast whose ledger rows are visible on ``conn``."""
+def estimate(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, Any]:
+    """The dry-run report of one blast from the rows a real send would leave ``pending``."""
     report: dict[str, Any] = {}
     if alert.sms is not None:
-        report["sms"] = _sms(conn, blast_id, alert, config)
+        report["sms"] = _sms(pending, alert, config)
     if alert.email is not None:
-        n = _pending(conn, blast_id, "email")
+        n = pending.pending_count("email")
         report["email"] = {
             "recipients": n,
             "estimated_cost": round(n * config.email_price, 2),
@@ -52,47 +48,18 @@ def estimate(conn: Connection, blast_id: str, alert: Alert, config: DryRunConfig
     return report
 
 
-def _pending(conn: Connection, blast_id: str, channel: str) -> int:
-    return int(
-        conn.scalar(
-            select(func.count())
-            .select_from(deliveries)
-            .where(
-                deliveries.c.blast_id == blast_id,
-                deliveries.c.channel == channel,
-                deliveries.c.state == states.PENDING,
-            )
-        )
-        or 0
-    )
-
-
-def _sms(conn: Connection, blast_id: str, alert: Alert, config: DryRunConfig) -> dict[str, Any]:
+def _sms(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, Any]:
     assert alert.sms is not None
-    rows = (
-        select(
-            supporters.c.timezone,
-            supporters.c.first_sms_at,
-            *(supporters.c[f] for f in TEMPLATE_FIELDS),
-        )
-        .select_from(deliveries.join(supporters, supporters.c.id == deliveries.c.supporter_id))
-        .where(
-            deliveries.c.blast_id == blast_id,
-            deliveries.c.channel == "sms",
-            deliveries.c.state == states.PENDING,
-        )
-    )
-    recipients = _pending(conn, blast_id, "sms")
+    recipients = pending.pending_count("sms")
     # Segments: render a sample as the sender would (first-contact text included).
     segments, rendered, failed = 0, 0, 0
-    for row in conn.execute(rows.limit(SEGMENT_SAMPLE)):
-        fields = {f: getattr(row, f) or "" for f in TEMPLATE_FIELDS}
+    for fields, first_sms_at in pending.sms_sample(SEGMENT_SAMPLE):
         try:
             body = render(alert.sms.body, fields)
         except RenderError:
             failed += 1
             continue
-        if row.first_sms_at is None:
+        if first_sms_at is None:
             body = f"{config.org_name}: {body}\nReply STOP to opt out"
         segments += segment_info(normalize_for_gsm(body)).segments
         rendered += 1
@@ -102,16 +69,7 @@ def _sms(conn: Connection, blast_id: str, alert: Alert, config: DryRunConfig) ->
     quiet_now = 0
     if config.quiet_hours is not None:
         now = datetime.now(UTC)
-        by_zone = conn.execute(
-            select(supporters.c.timezone, func.count())
-            .select_from(deliveries.join(supporters, supporters.c.id == deliveries.c.supporter_id))
-            .where(
-                deliveries.c.blast_id == blast_id,
-                deliveries.c.channel == "sms",
-                deliveries.c.state == states.PENDING,
-            )
-            .group_by(supporters.c.timezone)
-        ).all()
+        by_zone = pending.sms_by_timezone().items()
         quiet_now = sum(int(n) for tz, n in by_zone if next_allowed(now, tz, config.quiet_hours))
     sendable_now = recipients - quiet_now
     return {

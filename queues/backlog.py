@@ -24,11 +24,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, and_, func, select
 
 from messaging import states
-from messaging.store.schema import blasts, deliveries
-from queues.sendqueue import PRIORITIES
+from messaging.ports import PRIORITIES, ReportStore
 
 log = structlog.get_logger(__name__)
 
@@ -83,65 +81,29 @@ class Outcomes:
     carrier_filtered: int = 0
 
 
-def _live_join() -> Any:
-    return deliveries.join(blasts, blasts.c.blast_id == deliveries.c.blast_id)
-
-
-def compute_backlog(engine: Engine) -> dict[Lane, int]:
+def compute_backlog(reports: ReportStore) -> dict[Lane, int]:
     """Sendable recipients per lane: ``{(channel, priority): rows}``, every lane present.
 
     One grouped query; the ledger's ``(blast_id, channel, state)`` index answers it per live
     blast, so its cost follows the live backlog, not the ledger's size.
     """
-    query = (
-        select(deliveries.c.channel, blasts.c.priority, func.count())
-        .select_from(_live_join())
-        .where(
-            blasts.c.status.in_(LIVE_BLAST_STATUSES),
-            # Both channel and state spelled out, so every column of the index is used.
-            deliveries.c.channel.in_(CHANNELS),
-            deliveries.c.state.in_(BACKLOG_STATES),
-        )
-        .group_by(deliveries.c.channel, blasts.c.priority)
-    )
     backlog: dict[Lane, int] = {(c, p): 0 for c in CHANNELS for p in PRIORITIES}
-    with engine.connect() as conn:
-        for channel, priority, n in conn.execute(query):
-            key = (str(channel), str(priority))
-            backlog[key] = backlog.get(key, 0) + int(n)
+    for key, n in reports.lane_backlog(LIVE_BLAST_STATUSES, CHANNELS, BACKLOG_STATES).items():
+        backlog[key] = backlog.get(key, 0) + n
     return backlog
 
 
-def compute_outcomes(engine: Engine) -> Outcomes:
+def compute_outcomes(reports: ReportStore) -> Outcomes:
     """Attempted, failed and carrier-filtered recipients of the live blasts."""
-    live = blasts.c.status.in_(LIVE_BLAST_STATUSES)
-    by_state = (
-        select(deliveries.c.channel, deliveries.c.state, func.count())
-        .select_from(_live_join())
-        .where(
-            live,
-            deliveries.c.channel.in_(CHANNELS),
-            deliveries.c.state.in_(ATTEMPTED_STATES),
-        )
-        .group_by(deliveries.c.channel, deliveries.c.state)
-    )
-    filtered = (
-        select(func.count())
-        .select_from(_live_join())
-        .where(
-            live,
-            and_(deliveries.c.channel == "sms", deliveries.c.state == states.FAILED),
-            deliveries.c.error_code.in_(CARRIER_FILTERED_CODES),
-        )
+    rows, carrier_filtered = reports.live_outcomes(
+        LIVE_BLAST_STATUSES, CHANNELS, ATTEMPTED_STATES, CARRIER_FILTERED_CODES
     )
     attempted = dict.fromkeys(CHANNELS, 0)
     failed = dict.fromkeys(CHANNELS, 0)
-    with engine.connect() as conn:
-        for channel, state, n in conn.execute(by_state):
-            attempted[str(channel)] = attempted.get(str(channel), 0) + int(n)
-            if state == states.FAILED:
-                failed[str(channel)] = failed.get(str(channel), 0) + int(n)
-        carrier_filtered = int(conn.execute(filtered).scalar_one())
+    for (channel, state), n in rows.items():
+        attempted[channel] = attempted.get(channel, 0) + n
+        if state == states.FAILED:
+            failed[channel] = failed.get(channel, 0) + n
     return Outcomes(attempted=attempted, failed=failed, carrier_filtered=carrier_filtered)
 
 
@@ -207,7 +169,7 @@ class BacklogPublisher:
 
 
 def publish_backlog(
-    engine: Engine, cloudwatch: Any, prefix: str, namespace: str = NAMESPACE
+    reports: ReportStore, cloudwatch: Any, prefix: str, namespace: str = NAMESPACE
 ) -> dict[str, Any]:
     """Compute the backlog and outcomes from the ledger and publish them; what the scheduler
     calls every 60 s. Returns a JSON-ready summary for its log line::
@@ -218,8 +180,8 @@ def publish_backlog(
     Database and CloudWatch errors propagate: the scheduler logs them and tries again at its
     next tick (a missed minute only delays scaling by a minute).
     """
-    backlog = compute_backlog(engine)
-    outcomes = compute_outcomes(engine)
+    backlog = compute_backlog(reports)
+    outcomes = compute_outcomes(reports)
     BacklogPublisher(cloudwatch, namespace, prefix).publish(backlog, outcomes)
     summary = {
         "backlog": {f"{c}/{p}": n for (c, p), n in sorted(backlog.items())},

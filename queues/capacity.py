@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 
 from config import sizing
+from messaging.ports import ReportStore
 from queues.backlog import (
     CHANNELS,
     DIM_CHANNEL,
@@ -77,7 +77,7 @@ def capacity_metric_data(
 
 
 def publish_metrics(
-    engine: Engine,
+    reports: ReportStore,
     cloudwatch: Any,
     prefix: str,
     provider_rates: Mapping[str, float],
@@ -89,8 +89,8 @@ def publish_metrics(
     ``provider_rates``: ``{"sms": SMS_RATE_ACCOUNT, "email": EMAIL_RATE}``. Errors propagate
     (the scheduler logs them and tries at its next tick).
     """
-    backlog = compute_backlog(engine)
-    outcomes = compute_outcomes(engine)
+    backlog = compute_backlog(reports)
+    outcomes = compute_outcomes(reports)
     required = required_by_channel(backlog, provider_rates)
     data = BacklogPublisher(cloudwatch, namespace, prefix).metric_data(backlog, outcomes)
     data += capacity_metric_data(required, prefix)

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from messaging.store.blasts import BlastStore, LiveCounts
+from messaging.ports import BlastStore, LiveCounts
 
 #: Seconds of history behind the "current" rate.
 RATE_WINDOW_S = 5.0

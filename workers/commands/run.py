@@ -222,7 +222,7 @@ def run_scheduler(
         if cloudwatch is not None and time.monotonic() - published_at >= publish_metrics_s:
             published_at = time.monotonic()
             try:  # the autoscaling signal; a failed tick is retried at the next one
-                publish_metrics(app.engine, cloudwatch, app.settings.prefix, rates)
+                publish_metrics(app.stores.reports, cloudwatch, app.settings.prefix, rates)
             except Exception as exc:
                 log.warning(
                     "scheduler.metrics_failed", error=str(exc), error_type=type(exc).__name__

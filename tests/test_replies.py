@@ -8,10 +8,16 @@ list`` and ``GET /api/replies`` against real PostgreSQL and Redis in ``test_repl
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 
@@ -29,6 +35,8 @@ from messaging.store.memory.replies import MemoryReplyStore
 from messaging.store.schema import blasts, deliveries, supporters
 from messaging.store.sql.replies import SqlReplyStore
 from messaging.suppression import InMemorySuppressionList
+from tests.test_web import ORG as WEB_ORG
+from tests.test_web import Web, inbound_params, make_web  # noqa: F401 - the fixture
 
 PHONE = "+14155550100"
 OTHER_PHONE = "+14155550199"
@@ -324,3 +332,133 @@ def test_other_text_is_kept_with_its_blast_and_does_nothing() -> None:
     doc = reply_document(outcome.reply)
     assert (doc["supporter_id"], doc["blast_id"], doc["kind"]) == (7, "debate-1", "other")
     assert handler.counts("debate-1") == {"other": 1}
+
+
+# --- from the outside: signed Twilio webhooks, real PostgreSQL and Redis, the CLI --------------
+
+#: The issue's wordings: each once got a 200 and no suppression.
+ISSUE_WORDINGS = [
+    "Stop.",
+    "STOP!",
+    "opt out",
+    "Opt-out",
+    "stop texting me",
+    "please stop",
+    "ＳＴＯＰ",
+    "ST\u200bOP",
+    "No me envíen más",
+]
+
+
+@pytest.fixture
+def web(request: pytest.FixtureRequest) -> Web:
+    """``rapid web`` on real PostgreSQL and Redis, with ORG_HELP_CONTACT set."""
+    server: Web = request.getfixturevalue("make_web")(org_help_contact="acme.example.org/help")
+    return server
+
+
+def _answer(response: httpx.Response) -> str | None:
+    """The text of the TwiML reply's one <Message>, if any."""
+    assert response.status_code == 200 and "xml" in response.headers["content-type"]
+    messages = ElementTree.fromstring(response.text).findall("Message")  # noqa: S314 - ours
+    assert len(messages) <= 1
+    return messages[0].text if messages else None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("body", ISSUE_WORDINGS)
+def test_every_wording_of_the_issue_suppresses_and_is_confirmed(web: Web, body: str) -> None:
+    # When a supporter replies in their own words (a signed Twilio webhook)
+    response = web.twilio("/webhooks/twilio/inbound", inbound_params(body, "SM1"))
+    # Then the number is suppressed at once and the TwiML reply is the one confirmation
+    found = web.app.suppressions.lookup("sms", PHONE)
+    assert found is not None and found.source == SOURCE
+    assert _answer(response) == (
+        f"{WEB_ORG}: You're unsubscribed and will get no more messages. "
+        "Reply START to resubscribe. Help: acme.example.org/help"
+    )
+    # And a replayed webhook is neither acted on nor answered again
+    assert _answer(web.twilio("/webhooks/twilio/inbound", inbound_params(body, "SM1"))) is None
+
+
+@pytest.mark.integration
+def test_twilio_advanced_opt_out_is_not_confirmed_twice(web: Web) -> None:
+    # When Twilio's Advanced Opt-Out recognised the keyword and answered it already
+    params = {**inbound_params("Cancel", "SM1"), "OptOutType": "STOP"}
+    response = web.twilio("/webhooks/twilio/inbound", params)
+    # Then we suppress and send nothing more
+    assert _answer(response) is None and web.app.suppressions.lookup("sms", PHONE) is not None
+
+
+@pytest.mark.integration
+def test_help_and_start_over_http(web: Web) -> None:
+    # HELP names the org, the help contact and how to stop
+    answer = _answer(web.twilio("/webhooks/twilio/inbound", inbound_params("HELP", "SMh")))
+    assert answer is not None and WEB_ORG in answer and "acme.example.org/help" in answer
+    assert answer.endswith("Reply STOP to opt out.")
+    # START does not lift an operator's suppression
+    web.app.suppressions.add("sms", PHONE, reason="operator", source="cli")
+    web.twilio("/webhooks/twilio/inbound", inbound_params("START", "SMs"))
+    found = web.app.suppressions.lookup("sms", PHONE)
+    assert found is not None and found.source == "cli"
+
+
+@pytest.mark.integration
+def test_a_reply_is_stored_with_its_supporter_and_blast_and_reviewed_by_cli(web: Web) -> None:
+    engine = web.app.engine
+    # Given supporter 1 with the phone, texted by blast b1 and then b2
+    _supporter(engine, 1, PHONE)
+    _sms(engine, "b1", 1, "delivered", T0)
+    _sms(engine, "b2", 1, "sent", T0 + timedelta(hours=1))
+    # When they reply "stop lying!" to it
+    response = web.twilio("/webhooks/twilio/inbound", inbound_params("stop lying!", "SMr"))
+    # Then nothing is answered, the number is suppressed until reviewed, and the reply is
+    # listed for review with its supporter and blast, by the CLI as JSON
+    assert _answer(response) is None
+    assert web.app.suppressions.lookup("sms", PHONE) is not None
+    env = _cli_env(web)
+    listed = json.loads(_rapid(env, "replies", "list", "--needs-review", "--json").stdout)
+    assert [(r["body"], r["kind"], r["supporter_id"], r["blast_id"]) for r in listed] == [
+        ("stop lying!", "needs_review", 1, "b2")
+    ]
+    assert web.app.replies.counts("b2") == {"needs_review": 1}
+    # When an operator reviews it as not an opt-out
+    done = _rapid(env, "replies", "review", str(listed[0]["id"]), "--verdict", "not_opt_out")
+    assert "suppression lifted" in done.stdout
+    # Then the number may be texted again and nothing awaits review
+    assert web.app.suppressions.lookup("sms", PHONE) is None
+    assert json.loads(_rapid(env, "replies", "list", "--needs-review", "--json").stdout) == []
+    everything = json.loads(_rapid(env, "replies", "list", "--json").stdout)
+    assert everything[0]["review"]["verdict"] == "not_opt_out"
+    assert everything[0]["review"]["by"] == "alice"
+    # A usage error and an unknown reply are one line on stderr, exit 2 and 1
+    assert _rapid(env, "replies", "review", "1", check=False).returncode == 2
+    missing = _rapid(env, "replies", "review", "999999", "--verdict", "opt_out", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip() == "error: no reply 999999"
+
+
+def _cli_env(web: Web) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPID_", "AWS_"))}
+    settings = web.app.settings
+    env.update(
+        RAPID_PREFIX=settings.prefix,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        RAPID_OPERATOR="alice",
+        RAPID_LOG_FORMAT="json",
+    )
+    return env
+
+
+def _rapid(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "workers", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result

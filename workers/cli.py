@@ -71,9 +71,20 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from workers.commands import audit, blast, demo, dlq, operators, replies, run, setup, web
+    from workers.commands import (
+        audit,
+        blast,
+        demo,
+        dlq,
+        doctor,
+        operators,
+        replies,
+        run,
+        setup,
+        web,
+    )
 
-    for module in (setup, blast, run, demo, web, dlq, replies, operators, audit):
+    for module in (setup, blast, run, demo, web, dlq, replies, operators, audit, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
 

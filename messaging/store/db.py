@@ -6,12 +6,10 @@ applies the Alembic migrations that ship inside the package (``rapid provision``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -104,12 +102,3 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
-
-
-def among(column: ColumnElement[Any], values: Sequence[Any], dialect: str) -> ColumnElement[bool]:
-    """``column IN values``; on PostgreSQL ``column = ANY(:array)``, one bound parameter
-    instead of one per value (a batch binds hundreds: compiling them cost more than the
-    query)."""
-    if dialect == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
-    return column.in_(list(values))

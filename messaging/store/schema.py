@@ -41,6 +41,9 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 
 #: Longest email address RFC 5321 allows.
 EMAIL_LEN = 320
+#: Longest external id and name the supporters table holds (the import rejects longer ones).
+EXTERNAL_ID_LEN = 128
+NAME_LEN = 200
 
 
 def _ts(name: str, nullable: bool = True) -> Column[object]:
@@ -51,9 +54,9 @@ supporters = Table(
     "supporters",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("external_id", String(128), nullable=False, unique=True),
-    Column("first_name", String(200)),
-    Column("last_name", String(200)),
+    Column("external_id", String(EXTERNAL_ID_LEN), nullable=False, unique=True),
+    Column("first_name", String(NAME_LEN)),
+    Column("last_name", String(NAME_LEN)),
     Column("phone", String(16)),  # E.164
     Column("email", String(EMAIL_LEN)),  # domain lower-cased
     Column("postal_code", String(10)),

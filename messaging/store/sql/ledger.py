@@ -2,113 +2,111 @@
 
 Every statement here works on a batch in one round trip: expansion is one
 ``INSERT … SELECT`` per page and channel (household duplicates and suppressions decided in
-SQL), a claim is one conditional ``UPDATE … RETURNING``, outcomes are one statement over
-arrays on PostgreSQL (:mod:`messaging.store.ledger_pg`), one executemany on SQLite.
+SQL), a claim is one conditional ``UPDATE … RETURNING``, outcomes are one statement (over
+arrays on PostgreSQL, an executemany on SQLite: the dialect's :meth:`record_outcomes`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    bindparam,
-    select,
-)
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, func, select
 
 from messaging import states
-from messaging.store.audience import Audience, insert_page
-from messaging.store.db import among
-from messaging.store.ledger_pg import claim_rows, record_outcomes
-from messaging.store.schema import (
-    deliveries,
-    early_statuses,
-    supporters,
+from messaging.alert import Alert
+from messaging.ports import (
+    TEMPLATE_FIELDS,
+    Claimed,
+    DryRun,
+    ExpandedPage,
+    Outcome,
+    PendingView,
 )
+from messaging.store.schema import blasts, deliveries, early_statuses, supporters
+from messaging.store.sql.audience import Audience, insert_page
+from messaging.store.sql.dialect import SqlDialect, dialect_for
 
-#: Fields of a supporter a template may use.
-TEMPLATE_FIELDS = ("first_name", "last_name", "postal_code", "state", "timezone", "external_id")
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A recipient this worker now owns: the provider call is its alone to make."""
-
-    supporter_id: int
-    destination: str
-    attempts: int
-    fields: dict[str, Any]
-    first_sms_at: datetime | None
+#: Why a row claimed long ago and never settled is failed rather than sent again.
+LOST_IN_FLIGHT = "lost_in_flight"
 
 
-# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
-# a batch makes one per recipient.
-@dataclass(slots=True)
-class Outcome:
-    """What happened to one claimed recipient."""
+class SqlLedger:
+    """:class:`~messaging.ports.LedgerStore` on the ``deliveries`` table."""
 
-    supporter_id: int
-    state: str
-    provider_message_id: str | None = None
-    sender: str | None = None
-    error_code: str | None = None
-    error: str | None = None
-    segments: int | None = None
-    #: For ``deferred``: when the quiet window ends and the row may be released.
-    deferred_until: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ExpandedPage:
-    """What one page of expansion wrote for one channel."""
-
-    #: The new ``pending`` rows' supporter ids, ascending (the send work).
-    pending_ids: list[int]
-    #: Rows written per state (the blast's live counters).
-    by_state: dict[str, int]
-
-
-class Ledger:
-    """Batch operations on the ``deliveries`` table."""
-
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self.engine = engine
+        self._dialect = dialect or dialect_for(engine)
         #: The planner's row estimate of the ledger, as last read (see refresh_statistics).
         self._estimate_rows = 0.0
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # --- expansion ---------------------------------------------------------------------
 
     def expand_page(
         self,
-        conn: Connection,
         blast_id: str,
-        channel: str,
-        audience: Audience,
+        alert: Alert,
+        topic: str,
         after: int,
-        upto: int,
-    ) -> ExpandedPage:
-        """Write the ledger rows of one page for one channel."""
-        ids = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
-        return ExpandedPage(
-            sorted(ids.get(states.PENDING, [])), {state: len(i) for state, i in ids.items()}
-        )
+        page_size: int,
+        before_commit: Callable[[str, ExpandedPage], None],
+    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+        """Write the next page's rows for every channel and move the blast's cursor, in one
+        transaction; ``(new cursor, pages)``, or None when the audience is done."""
+        audience = Audience(alert, topic)
+        pages: dict[str, ExpandedPage] = {}
+        with self.engine.begin() as conn:
+            upto = audience.page_upper_bound(conn, after, page_size)
+            if upto is None:
+                return None
+            for channel in alert.channels:
+                ids = insert_page(conn, self._dialect, blast_id, channel, audience, after, upto)
+                pages[channel] = ExpandedPage(
+                    sorted(ids.get(states.PENDING, [])),
+                    {state: len(i) for state, i in ids.items()},
+                )
+                before_commit(channel, pages[channel])
+            conn.execute(
+                blasts.update()
+                .where(blasts.c.blast_id == blast_id)
+                .values(expansion_cursor=upto, updated_at=datetime.now(UTC))
+            )
+        return upto, pages
 
-    def expand_page_states(
+    def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
+        """How the audience divides per channel: eligible, without consent, without address."""
+        with self.engine.connect() as conn:
+            return Audience(alert, topic).stats(conn)
+
+    def dry_run(
         self,
-        conn: Connection,
         blast_id: str,
-        channel: str,
-        audience: Audience,
-        after: int,
-        upto: int,
-    ) -> list[str]:
-        """Like :meth:`expand_page`, but the state of every row written (for dry runs)."""
-        ids = insert_page(conn, self._insert, blast_id, channel, audience, after, upto)
-        return [state for state, written in ids.items() for _ in written]
+        alert: Alert,
+        topic: str,
+        page_size: int,
+        estimate: Callable[[PendingView], dict[str, Any]],
+        heartbeat: Callable[[], None],
+    ) -> DryRun:
+        """Expand inside one transaction, let ``estimate`` look, and roll back."""
+        audience = Audience(alert, topic)
+        counts: dict[str, dict[str, int]] = {c: {} for c in alert.channels}
+        cursor, pages = 0, 0
+        with self.engine.connect() as conn, conn.begin() as tx:
+            while (upto := audience.page_upper_bound(conn, cursor, page_size)) is not None:
+                for channel in alert.channels:
+                    written = insert_page(
+                        conn, self._dialect, blast_id, channel, audience, cursor, upto
+                    )
+                    for state, ids in written.items():
+                        counts[channel][state] = counts[channel].get(state, 0) + len(ids)
+                cursor = upto
+                pages += 1
+                heartbeat()
+            stats = audience.stats(conn)
+            report = estimate(_SqlPendingView(conn, blast_id))
+            tx.rollback()
+        return DryRun(pages=pages, would_send=counts, stats=stats, estimate=report)
 
     def refresh_statistics(self, rows_written: int) -> bool:
         """ANALYZE the ledger when this expansion has outgrown the planner's picture of it.
@@ -117,25 +115,23 @@ class Ledger:
         that estimate it probes a blast's destinations, and claims its rows, through the
         (blast, channel, state) index, filtering thousands of rows per probe: pages went
         from 0.2 s to 27 s. Once per doubling of the table is enough; on a large
-        production ledger this never fires. PostgreSQL only (SQLite plans by index shape).
+        production ledger this never fires. Only where the dialect keeps statistics.
         """
-        if self.engine.dialect.name != "postgresql":
+        if not self._dialect.keeps_statistics:
             return False
         # The estimate only grows (ANALYZE, autovacuum): below twice the last one read there
         # is nothing to ask the database.
         if rows_written <= 2 * max(self._estimate_rows, 1000.0):
             return False
         with self.engine.connect() as conn:
-            self._estimate_rows = float(
-                conn.exec_driver_sql(
-                    "SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"
-                ).scalar_one()
-            )
+            self._estimate_rows = self._dialect.estimated_rows(conn, "deliveries")
             if rows_written <= 2 * max(self._estimate_rows, 1000.0):
                 return False
-            conn.exec_driver_sql("ANALYZE deliveries")
+            self._dialect.analyze(conn, "deliveries")
             conn.commit()
         return True
+
+    # --- claims and outcomes -----------------------------------------------------------
 
     def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
         """Atomically take ``pending`` rows for sending; rows someone else took are skipped.
@@ -146,55 +142,21 @@ class Ledger:
         if not supporter_ids:
             return []
         now = datetime.now(UTC)
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.begin() as conn:
-                rows = claim_rows(conn, blast_id, channel, supporter_ids, TEMPLATE_FIELDS, now)
-            return [
-                Claimed(
-                    int(sid),
-                    destination,
-                    int(attempts),
-                    {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)},
-                    first,
-                )
-                for sid, destination, attempts, first, *values in rows
-            ]
         with self.engine.begin() as conn:
-            taken = conn.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.blast_id == blast_id,
-                    deliveries.c.channel == channel,
-                    deliveries.c.supporter_id.in_(list(supporter_ids)),
-                    deliveries.c.state == states.PENDING,
-                )
-                .values(state=states.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
-                .returning(
-                    deliveries.c.supporter_id, deliveries.c.destination, deliveries.c.attempts
-                )
-            ).all()
-            if not taken:
-                return []
-            people = {
-                row.id: row
-                for row in conn.execute(
-                    select(
-                        supporters.c.id,
-                        supporters.c.first_sms_at,
-                        *(supporters.c[f] for f in TEMPLATE_FIELDS),
-                    ).where(supporters.c.id.in_([t.supporter_id for t in taken]))
-                )
-            }
-        claimed = []
-        for sid, destination, attempts in sorted(taken):
-            person = people.get(sid)
-            fields = {f: (getattr(person, f) if person else None) or "" for f in TEMPLATE_FIELDS}
-            first = person.first_sms_at if person else None
-            claimed.append(Claimed(int(sid), destination, int(attempts), fields, first))
-        return claimed
+            rows = self._dialect.claim(conn, blast_id, channel, supporter_ids, TEMPLATE_FIELDS, now)
+        return [
+            Claimed(
+                int(sid),
+                destination,
+                int(attempts),
+                {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)},
+                first,
+            )
+            for sid, destination, attempts, first, *values in rows
+        ]
 
     def record(self, blast_id: str, channel: str, outcomes: Sequence[Outcome]) -> None:
-        """Write the outcome of claimed rows (one executemany, only rows still ``sending``)."""
+        """Write the outcome of claimed rows (one statement, only rows still ``sending``)."""
         if not outcomes:
             return
         now = datetime.now(UTC)
@@ -203,50 +165,8 @@ class Ledger:
             for o in outcomes
             if o.state == states.SENT and o.provider_message_id
         ]
-        if self.engine.dialect.name == "postgresql":
-            with self.engine.begin() as conn:
-                record_outcomes(conn, blast_id, channel, outcomes, now)
-                if sids and channel == "sms":
-                    self._apply_early_statuses(conn, blast_id, sids)
-            return
-        stmt = (
-            deliveries.update()
-            .where(
-                deliveries.c.blast_id == bindparam("b_blast"),
-                deliveries.c.channel == bindparam("b_channel"),
-                deliveries.c.supporter_id == bindparam("b_sid"),
-                deliveries.c.state == states.SENDING,
-            )
-            .values(
-                state=bindparam("b_state"),
-                provider_message_id=bindparam("b_pid"),
-                sender=bindparam("b_sender"),
-                error_code=bindparam("b_code"),
-                error=bindparam("b_error"),
-                segments=bindparam("b_segments"),
-                sent_at=bindparam("b_sent_at"),
-                deferred_until=bindparam("b_deferred_until"),
-                updated_at=now,
-            )
-        )
-        params = [
-            {
-                "b_blast": blast_id,
-                "b_channel": channel,
-                "b_sid": o.supporter_id,
-                "b_state": o.state,
-                "b_pid": o.provider_message_id,
-                "b_sender": o.sender,
-                "b_code": o.error_code,
-                "b_error": (o.error or None) and o.error[:1000],
-                "b_segments": o.segments,
-                "b_sent_at": now if o.state == states.SENT else None,
-                "b_deferred_until": o.deferred_until,
-            }
-            for o in outcomes
-        ]
         with self.engine.begin() as conn:
-            conn.execute(stmt, params)
+            self._dialect.record_outcomes(conn, blast_id, channel, outcomes, now)
             if sids and channel == "sms":
                 self._apply_early_statuses(conn, blast_id, sids)
 
@@ -353,8 +273,6 @@ class Ledger:
         A conditional update: with several schedulers running, each row is released by
         exactly one of them. Returns ``(blast_id, channel, supporter_id)`` of what it took.
         """
-        from messaging.store.schema import blasts
-
         due = (
             select(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.supporter_id)
             .join(blasts, blasts.c.blast_id == deliveries.c.blast_id)
@@ -415,7 +333,7 @@ class Ledger:
             taken = conn.execute(
                 supporters.update()
                 .where(
-                    among(supporters.c.id, supporter_ids, self.engine.dialect.name),
+                    self._dialect.among(supporters.c.id, supporter_ids),
                     supporters.c.first_sms_at.is_(None),
                 )
                 .values(first_sms_at=datetime.now(UTC))
@@ -430,6 +348,71 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(
                 supporters.update()
-                .where(among(supporters.c.id, supporter_ids, self.engine.dialect.name))
+                .where(self._dialect.among(supporters.c.id, supporter_ids))
                 .values(first_sms_at=None)
             )
+
+    def fail_stuck(self, blast_id: str, claimed_before: datetime) -> int:
+        """Rows ``sending`` since before ``claimed_before`` end ``failed`` (lost_in_flight).
+
+        We cannot know whether the provider got the request, and lost beats duplicate for
+        this product (docs/architecture.md), so they are not sent again.
+        """
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel.in_(["sms", "email"]),
+                    deliveries.c.state == states.SENDING,
+                    deliveries.c.updated_at < claimed_before,
+                )
+                .values(
+                    state=states.FAILED,
+                    error_code=LOST_IN_FLIGHT,
+                    error="worker lost between claim and outcome; not re-sent to avoid a duplicate",
+                    updated_at=datetime.now(UTC),
+                )
+                .returning(deliveries.c.supporter_id)
+            ).all()
+        return len(rows)
+
+
+class _SqlPendingView:
+    """:class:`~messaging.ports.PendingView` over the dry run's uncommitted rows."""
+
+    def __init__(self, conn: Connection, blast_id: str) -> None:
+        self._conn = conn
+        self._blast_id = blast_id
+
+    def _pending(self, channel: str) -> Any:
+        return (
+            deliveries.c.blast_id == self._blast_id,
+            deliveries.c.channel == channel,
+            deliveries.c.state == states.PENDING,
+        )
+
+    def pending_count(self, channel: str) -> int:
+        query = select(func.count()).select_from(deliveries).where(*self._pending(channel))
+        return int(self._conn.scalar(query) or 0)
+
+    def sms_sample(self, limit: int) -> list[tuple[dict[str, Any], datetime | None]]:
+        query = (
+            select(supporters.c.first_sms_at, *(supporters.c[f] for f in TEMPLATE_FIELDS))
+            .select_from(deliveries.join(supporters, supporters.c.id == deliveries.c.supporter_id))
+            .where(*self._pending("sms"))
+            .limit(limit)
+        )
+        return [
+            ({f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)}, first)
+            for first, *values in self._conn.execute(query)
+        ]
+
+    def sms_by_timezone(self) -> dict[str | None, int]:
+        query = (
+            select(supporters.c.timezone, func.count())
+            .select_from(deliveries.join(supporters, supporters.c.id == deliveries.c.supporter_id))
+            .where(*self._pending("sms"))
+            .group_by(supporters.c.timezone)
+        )
+        return {tz: int(n) for tz, n in self._conn.execute(query)}

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, literal, or_, select, true
+from sqlalchemy import Connection, and_, case, func, literal, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from messaging import states
 from messaging.alert import Alert
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
+from messaging.store.sql.dialect import SqlDialect
 
 
 class Audience:
@@ -54,7 +55,17 @@ class Audience:
             if audience.states:
                 self.where.append(supporters.c.state.in_(audience.states))
             if audience.tags:
-                self.where.append(or_(*(supporters.c.tags.like(f"%;{t};%") for t in audience.tags)))
+                # Tags are stored as ";a;b;". Whole-tag match with LIKE's wildcards escaped:
+                # a tag is a name, never a pattern (``no_sms`` must not match ``noxsms``,
+                # ``%`` must not match everyone).
+                self.where.append(
+                    or_(
+                        *(
+                            supporters.c.tags.contains(f";{t};", autoescape=True)
+                            for t in audience.tags
+                        )
+                    )
+                )
 
     def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
         """The highest key of the next page after ``after``, or None when the audience is done."""
@@ -108,7 +119,7 @@ def _destination(channel: str) -> Any:
 
 def insert_page(
     conn: Connection,
-    insert: Any,
+    dialect: SqlDialect,
     blast_id: str,
     channel: str,
     audience: Audience,
@@ -147,17 +158,7 @@ def insert_page(
         deliveries.c.destination == page.c.destination,
         deliveries.c.state != states.DUPLICATE,
     )
-    source: Any = page
-    if conn.dialect.name == "postgresql":
-        # A correlated EXISTS inside an OR becomes a *hashed* subplan that reads every
-        # row of the blast written so far, once per page: quadratic in the blast size
-        # (13 s per 5,000-row page at 20k rows under concurrent sending). A LATERAL
-        # LIMIT 1 is one probe of the partial unique index per page row.
-        live = select(literal(1).label("hit")).where(live_match).limit(1).lateral("live")
-        source = page.outerjoin(live, true())
-        live_elsewhere: ColumnElement[bool] = live.c.hit.is_not(None)
-    else:
-        live_elsewhere = exists().where(live_match)
+    source, live_elsewhere = dialect.expansion_join(page, live_match)
     now = datetime.now(UTC)
     state = case(
         (or_(page.c.rn > 1, live_elsewhere), literal(states.DUPLICATE)),
@@ -178,7 +179,7 @@ def insert_page(
         .where(true())
     )  # SQLite needs a WHERE before ON CONFLICT
     stmt = (
-        insert(deliveries)
+        dialect.insert(deliveries)
         .from_select(
             [
                 "blast_id",
@@ -194,11 +195,7 @@ def insert_page(
         .on_conflict_do_nothing()
         .returning(deliveries.c.supporter_id, deliveries.c.state)
     )
-    if conn.dialect.name == "postgresql":
-        # Every relation here is reached by key range or key (page bounds, primary keys,
-        # the partial unique index); on small or freshly analysed tables the planner
-        # otherwise scans all supporters for each page.
-        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    dialect.begin_expansion(conn)
     by_state: dict[str, list[int]] = {}
     for sid, st in conn.execute(stmt):
         by_state.setdefault(str(st), []).append(int(sid))

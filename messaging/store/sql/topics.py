@@ -2,40 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from messaging.ports import TopicInfo
 from messaging.store.schema import alert_topics, subscriptions
+from messaging.store.sql.dialect import SqlDialect, dialect_for
 from messaging.topics import validate_topic_name
 
 
-@dataclass(frozen=True, slots=True)
-class TopicInfo:
-    """One alert topic, its SNS ARN once provisioned, and how many supporters follow it."""
+class SqlTopicStore:
+    """:class:`~messaging.ports.TopicStore` on ``alert_topics``."""
 
-    name: str
-    sns_topic_arn: str | None
-    subscribers: int
-    created_at: datetime
-
-
-class TopicStore:
-    """Registers and lists alert topics."""
-
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self._engine = engine
+        self._dialect = dialect or dialect_for(engine)
 
     def register(self, name: str, sns_topic_arn: str | None = None) -> bool:
         """Record a topic (idempotent); set its ARN when given. True if it was new."""
         validate_topic_name(name)
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
         with self._engine.begin() as conn:
             # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT statements.
             inserted = conn.execute(
-                dialect.insert(alert_topics)
+                self._dialect.insert(alert_topics)
                 .values(name=name, sns_topic_arn=sns_topic_arn, created_at=datetime.now(UTC))
                 .on_conflict_do_nothing(index_elements=["name"])
                 .returning(alert_topics.c.name)

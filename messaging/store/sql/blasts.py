@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
 from messaging.alert import Alert
+from messaging.ports import BlastRecord
 from messaging.store.schema import blasts, deliveries
-
-log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class BlastRecord:
-    """One blast as stored."""
-
-    blast_id: str
-    topic: str
-    status: str
-    priority: str
-    alert: Alert
-    created_at: datetime
-    updated_at: datetime
-    expanded_at: datetime | None
-    ended_at: datetime | None
-    expansion_cursor: int
-    stats: dict[str, Any]
-
-    @property
-    def ended(self) -> bool:
-        """True once nothing more will be sent."""
-        return self.status in states.ENDED_STATUSES
+from messaging.store.sql.dialect import SqlDialect, dialect_for
+from messaging.store.views import Summaries
 
 
 def _record(row: Any) -> BlastRecord:
@@ -54,6 +30,11 @@ def _record(row: Any) -> BlastRecord:
         ended_at=_aware(row.ended_at) if row.ended_at else None,
         expansion_cursor=int(row.expansion_cursor),
         stats=json.loads(row.stats) if row.stats else {},
+        pause_reason=row.pause_reason,
+        pause_detail=row.pause_detail,
+        requested_by=row.requested_by,
+        approved_by=row.approved_by,
+        send_at=_aware(row.send_at) if row.send_at else None,
     )
 
 
@@ -62,12 +43,12 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-class BlastStore:
-    """Reads and writes the ``blasts`` table and the ledger's per-state counts."""
+class SqlBlastStore(Summaries):
+    """:class:`~messaging.ports.BlastStore` on the ``blasts`` table (counts from the ledger)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = (dialect or dialect_for(engine)).insert
 
     def create(
         self, alert: Alert, topic: str, sns_message_id: str | None
@@ -135,13 +116,26 @@ class BlastStore:
             return list(conn.scalars(query.order_by(blasts.c.created_at)))
 
     def set_status(
-        self, blast_id: str, status: str, *, only_from: Iterable[str] | None = None
+        self,
+        blast_id: str,
+        status: str,
+        *,
+        only_from: Iterable[str] | None = None,
+        pause_reason: str | None = None,
+        pause_detail: str | None = None,
+        approved_by: str | None = None,
     ) -> bool:
-        """Move a blast to ``status`` (from one of ``only_from``, if given). True if it moved."""
+        """See :class:`~messaging.ports.BlastStore`."""
         now = datetime.now(UTC)
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if status in states.ENDED_STATUSES:
             values["ended_at"] = now
+        # A pause's reason lives exactly as long as the pause.
+        paused = status == "paused"
+        values["pause_reason"] = pause_reason if paused else None
+        values["pause_detail"] = pause_detail if paused else None
+        if approved_by is not None:
+            values["approved_by"] = approved_by
         query = blasts.update().where(blasts.c.blast_id == blast_id)
         if only_from is not None:
             query = query.where(blasts.c.status.in_(list(only_from)))
@@ -149,16 +143,10 @@ class BlastStore:
             moved = conn.execute(query.values(**values).returning(blasts.c.blast_id)).first()
         return moved is not None
 
-    def advance_cursor(self, conn: Connection, blast_id: str, cursor: int) -> None:
-        """Record expansion progress inside the caller's transaction (with its ledger rows)."""
-        conn.execute(
-            blasts.update()
-            .where(blasts.c.blast_id == blast_id)
-            .values(expansion_cursor=cursor, updated_at=datetime.now(UTC))
-        )
-
-    def finish_expansion(self, blast_id: str, stats: dict[str, Any]) -> bool:
-        """Mark expansion done; the blast moves on to ``sending`` unless it was paused or ended."""
+    def finish_expansion(
+        self, blast_id: str, stats: dict[str, Any], *, to: str = "sending"
+    ) -> bool:
+        """Mark expansion done; the blast moves on to ``to`` unless it was paused or ended."""
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             conn.execute(
@@ -169,7 +157,7 @@ class BlastStore:
             moved = conn.execute(
                 blasts.update()
                 .where(blasts.c.blast_id == blast_id, blasts.c.status == states.EXPANDING)
-                .values(status=states.SENDING_BLAST)
+                .values(status=to)
                 .returning(blasts.c.blast_id)
             ).first()
         return moved is not None
@@ -188,61 +176,3 @@ class BlastStore:
             for blast_id, channel, state, n in conn.execute(query):
                 result[blast_id].setdefault(channel, {})[state] = int(n)
         return result
-
-    def summaries(
-        self, records: list[BlastRecord], live: LiveCounts | None = None
-    ) -> list[dict[str, Any]]:
-        """The contract's JSON view (§6) of each blast, counts included.
-
-        With ``live``, a running blast's counts come from its live counters (one Redis read,
-        instead of a grouped scan of its ledger rows per look); an ended blast's, and any
-        whose counters are missing or unreadable, from the ledger.
-        """
-        running = [r.blast_id for r in records if r.status not in states.ENDED_STATUSES]
-        counted: dict[str, ByChannel | None] = {}
-        if live is not None and running:
-            try:
-                counted = dict(live(running))
-            except Exception as exc:  # Redis down or slow: the ledger still answers
-                log.warning("blast.live_counts_unavailable", error_type=type(exc).__name__)
-        from_ledger = self.state_counts(
-            [r.blast_id for r in records if counted.get(r.blast_id) is None]
-        )
-        result = []
-        for r in records:
-            live_counts = counted.get(r.blast_id)
-            by_channel = live_counts if live_counts is not None else from_ledger[r.blast_id]
-            result.append(
-                summary(r, by_channel, source="ledger" if live_counts is None else "live")
-            )
-        return result
-
-
-#: Reads live counters: ``{blast_id: {channel: {state: rows}} or None}``.
-ByChannel = dict[str, dict[str, int]]
-LiveCounts = Callable[[list[str]], Mapping[str, ByChannel | None]]
-
-
-def summary(
-    record: BlastRecord, by_channel: dict[str, dict[str, int]], *, source: str = "ledger"
-) -> dict[str, Any]:
-    """``{"blast_id", "topic", "status", "created_at", "counts": {...}, ...}``.
-
-    ``counts_source`` says where the counts came from: ``live`` (the Redis counters of a
-    running blast, reconciled with the ledger every scheduler pass) or ``ledger``.
-    """
-    channels = record.alert.channels
-    return {
-        "blast_id": record.blast_id,
-        "topic": record.topic,
-        "status": record.status,
-        "priority": record.priority,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-        "ended_at": record.ended_at.isoformat() if record.ended_at else None,
-        "dry_run": record.alert.dry_run,
-        "test": bool(record.alert.test_recipients),
-        "counts": {c: states.counts_from_states(by_channel.get(c, {})) for c in channels},
-        "audience": record.stats,
-        "counts_source": source,
-    }

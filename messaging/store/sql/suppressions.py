@@ -5,19 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from messaging.store.db import among
 from messaging.store.schema import suppression_events, suppressions
+from messaging.store.sql.dialect import SqlDialect, dialect_for
 from messaging.suppression import Channel, Suppression, suppression_key
 
 
 class SqlSuppressionList:
     """A :class:`~messaging.suppression.SuppressionList` on the ``suppressions`` table."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self._engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._dialect = dialect or dialect_for(engine)
 
     def add(self, channel: Channel, value: str, *, reason: str, source: str) -> bool:
         """Suppress ``value``; True if it was not suppressed before. Always audited."""
@@ -25,7 +24,7 @@ class SqlSuppressionList:
         now = datetime.now(UTC)
         with self._engine.begin() as conn:
             added = conn.execute(
-                self._insert(suppressions)
+                self._dialect.insert(suppressions)
                 .values(channel=channel, value=value, reason=reason, source=source, created_at=now)
                 .on_conflict_do_nothing(index_elements=["channel", "value"])
                 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT statements.
@@ -66,7 +65,7 @@ class SqlSuppressionList:
         keys = {suppression_key(channel, v): v for v in values}
         query = select(suppressions.c.value).where(
             suppressions.c.channel == channel,
-            among(suppressions.c.value, list(keys), self._engine.dialect.name),
+            self._dialect.among(suppressions.c.value, list(keys)),
         )
         with self._engine.connect() as conn:
             return {keys[v] for v in conn.scalars(query)}

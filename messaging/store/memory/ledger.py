@@ -1,0 +1,333 @@
+"""The ledger's in-memory twin: the same expansion, claim and sweep semantics, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from messaging import states
+from messaging.alert import Alert
+from messaging.ports import TEMPLATE_FIELDS, Claimed, DryRun, ExpandedPage, Outcome
+from messaging.store.memory.tables import MemoryTables, Row
+
+LOST_IN_FLIGHT = "lost_in_flight"
+
+
+def _destination(channel: str, person: dict[str, Any]) -> str | None:
+    if channel == "sms":
+        return person.get("phone") or None
+    email = person.get("email")
+    # Emails are compared whole and lower-cased: Jane@ and jane@ are one mailbox.
+    return email.lower() if email else None
+
+
+def _opted_in(channel: str, person: dict[str, Any]) -> bool:
+    return bool(person.get("sms_opt_in" if channel == "sms" else "email_opt_in"))
+
+
+class _Audience:
+    """Topic subscribers (or test recipients) ∩ the alert's filter, by supporter id."""
+
+    def __init__(self, tables: MemoryTables, alert: Alert, topic: str) -> None:
+        self._t = tables
+        self.alert = alert
+        self._topic = topic
+
+    def members(self) -> list[int]:
+        t, alert = self._t, self.alert
+        if alert.test_recipients:
+            phones = {v for v in alert.test_recipients if "@" not in v}
+            emails = {v.lower() for v in alert.test_recipients if "@" in v}
+            ids = [
+                sid
+                for sid, p in t.supporters.items()
+                if p.get("phone") in phones or (p.get("email") or "").lower() in emails
+            ]
+        else:
+            ids = [sid for topic, sid in t.subscriptions if topic == self._topic]
+        return sorted(sid for sid in ids if sid in t.supporters and self._matches(sid))
+
+    def _matches(self, sid: int) -> bool:
+        audience, person = self.alert.audience, self._t.supporters[sid]
+        if audience is None:
+            return True
+        if audience.postal_codes and person.get("postal_code") not in audience.postal_codes:
+            return False
+        if audience.states and person.get("state") not in audience.states:
+            return False
+        tags = person.get("tags") or ""
+        return not audience.tags or any(f";{tag};" in tags for tag in audience.tags)
+
+    def page(self, after: int, page_size: int) -> list[int]:
+        return [sid for sid in self.members() if sid > after][:page_size]
+
+    def stats(self) -> dict[str, Any]:
+        people = [self._t.supporters[sid] for sid in self.members()]
+        result: dict[str, Any] = {"audience": len(people)}
+        for channel in self.alert.channels:
+            result[channel] = {
+                "eligible": sum(
+                    1 for p in people if _opted_in(channel, p) and _destination(channel, p)
+                ),
+                "no_consent": sum(1 for p in people if not _opted_in(channel, p)),
+                "no_address": sum(
+                    1 for p in people if _opted_in(channel, p) and not _destination(channel, p)
+                ),
+            }
+        return result
+
+
+class MemoryLedger:
+    """:class:`~messaging.ports.LedgerStore` over :class:`MemoryTables`."""
+
+    def __init__(self, tables: MemoryTables) -> None:
+        self._t = tables
+
+    # --- expansion ---------------------------------------------------------------------
+
+    def _write_page(
+        self,
+        into: dict[tuple[str, str, int], Row],
+        blast_id: str,
+        channel: str,
+        ids: list[int],
+    ) -> dict[str, list[int]]:
+        now = datetime.now(UTC)
+        live = {
+            r.destination
+            for (b, c, _), r in into.items()
+            if b == blast_id and c == channel and r.state != states.DUPLICATE
+        }
+        written: dict[str, list[int]] = {}
+        for sid in ids:
+            person = self._t.supporters[sid]
+            destination = _destination(channel, person)
+            if not _opted_in(channel, person) or destination is None:
+                continue
+            if (blast_id, channel, sid) in into:  # a re-run of the page writes nothing
+                continue
+            if destination in live:
+                state = states.DUPLICATE
+            elif (channel, destination) in self._t.suppressions:
+                state = states.SUPPRESSED
+            else:
+                state = states.PENDING
+            live.add(destination)
+            into[(blast_id, channel, sid)] = Row(
+                blast_id, channel, sid, destination, state, now, now
+            )
+            written.setdefault(state, []).append(sid)
+        return written
+
+    def expand_page(
+        self,
+        blast_id: str,
+        alert: Alert,
+        topic: str,
+        after: int,
+        page_size: int,
+        before_commit: Callable[[str, ExpandedPage], None],
+    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+        with self._t.lock:
+            ids = _Audience(self._t, alert, topic).page(after, page_size)
+            if not ids:
+                return None
+            pages: dict[str, ExpandedPage] = {}
+            for channel in alert.channels:
+                written = self._write_page(self._t.deliveries, blast_id, channel, ids)
+                pages[channel] = ExpandedPage(
+                    sorted(written.get(states.PENDING, [])),
+                    {state: len(i) for state, i in written.items()},
+                )
+                before_commit(channel, pages[channel])
+            if blast_id in self._t.blasts:
+                self._t.blasts[blast_id].update(
+                    expansion_cursor=ids[-1], updated_at=datetime.now(UTC)
+                )
+            return ids[-1], pages
+
+    def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
+        with self._t.lock:
+            return _Audience(self._t, alert, topic).stats()
+
+    def dry_run(
+        self,
+        blast_id: str,
+        alert: Alert,
+        topic: str,
+        page_size: int,
+        estimate: Callable[[Any], dict[str, Any]],
+        heartbeat: Callable[[], None],
+    ) -> DryRun:
+        with self._t.lock:
+            audience = _Audience(self._t, alert, topic)
+            scratch = {k: r for k, r in self._t.deliveries.items() if k[0] == blast_id}
+            counts: dict[str, dict[str, int]] = {c: {} for c in alert.channels}
+            cursor, pages = 0, 0
+            while ids := audience.page(cursor, page_size):
+                for channel in alert.channels:
+                    for state, sids in self._write_page(scratch, blast_id, channel, ids).items():
+                        counts[channel][state] = counts[channel].get(state, 0) + len(sids)
+                cursor, pages = ids[-1], pages + 1
+                heartbeat()
+            view = _MemoryPendingView(self._t, list(scratch.values()))
+            return DryRun(pages, counts, audience.stats(), estimate(view))
+
+    def refresh_statistics(self, rows_written: int) -> bool:
+        return False
+
+    # --- claims and outcomes -----------------------------------------------------------
+
+    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
+        now = datetime.now(UTC)
+        claimed = []
+        with self._t.lock:
+            for sid in sorted(set(supporter_ids)):
+                row = self._t.deliveries.get((blast_id, channel, sid))
+                if row is None or row.state != states.PENDING:
+                    continue
+                row.state, row.attempts, row.updated_at = states.SENDING, row.attempts + 1, now
+                person = self._t.supporters.get(sid, {})
+                fields = {f: person.get(f) or "" for f in TEMPLATE_FIELDS}
+                claimed.append(
+                    Claimed(sid, row.destination, row.attempts, fields, person.get("first_sms_at"))
+                )
+        return claimed
+
+    def record(self, blast_id: str, channel: str, outcomes: Sequence[Outcome]) -> None:
+        now = datetime.now(UTC)
+        with self._t.lock:
+            for o in outcomes:
+                row = self._t.deliveries.get((blast_id, channel, o.supporter_id))
+                if row is None or row.state != states.SENDING:
+                    continue
+                row.state, row.provider_message_id, row.sender = (
+                    o.state,
+                    o.provider_message_id,
+                    o.sender,
+                )
+                row.error_code, row.error = o.error_code, (o.error or None) and o.error[:1000]
+                row.segments, row.deferred_until, row.updated_at = o.segments, o.deferred_until, now
+                row.sent_at = now if o.state == states.SENT else None
+                parked = self._t.early_statuses.pop(o.provider_message_id or "", None)
+                if channel == "sms" and o.state == states.SENT and parked is not None:
+                    row.state, row.updated_at = parked["state"], parked["received_at"]
+                    if parked["state"] == states.DELIVERED:
+                        row.delivered_at = parked["received_at"]
+                    else:
+                        row.error_code, row.error = parked["error_code"], parked["error"]
+
+    def claim_first_contact(self, supporter_ids: Sequence[int]) -> set[int]:
+        taken = set()
+        with self._t.lock:
+            for sid in supporter_ids:
+                person = self._t.supporters.get(sid)
+                if person is not None and person.get("first_sms_at") is None:
+                    person["first_sms_at"] = datetime.now(UTC)
+                    taken.add(sid)
+        return taken
+
+    def release_first_contact(self, supporter_ids: Sequence[int]) -> None:
+        with self._t.lock:
+            for sid in supporter_ids:
+                if sid in self._t.supporters:
+                    self._t.supporters[sid]["first_sms_at"] = None
+
+    # --- sweep and kill switch ---------------------------------------------------------
+
+    def open_ids(
+        self, blast_id: str, channel: str, state: str, after: int, limit: int
+    ) -> list[int]:
+        with self._t.lock:
+            ids = sorted(
+                r.supporter_id
+                for r in self._t.rows_of(blast_id)
+                if r.channel == channel and r.state == state and r.supporter_id > after
+            )
+        return ids[:limit]
+
+    def _move(self, rows: list[Row], to_state: str) -> int:
+        now = datetime.now(UTC)
+        for r in rows:
+            r.state, r.updated_at = to_state, now
+        return len(rows)
+
+    def close_open(self, blast_id: str, to_state: str, from_states: Sequence[str]) -> int:
+        with self._t.lock:
+            rows = [r for r in self._t.rows_of(blast_id) if r.state in from_states]
+            return self._move(rows, to_state)
+
+    def close_ids(
+        self, blast_id: str, channel: str, supporter_ids: Sequence[int], to_state: str
+    ) -> int:
+        with self._t.lock:
+            rows = [self._t.deliveries.get((blast_id, channel, sid)) for sid in set(supporter_ids)]
+            return self._move([r for r in rows if r and r.state == states.PENDING], to_state)
+
+    def has_open(self, blast_id: str) -> bool:
+        with self._t.lock:
+            return any(r.state in states.OPEN for r in self._t.rows_of(blast_id))
+
+    def has_state(self, blast_id: str, state: str) -> bool:
+        with self._t.lock:
+            return any(r.state == state for r in self._t.rows_of(blast_id))
+
+    def release_due(self, now: datetime, limit: int) -> list[tuple[str, str, int]]:
+        with self._t.lock:
+            sending = {
+                b for b, blast in self._t.blasts.items() if blast["status"] == states.SENDING_BLAST
+            }
+            due = sorted(
+                (
+                    r
+                    for r in self._t.deliveries.values()
+                    if r.state == states.DEFERRED
+                    and r.blast_id in sending
+                    and r.deferred_until is not None
+                    and r.deferred_until <= now
+                ),
+                key=lambda r: (r.deferred_until, r.supporter_id),
+            )[:limit]
+            for r in due:
+                r.state, r.updated_at = states.PENDING, now
+            return [(r.blast_id, r.channel, r.supporter_id) for r in due]
+
+    def fail_stuck(self, blast_id: str, claimed_before: datetime) -> int:
+        with self._t.lock:
+            rows = [
+                r
+                for r in self._t.rows_of(blast_id)
+                if r.state == states.SENDING and r.updated_at < claimed_before
+            ]
+            for r in rows:
+                r.error_code = LOST_IN_FLIGHT
+                r.error = "worker lost between claim and outcome; not re-sent to avoid a duplicate"
+            return self._move(rows, states.FAILED)
+
+
+class _MemoryPendingView:
+    """:class:`~messaging.ports.PendingView` over a dry run's scratch rows."""
+
+    def __init__(self, tables: MemoryTables, rows: list[Row]) -> None:
+        self._t = tables
+        self._rows = sorted(rows, key=lambda r: r.supporter_id)
+
+    def _pending(self, channel: str) -> list[Row]:
+        return [r for r in self._rows if r.channel == channel and r.state == states.PENDING]
+
+    def pending_count(self, channel: str) -> int:
+        return len(self._pending(channel))
+
+    def sms_sample(self, limit: int) -> list[tuple[dict[str, Any], datetime | None]]:
+        people = [self._t.supporters[r.supporter_id] for r in self._pending("sms")[:limit]]
+        return [
+            ({f: p.get(f) or "" for f in TEMPLATE_FIELDS}, p.get("first_sms_at")) for p in people
+        ]
+
+    def sms_by_timezone(self) -> dict[str | None, int]:
+        zones: dict[str | None, int] = {}
+        for r in self._pending("sms"):
+            tz = self._t.supporters[r.supporter_id].get("timezone")
+            zones[tz] = zones.get(tz, 0) + 1
+        return zones

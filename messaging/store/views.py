@@ -1,0 +1,81 @@
+"""The contract's JSON view of blasts (§6), shared by every blast store backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from messaging import states
+from messaging.ports import BlastRecord, ByChannel, LiveCounts
+
+log = structlog.get_logger(__name__)
+
+
+class Summaries:
+    """``summaries()`` for a store that has ``state_counts()``."""
+
+    def state_counts(self, blast_ids: list[str]) -> dict[str, ByChannel]:
+        raise NotImplementedError
+
+    def summaries(
+        self, records: list[BlastRecord], live: LiveCounts | None = None
+    ) -> list[dict[str, Any]]:
+        """The contract's JSON view (§6) of each blast, counts included.
+
+        With ``live``, a running blast's counts come from its live counters (one Redis read,
+        instead of a grouped scan of its ledger rows per look); an ended blast's, and any
+        whose counters are missing or unreadable, from the ledger.
+        """
+        running = [r.blast_id for r in records if r.status not in states.ENDED_STATUSES]
+        counted: dict[str, ByChannel | None] = {}
+        if live is not None and running:
+            try:
+                counted = dict(live(running))
+            except Exception as exc:  # Redis down or slow: the ledger still answers
+                log.warning("blast.live_counts_unavailable", error_type=type(exc).__name__)
+        from_ledger = self.state_counts(
+            [r.blast_id for r in records if counted.get(r.blast_id) is None]
+        )
+        result = []
+        for r in records:
+            live_counts = counted.get(r.blast_id)
+            by_channel = live_counts if live_counts is not None else from_ledger[r.blast_id]
+            result.append(
+                summary(r, by_channel, source="ledger" if live_counts is None else "live")
+            )
+        return result
+
+
+def summary(
+    record: BlastRecord, by_channel: dict[str, dict[str, int]], *, source: str = "ledger"
+) -> dict[str, Any]:
+    """``{"blast_id", "topic", "status", "created_at", "counts": {...}, ...}``.
+
+    ``counts_source`` says where the counts came from: ``live`` (the Redis counters of a
+    running blast, reconciled with the ledger every scheduler pass) or ``ledger``.
+    """
+    channels = record.alert.channels
+    extra: dict[str, Any] = {}
+    if record.status == "paused":  # contract §6: a paused blast says why
+        extra = {"pause_reason": record.pause_reason, "pause_detail": record.pause_detail}
+    for name in ("requested_by", "approved_by"):
+        if getattr(record, name) is not None:
+            extra[name] = getattr(record, name)
+    if record.send_at is not None:
+        extra["send_at"] = record.send_at.isoformat()
+    return {
+        "blast_id": record.blast_id,
+        "topic": record.topic,
+        "status": record.status,
+        "priority": record.priority,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+        "ended_at": record.ended_at.isoformat() if record.ended_at else None,
+        "dry_run": record.alert.dry_run,
+        "test": bool(record.alert.test_recipients),
+        "counts": {c: states.counts_from_states(by_channel.get(c, {})) for c in channels},
+        "audience": record.stats,
+        "counts_source": source,
+        **extra,
+    }

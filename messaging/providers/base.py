@@ -113,9 +113,46 @@ class EmailBatch:
         return out
 
 
-class EmailTransport(Protocol):
-    """Sends one batch in one call; returns the provider's message id or raises SendError."""
+@dataclass(frozen=True, slots=True)
+class EmailCall:
+    """What one provider call of a batch did, for the recipients it carried.
 
-    def send_batch(self, batch: EmailBatch) -> str:
-        """Send ``batch``; :class:`~messaging.errors.SendError` if the call failed."""
+    A batch may take several calls (shared bodies, then oversized recipients one by one);
+    each succeeds or fails on its own, so each recipient is settled once, by its own call.
+    """
+
+    #: Positions in ``batch.recipients`` of the recipients this call carried.
+    indices: tuple[int, ...]
+    #: The provider's message id when it accepted the call.
+    message_id: str | None = None
+    #: Why it failed (None: accepted).
+    error: SendError | None = None
+
+
+class EmailTransport(Protocol):
+    """Sends one batch in as few calls as the provider allows; one outcome per call."""
+
+    def send_batch(self, batch: EmailBatch) -> list[EmailCall]:
+        """Send ``batch``; every recipient is in exactly one returned call. Errors are
+        returned, not raised, so a later call's failure never hides an earlier success."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedSms:
+    """One message of the provider's message log (what the sweep asks about in-doubt rows)."""
+
+    sid: str
+    to: str
+    from_number: str | None
+    body: str
+    #: When the provider created it, epoch seconds (None when it did not say).
+    created_at_s: float | None
+
+
+class SmsLog(Protocol):
+    """The provider's log of messages it accepted."""
+
+    def recent_to(self, to: str, from_number: str | None, since_s: float) -> list[LoggedSms]:
+        """Messages to ``to`` (from ``from_number`` when given) created since ``since_s``."""
         ...

@@ -6,8 +6,15 @@ import itertools
 import threading
 from collections.abc import Callable, Sequence
 
-from messaging.errors import PermanentSendError, SendError
-from messaging.providers.base import EmailBatch, EmailRecipient, SmsMessage, SmsReceipt, SmsResult
+from messaging.errors import SendError
+from messaging.providers.base import (
+    EmailBatch,
+    EmailCall,
+    EmailRecipient,
+    SmsMessage,
+    SmsReceipt,
+    SmsResult,
+)
 
 
 class InMemorySms:
@@ -42,20 +49,22 @@ class InMemorySms:
 
 
 class InMemoryEmail:
-    """Records every email recipient; ``errors`` maps an address to a permanent error."""
+    """Records every email recipient; ``errors`` maps an address to the error a call that
+    carries it fails with (as SendGrid fails a whole call for one bad address)."""
 
-    def __init__(self, errors: dict[str, PermanentSendError] | None = None) -> None:
+    def __init__(self, errors: dict[str, SendError] | None = None) -> None:
         self.sent: list[EmailRecipient] = []
         self.calls = 0
         self.errors = dict(errors or {})
         self._lock = threading.Lock()
 
-    def send_batch(self, batch: EmailBatch) -> str:
-        """See :class:`~messaging.providers.base.EmailTransport`."""
+    def send_batch(self, batch: EmailBatch) -> list[EmailCall]:
+        """See :class:`~messaging.providers.base.EmailTransport`: one call per batch."""
+        indices = tuple(range(len(batch.recipients)))
         with self._lock:
             for r in batch.recipients:
                 if r.to in self.errors:
-                    raise self.errors[r.to]
+                    return [EmailCall(indices, error=self.errors[r.to])]
             self.calls += 1
             self.sent.extend(batch.personalized())
-            return f"mem-{self.calls}"
+            return [EmailCall(indices, message_id=f"mem-{self.calls}")]

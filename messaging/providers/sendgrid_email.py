@@ -11,6 +11,7 @@ bodies travel as they are, once, and each personalization carries only its field
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 from collections.abc import Callable, Sequence
@@ -19,8 +20,8 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from messaging.errors import PermanentSendError, SendError, TransientSendError
-from messaging.providers.base import EmailBatch, EmailRecipient
+from messaging.errors import PermanentSendError, ProviderAuthError, SendError, TransientSendError
+from messaging.providers.base import EmailBatch, EmailCall, EmailRecipient
 from messaging.providers.retry import call_with_retries
 
 SENDGRID_DEFAULT_BASE_URL = "https://api.sendgrid.com"
@@ -43,12 +44,25 @@ def _header(headers: Any, name: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def _first_error(body: str) -> str:
+    """SendGrid's first error message from an error body, else the body's start."""
+    try:
+        return str(json.loads(body)["errors"][0]["message"])[:200]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return body[:200]
+
+
 def map_sendgrid_error(exc: HTTPError) -> SendError:
     """A SendGrid HTTP error as our error tree."""
     status = int(exc.status_code)
     body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body)
     message = f"sendgrid HTTP {status}: {body[:300]}"
-    if status == 429 or status >= 500 or status in (401, 403):
+    if status in (401, 403):
+        # A wrong, revoked or under-scoped key: the fleet's problem, never the recipient's.
+        return ProviderAuthError(
+            f"sendgrid refused the API key (HTTP {status}): {_first_error(body)}", code=str(status)
+        )
+    if status == 429 or status >= 500:
         retry_after = _header(exc.headers, "Retry-After")
         reset = _header(exc.headers, "X-RateLimit-Reset")
         wait_s = float(retry_after) if retry_after else None
@@ -73,8 +87,13 @@ class SendGridEmail:
         #: Told how long SendGrid asked us to back off after a 429 (slows the fleet's limiter).
         self._on_throttle = on_throttle or (lambda _s: None)
 
-    def send_batch(self, batch: EmailBatch) -> str:
-        """Send ``batch`` in as few calls as SendGrid allows; returns the first X-Message-Id."""
+    def send_batch(self, batch: EmailBatch) -> list[EmailCall]:
+        """Send ``batch`` in as few calls as SendGrid allows; one outcome per call.
+
+        Each call stands alone: when a later call fails, the recipients of an earlier one
+        were still delivered, and say so. After SendGrid refuses the key, the calls left are
+        not made (they would be refused too) and carry the same error.
+        """
         if len(batch.recipients) > MAX_RECIPIENTS_PER_CALL:
             raise ValueError(f"at most {MAX_RECIPIENTS_PER_CALL} recipients per batch")
         delay = batch.send_at_s - time.time()
@@ -87,13 +106,43 @@ class SendGridEmail:
             if batch.shared is not None
             else lambda r: _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES
         )
-        shared = [r for r in batch.recipients if together(r)]
-        alone = [r for r in batch.recipients if not together(r)]
-        ids = []
-        if shared:
-            ids.append(self._post(build_request(batch, shared, inline=False)))
-        ids.extend(self._post(build_request(batch, [r], inline=True)) for r in alone)
-        return ids[0]
+        shared = [i for i, r in enumerate(batch.recipients) if together(r)]
+        alone = [i for i, r in enumerate(batch.recipients) if not together(r)]
+        plan = [(tuple(shared), False)] if shared else []
+        plan += [((i,), True) for i in alone]
+        calls: list[EmailCall] = []
+        refused: ProviderAuthError | None = None
+        for indices, inline in plan:
+            if refused is not None:
+                calls.append(EmailCall(indices, error=refused))
+                continue
+            recipients = [batch.recipients[i] for i in indices]
+            try:
+                message_id = self._post(build_request(batch, recipients, inline=inline))
+            except SendError as exc:
+                if isinstance(exc, ProviderAuthError):
+                    refused = exc
+                calls.append(EmailCall(indices, error=exc))
+                continue
+            calls.append(EmailCall(indices, message_id=message_id or None))
+        return calls
+
+    def check_credentials(self) -> list[str]:
+        """A cheap authenticated read (the key's scopes); returns them.
+
+        Raises :class:`ProviderAuthError` when SendGrid refuses the key, and
+        :class:`PermanentSendError` when the key may not send mail.
+        """
+        try:
+            response = self._client.client.scopes.get()
+        except HTTPError as exc:
+            raise map_sendgrid_error(exc) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise TransientSendError(f"sendgrid unreachable: {exc}") from None
+        scopes = [str(s) for s in json.loads(response.body or b"{}").get("scopes", [])]
+        if "mail.send" not in scopes:
+            raise PermanentSendError("sendgrid: the API key lacks the mail.send scope", code="403")
+        return scopes
 
     def _post(self, body: dict[str, Any]) -> str:
         def call() -> str:

@@ -135,38 +135,6 @@ class SqsConsumer:
         )
         return list(response.get("Messages", []))
 
-    def poll_once(self) -> int:
-        """One long poll, handled one message after another (tools and tests)."""
-        response = self._sqs.receive_message(
-            QueueUrl=self._url,
-            MaxNumberOfMessages=MAX_BATCH,
-            WaitTimeSeconds=self._wait_time_s,
-            VisibilityTimeout=VISIBILITY_S,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-            MessageAttributeNames=["All"],
-        )
-        messages = response.get("Messages", [])
-        done: list[dict[str, str]] = []
-        release: list[dict[str, Any]] = []
-        for message in messages:
-            if self.stop.is_set():
-                # Stopping: hand the rest back at once instead of hiding them for a minute.
-                release.append(
-                    {
-                        "Id": message["MessageId"],
-                        "ReceiptHandle": message["ReceiptHandle"],
-                        "VisibilityTimeout": 0,
-                    }
-                )
-                continue
-            if self._handle(message):
-                done.append({"Id": message["MessageId"], "ReceiptHandle": message["ReceiptHandle"]})
-        if done:
-            self._sqs.delete_message_batch(QueueUrl=self._url, Entries=done)
-        if release:
-            self._sqs.change_message_visibility_batch(QueueUrl=self._url, Entries=release)
-        return len(messages)
-
     def _handle(self, message: dict[str, Any]) -> bool:
         """True when the message is finished with (handled, or dead-lettered)."""
         body = message.get("Body", "")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from config.settings import load_settings
-from queues.sendqueue import SendWork
+from messaging.ports import SendWork
 from workers.app import App
 
 pytestmark = pytest.mark.integration
@@ -55,10 +55,22 @@ def test_intake_dead_letters_are_listed_with_reasons_and_replayed(
     # When the good one is replayed, it is back on the intake queue and gets processed
     replayed = rapid(rapid_env, "dlq", "replay", good_id)
     assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
-    from queues.sqs_consumer import SqsConsumer
+    import threading
 
-    SqsConsumer(app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1).poll_once()
-    assert app.blasts.get("dlq-1") is not None
+    from queues.sqs_consumer import SqsConsumer
+    from tests.fleet import wait_until
+
+    stop = threading.Event()
+    consumer = SqsConsumer(
+        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1, stop=stop
+    )
+    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 1})
+    worker.start()
+    try:
+        wait_until(lambda: app.blasts.get("dlq-1") is not None, "the replayed alert's blast")
+    finally:
+        stop.set()
+        worker.join(30)
     # And the malformed one is still in the DLQ; an unknown id is an error
     assert [d["id"] for d in json.loads(rapid(rapid_env, "dlq", "list", "--json").stdout)] == [
         bad["id"]

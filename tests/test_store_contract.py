@@ -1,0 +1,386 @@
+"""Every store backend keeps the same contract: memory, SQLite and PostgreSQL.
+
+Each test runs once per backend (the ``stores`` fixture); the in-memory twins are what the
+fast unit tests use, so these tests are what makes them trustworthy. Seeding goes through
+the stores themselves (``supporters.write_batch``), never through SQL, so a test means the
+same thing on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from messaging import states
+from messaging.alert import Alert, parse_alert
+from messaging.ports import ExpandedPage, Outcome, PendingView, SupporterRow
+from messaging.store import Stores, memory_stores, open_stores
+from messaging.store.db import create_db_engine, migrate
+
+TOPIC = "debate-night"
+COLUMNS = frozenset(
+    {"first_name", "phone", "email", "postal_code", "state", "tags", "sms_opt_in"}
+    | {"email_opt_in", "topics", "timezone"}
+)
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
+    ]
+)
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
+    """Empty stores on one backend."""
+    if request.param == "memory":
+        yield memory_stores()
+        return
+    if request.param == "sqlite":
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
+        migrate(engine)
+    else:
+        from tests.conftest import _reset
+
+        pg_engine = request.getfixturevalue("_pg_engine")
+        _reset(pg_engine)
+        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
+    yield open_stores(engine)
+    engine.dispose()
+
+
+def person(n: int, **values: Any) -> SupporterRow:
+    """Supporter ``n``: opted in to both channels, subscribed to TOPIC, unless told otherwise."""
+    defaults: dict[str, Any] = {
+        "first_name": f"P{n}",
+        "phone": f"+1415555{1000 + n:04d}",
+        "email": f"p{n}@example.org",
+        "sms_opt_in": True,
+        "email_opt_in": True,
+        "topics": (TOPIC,),
+    }
+    return SupporterRow(external_id=f"ext-{n:04d}", **{**defaults, **values})
+
+
+def seed(stores: Stores, rows: list[SupporterRow]) -> None:
+    stores.supporters.write_batch(rows, COLUMNS)
+
+
+def alert(alert_id: str = "a-1", **extra: Any) -> Alert:
+    document = {"alert_id": alert_id, "sms": {"body": "Hi {{ first_name }}"}, **extra}
+    return parse_alert(json.dumps(document), fallback_id="x")
+
+
+def expand_all(stores: Stores, the_alert: Alert, page_size: int = 1000) -> dict[str, int]:
+    """Expand a blast to the end; rows written per state (all channels together)."""
+    stores.blasts.create(the_alert, TOPIC, None)
+    written: dict[str, int] = {}
+
+    def count(_channel: str, page: ExpandedPage) -> None:
+        for state, n in page.by_state.items():
+            written[state] = written.get(state, 0) + n
+
+    cursor = 0
+    while (
+        step := stores.ledger.expand_page(
+            the_alert.alert_id, the_alert, TOPIC, cursor, page_size, count
+        )
+    ) is not None:
+        cursor = step[0]
+    return written
+
+
+def ids_of(stores: Stores, blast_id: str, channel: str = "sms") -> list[int]:
+    return stores.ledger.open_ids(blast_id, channel, states.PENDING, 0, 10_000)
+
+
+# --- audience --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("wanted", "matches"),
+    [
+        (["no_sms"], {"exact"}),  # "_" is a name character, not LIKE's any-one-character
+        (["%"], set()),  # "%" is a (bad) tag name, not "everyone"
+        (["volunteer"], {"exact", "both"}),
+    ],
+)
+def test_audience_tags_match_whole_tags_only(
+    stores: Stores, wanted: list[str], matches: set[str]
+) -> None:
+    # Given supporters tagged "no_sms", "noxsms", "volunteer;no_sms" and nothing
+    seed(
+        stores,
+        [
+            person(1, first_name="exact", tags=";no_sms;volunteer;"),
+            person(2, first_name="lookalike", tags=";noxsms;"),
+            person(3, first_name="both", tags=";volunteer;"),
+            person(4, first_name="untagged", tags=None),
+        ],
+    )
+    # When a blast targets the tag
+    the_alert = alert(audience={"tags": wanted})
+    expand_all(stores, the_alert)
+    # Then exactly the supporters holding that whole tag are targeted
+    ids = ids_of(stores, the_alert.alert_id)
+    names = {c.fields["first_name"] for c in stores.ledger.claim(the_alert.alert_id, "sms", ids)}
+    assert names == matches
+
+
+def test_expansion_households_consent_suppression_and_filters(stores: Stores) -> None:
+    # Given a household sharing one phone, one supporter without SMS consent, one suppressed,
+    # one without a phone and one on another topic
+    seed(
+        stores,
+        [
+            person(1),
+            person(2, phone="+14155551001"),  # same phone as 1: duplicate
+            person(3, sms_opt_in=False),
+            person(4),
+            person(5, phone=None),
+            person(6, state="NY"),
+            person(7, topics=("other",)),
+            *[person(10 + i) for i in range(7)],
+        ],
+    )
+    stores.suppressions.add("sms", "+14155551004", reason="stop", source="test")
+    # When the topic is expanded in pages of 3
+    the_alert = alert()
+    written = expand_all(stores, the_alert, page_size=3)
+    # Then each state is decided once, whatever the page boundaries
+    assert written == {states.PENDING: 9, states.DUPLICATE: 1, states.SUPPRESSED: 1}
+    counts = stores.blasts.state_counts([the_alert.alert_id])[the_alert.alert_id]
+    assert counts == {"sms": written}
+    # And expanding again writes nothing new
+    assert expand_all(stores, the_alert) == {}
+    stats = stores.ledger.audience_stats(the_alert, TOPIC)
+    assert stats == {
+        "audience": 13,
+        "sms": {"eligible": 11, "no_consent": 1, "no_address": 1},
+    }
+
+
+def test_state_and_postal_filters_and_test_recipients(stores: Stores) -> None:
+    seed(
+        stores,
+        [
+            person(1, state="PA", postal_code="15213"),
+            person(2, state="PA", postal_code="19104"),
+            person(3, state="NY", postal_code="15213"),
+            person(4, topics=()),
+        ],
+    )
+    filtered = alert("f", audience={"states": ["PA"], "postal_codes": ["15213"]})
+    expand_all(stores, filtered)
+    assert len(ids_of(stores, "f")) == 1
+    # A test send reaches the named supporter wherever they subscribe
+    test = alert("t", test_recipients=["+14155551004", "P2@example.org"])
+    expand_all(stores, test)
+    assert len(ids_of(stores, "t")) == 2
+
+
+# --- claims and outcomes ---------------------------------------------------------------------
+
+
+def test_a_row_is_claimed_once_and_outcomes_only_move_claimed_rows(stores: Stores) -> None:
+    seed(stores, [person(i) for i in range(1, 5)])
+    the_alert = alert()
+    expand_all(stores, the_alert)
+    ids = ids_of(stores, "a-1")
+    # When two workers claim the same batch
+    first = stores.ledger.claim("a-1", "sms", ids)
+    second = stores.ledger.claim("a-1", "sms", ids)
+    # Then only the first gets the rows, with their template fields, in key order
+    assert [c.supporter_id for c in first] == sorted(ids)
+    assert second == []
+    assert first[0].fields["first_name"] == "P1" and first[0].attempts == 1
+    # When outcomes are written, one for a row that is not claimed any more
+    outcomes = [
+        Outcome(ids[0], states.SENT, provider_message_id="SM1", segments=1),
+        Outcome(ids[1], states.FAILED, error_code="21211", error="bad"),
+        Outcome(ids[2], states.DEFERRED, deferred_until=datetime.now(UTC) - timedelta(seconds=1)),
+    ]
+    stores.ledger.record("a-1", "sms", outcomes)
+    counts = stores.blasts.state_counts(["a-1"])["a-1"]["sms"]
+    assert counts == {states.SENT: 1, states.FAILED: 1, states.DEFERRED: 1, states.SENDING: 1}
+    # And a second write of an outcome changes nothing (the row is no longer sending)
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.FAILED)])
+    assert stores.blasts.state_counts(["a-1"])["a-1"]["sms"][states.SENT] == 1
+
+
+def test_release_stuck_close_and_open_queries(stores: Stores) -> None:
+    seed(stores, [person(i) for i in range(1, 5)])
+    the_alert = alert()
+    expand_all(stores, the_alert)
+    stores.blasts.finish_expansion("a-1", {})
+    ids = ids_of(stores, "a-1")
+    stores.ledger.claim("a-1", "sms", ids[:2])
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.DEFERRED, deferred_until=past)])
+    # Deferred rows whose window ended go back to pending, once
+    assert stores.ledger.release_due(datetime.now(UTC), 10) == [("a-1", "sms", ids[0])]
+    assert stores.ledger.release_due(datetime.now(UTC), 10) == []
+    # A row claimed long ago and never settled is failed, not re-sent
+    assert stores.ledger.fail_stuck("a-1", datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert stores.ledger.fail_stuck("a-1", datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert stores.ledger.has_state("a-1", states.FAILED)
+    # Closing pending rows (a batch of an ended blast, then the whole blast)
+    assert stores.ledger.close_ids("a-1", "sms", ids[2:3], states.EXPIRED) == 1
+    assert stores.ledger.has_open("a-1")
+    assert stores.ledger.close_open("a-1", states.CANCELED, [states.PENDING]) == 2
+    assert not stores.ledger.has_open("a-1")
+
+
+def test_first_contact_is_taken_once(stores: Stores) -> None:
+    seed(stores, [person(1), person(2)])
+    the_alert = alert()
+    expand_all(stores, the_alert)
+    ids = ids_of(stores, "a-1")
+    assert stores.ledger.claim_first_contact(ids) == set(ids)
+    assert stores.ledger.claim_first_contact(ids) == set()
+    stores.ledger.release_first_contact(ids[:1])
+    assert stores.ledger.claim_first_contact(ids) == set(ids[:1])
+
+
+def test_dry_run_counts_and_leaves_the_ledger_empty(stores: Stores) -> None:
+    seed(stores, [person(1), person(2, phone="+14155551001"), person(3, timezone="America/Denver")])
+    the_alert = alert("d", dry_run=True)
+    stores.blasts.create(the_alert, TOPIC, None)
+    seen: dict[str, Any] = {}
+
+    def estimate(pending: PendingView) -> dict[str, Any]:
+        seen["count"] = pending.pending_count("sms")
+        seen["sample"] = sorted(f["first_name"] for f, _ in pending.sms_sample(10))
+        seen["zones"] = pending.sms_by_timezone()
+        return {"ok": True}
+
+    found = stores.ledger.dry_run("d", the_alert, TOPIC, 2, estimate, lambda: None)
+    assert found.would_send == {"sms": {states.PENDING: 2, states.DUPLICATE: 1}}
+    assert found.estimate == {"ok": True} and found.pages == 2
+    assert seen == {"count": 2, "sample": ["P1", "P3"], "zones": {None: 1, "America/Denver": 1}}
+    assert stores.blasts.state_counts(["d"]) == {"d": {}}
+
+
+# --- blasts, topics, suppressions, supporters ------------------------------------------------
+
+
+def test_blasts_are_created_once_and_move_only_from_allowed_statuses(stores: Stores) -> None:
+    the_alert = alert()
+    record, created = stores.blasts.create(the_alert, TOPIC, "m-1")
+    again, created_again = stores.blasts.create(the_alert, TOPIC, "m-2")
+    assert created and not created_again and again.created_at == record.created_at
+    assert record.status == states.EXPANDING and record.alert == the_alert
+    assert stores.blasts.status("a-1") == (states.EXPANDING, False)
+    assert not stores.blasts.set_status("a-1", states.COMPLETED, only_from=[states.SENDING_BLAST])
+    assert stores.blasts.finish_expansion("a-1", {"audience": 0})
+    assert stores.blasts.status("a-1") == (states.SENDING_BLAST, True)
+    assert stores.blasts.ids_with_status(states.SENDING_BLAST, expanded=True) == ["a-1"]
+    assert stores.blasts.set_status("a-1", states.COMPLETED, only_from=[states.SENDING_BLAST])
+    done = stores.blasts.get("a-1")
+    assert done is not None and done.ended and done.ended_at is not None
+    assert [r.blast_id for r in stores.blasts.recent()] == ["a-1"]
+    assert stores.blasts.get("missing") is None
+
+
+def test_topics_register_idempotently_with_subscriber_counts(stores: Stores) -> None:
+    assert stores.topics.register("news")
+    assert not stores.topics.register("news", "arn:aws:sns:us-east-1:1:rapid-alert-news")
+    seed(stores, [person(1, topics=("news",)), person(2, topics=("news", "x"))])
+    listed = {t.name: (t.sns_topic_arn, t.subscribers) for t in stores.topics.list()}
+    assert listed == {"news": ("arn:aws:sns:us-east-1:1:rapid-alert-news", 2), "x": (None, 1)}
+    assert stores.topics.names() == ["news", "x"]
+
+
+def test_suppressions_add_remove_lookup(stores: Stores) -> None:
+    assert stores.suppressions.add("email", "Jane@Example.org", reason="bounce", source="sg")
+    assert not stores.suppressions.add("email", "jane@example.org", reason="x", source="y")
+    found = stores.suppressions.lookup("email", "JANE@example.org")
+    assert found is not None and (found.reason, found.source) == ("bounce", "sg")
+    among = stores.suppressions.suppressed_among("email", ["jane@example.org", "b@example.org"])
+    assert among == {"jane@example.org"}
+    assert stores.suppressions.remove("email", "jane@example.org", source="op")
+    assert not stores.suppressions.remove("email", "jane@example.org", source="op")
+    assert stores.suppressions.lookup("email", "jane@example.org") is None
+
+
+def test_supporter_batches_insert_update_and_replace_topics(stores: Stores) -> None:
+    first = stores.supporters.write_batch(
+        [person(1, topics=("a", "b")), person(2)], frozenset({"phone", "topics", "first_name"})
+    )
+    assert (first.inserted, first.updated, first.new_topics) == (2, 0, {"a", "b", TOPIC})
+    second = stores.supporters.write_batch(
+        [person(1, first_name="Renamed", topics=("b",))], frozenset({"first_name", "topics"})
+    )
+    assert (second.inserted, second.updated, second.new_topics) == (0, 1, frozenset())
+    assert {t.name: t.subscribers for t in stores.topics.list()} == {"a": 0, "b": 1, TOPIC: 1}
+
+
+# --- provider events and reports -------------------------------------------------------------
+
+
+def test_delivery_events_settle_park_and_dedupe(stores: Stores) -> None:
+    seed(stores, [person(1), person(2)])
+    the_alert = alert(email={"subject": "S", "text": "T"})
+    expand_all(stores, the_alert)
+    sms, email = ids_of(stores, "a-1"), ids_of(stores, "a-1", "email")
+    stores.ledger.claim("a-1", "sms", sms)
+    stores.ledger.claim("a-1", "email", email)
+    now = datetime.now(UTC)
+    events = stores.delivery_events
+    # A status that overtakes its send is parked, a failure outranking a delivery, and applied
+    # when the send is recorded
+    events.park_sms_status("SM2", {"state": states.FAILED, "updated_at": now, "error": "x"})
+    events.park_sms_status("SM2", {"state": states.DELIVERED, "updated_at": now})
+    stores.ledger.record(
+        "a-1",
+        "sms",
+        [
+            Outcome(sms[0], states.SENT, provider_message_id="SM1"),
+            Outcome(sms[1], states.SENT, provider_message_id="SM2"),
+        ],
+    )
+    assert events.sms_destination("SM1") == "+14155551001"
+    assert events.sms_destination("SM9") is None
+    assert events.settle_sms("SM1", {"state": states.DELIVERED, "updated_at": now})
+    assert not events.settle_sms("SM1", {"state": states.FAILED, "updated_at": now})
+    sms_counts = stores.blasts.state_counts(["a-1"])["a-1"]["sms"]
+    assert sms_counts == {states.DELIVERED: 1, states.FAILED: 1}
+    # Inbound messages are stored once per MessageSid
+    message = {"from_number": "+1", "body": "STOP", "message_sid": "IN1", "received_at": now}
+    assert not events.inbound_seen("IN1")
+    assert events.record_inbound(message) and not events.record_inbound(message)
+    assert events.inbound_seen("IN1")
+    # SendGrid outcomes refine sent emails; applied event ids are remembered
+    stores.ledger.record("a-1", "email", [Outcome(i, states.SENT) for i in email])
+    events.apply_email_outcomes(
+        [("a-1", email[0], now)], [("a-1", email[1], "550", "bounce")], "sendgrid", ["e1"], now
+    )
+    assert events.seen_events("sendgrid", ["e1", "e2"]) == {"e1"}
+    email_counts = stores.blasts.state_counts(["a-1"])["a-1"]["email"]
+    assert email_counts == {states.DELIVERED: 1, states.FAILED: 1}
+
+
+def test_reports_count_live_blasts(stores: Stores) -> None:
+    seed(stores, [person(1), person(2), person(3)])
+    expand_all(stores, alert(priority="urgent"))
+    ids = ids_of(stores, "a-1")
+    stores.ledger.claim("a-1", "sms", ids[:1])
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.FAILED, error_code="30007")])
+    reports = stores.reports
+    reports.ping()
+    backlog = reports.lane_backlog(
+        [states.EXPANDING, states.SENDING_BLAST], ["sms", "email"], [states.PENDING]
+    )
+    assert backlog == {("sms", "urgent"): 2}
+    rows, filtered = reports.live_outcomes(
+        [states.EXPANDING], ["sms"], [states.FAILED], ["30007", "30034"]
+    )
+    assert (rows, filtered) == ({("sms", states.FAILED): 1}, 1)
+    fleet = reports.fleet_counts()
+    assert fleet.blasts == {states.EXPANDING: 1}
+    assert fleet.open_rows == {("sms", states.PENDING): 2, ("sms", states.FAILED): 1}

@@ -90,6 +90,7 @@ def fleet_env(db_url: str, urls: dict[str, str], prefix: str, **extra: str) -> d
         EMAIL_RATE="1000000",
         RAPID_LOG_FORMAT="json",
         RAPID_LOG_LEVEL="WARNING",
+        RAPID_ENV="test",
     )
     env.update(extra)
     return env

@@ -78,8 +78,17 @@ class Settings:
     #: A blast messaging more recipients than this waits for a second operator's approval;
     #: None: never (``off``), 0: every blast.
     approval_threshold: int | None = 10_000
-    #: Extension: HMAC key of unsubscribe links. Unset: derived from SENDGRID_API_KEY.
+    #: HMAC key of unsubscribe and short-link tokens (>= 32 bytes); never derived from another
+    #: secret. Required outside demo/test by ``rapid web`` and email senders.
     secret_key: str | None = field(default=None, repr=False)
+    #: The key before the last rotation: tokens made with it still verify (links in sent mail).
+    secret_key_previous: str | None = field(default=None, repr=False)
+    #: ``production`` (the default: every secret required, https links), ``demo`` (set by
+    #: ``rapid demo``) or ``test``; the last two may run without RAPID_SECRET_KEY.
+    environment: str = "production"
+    #: A second port serving only ``/metrics`` without a token (keep it off the load
+    #: balancer); unset: ``/metrics`` is on ``PORT`` behind an operator token.
+    metrics_port: int | None = None
     #: TCP port of ``rapid web`` (Procfile platforms set ``PORT``).
     port: int = 8000
     #: Dry-run estimates: price of one SMS segment and of one email, in USD.
@@ -89,15 +98,27 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "INFO"
 
-    def unsubscribe_key(self) -> bytes | None:
-        """The HMAC key of unsubscribe tokens, or None when no secret is configured."""
+    def unsubscribe_key(self) -> bytes:
+        """The HMAC key that makes unsubscribe tokens; :class:`ConfigError` if there is none.
+
+        Demo and test runs without ``RAPID_SECRET_KEY`` get a throwaway key derived from the
+        prefix (not from any secret: it protects nothing and every process agrees on it).
+        """
         import hashlib
 
         if self.secret_key:
             return self.secret_key.encode()
-        if self.sendgrid_api_key:
-            return hashlib.sha256(b"rapid-unsubscribe:" + self.sendgrid_api_key.encode()).digest()
-        return None
+        if self.environment in ("demo", "test"):
+            return hashlib.sha256(f"rapid-{self.environment}-only:{self.prefix}".encode()).digest()
+        raise ConfigError(
+            "RAPID_SECRET_KEY: required (at least 32 bytes) to make and check unsubscribe "
+            "links; generate one with `openssl rand -hex 32`"
+        )
+
+    def unsubscribe_keys(self) -> tuple[bytes, ...]:
+        """Every key a token may verify with: the current one, then the previous one."""
+        previous = (self.secret_key_previous.encode(),) if self.secret_key_previous else ()
+        return (self.unsubscribe_key(), *previous)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and ``rapid demo`` use it)."""
@@ -260,8 +281,8 @@ def _threshold(raw: str) -> int | None:
 
 
 def _secret_key(raw: str) -> str:
-    if len(raw) < 16:
-        raise ValueError("must be at least 16 characters")
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (e.g. `openssl rand -hex 32`)")
     return raw
 
 
@@ -291,6 +312,9 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUIET_HOURS": ("quiet_hours", _quiet_hours),
     "RAPID_API_TOKEN": ("api_token", _api_token),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),
+    "RAPID_SECRET_KEY_PREVIOUS": ("secret_key_previous", _secret_key),
+    "RAPID_ENV": ("environment", _one_of("production", "demo", "test")),
+    "METRICS_PORT": ("metrics_port", _port),
     "RAPID_OPERATOR": ("operator", _operator),
     "RAPID_APPROVAL_THRESHOLD": ("approval_threshold", _threshold),
     "PORT": ("port", _port),
@@ -343,4 +367,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if settings.email_rate < 1:
         raise ConfigError("EMAIL_RATE: must be at least 1 recipient per second")
+    if settings.metrics_port is not None and settings.metrics_port == settings.port:
+        raise ConfigError("METRICS_PORT: must differ from PORT (the public port)")
+    production = settings.environment == "production"
+    if production and settings.sendgrid_api_key and not _is_https(settings.public_base_url):
+        # Unsubscribe links in email are built on it: an http link leaks the token on the way
+        # and one on 127.0.0.1 (the default) reaches nobody.
+        raise ConfigError(
+            "PUBLIC_BASE_URL: must be an https:// URL reachable from the internet when email "
+            "is configured (RAPID_ENV=demo or test allow http)"
+        )
     return settings
+
+
+def _is_https(url: str) -> bool:
+    return urlsplit(url).scheme == "https"

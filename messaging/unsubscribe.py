@@ -1,8 +1,11 @@
 """Unforgeable one-click unsubscribe tokens (RFC 8058 links, contract §7 and §8).
 
-A token is ``base64url(payload) "." base64url(HMAC-SHA256(key, payload))`` where the payload
-names the email address and the blast. Nobody without the key can make a token for an
-address, and a changed token fails verification.
+A token is ``kid "." base64url(payload) "." base64url(HMAC-SHA256(key, kid "." payload))``:
+the payload names the email address and the blast, and ``kid`` is a short fingerprint of the
+key that signed it. Nobody without the key can make a token for an address, and a changed
+token fails verification. The key id lets the key rotate: a server holding the new key and
+the previous one (``RAPID_SECRET_KEY_PREVIOUS``) verifies links in mail sent before the
+rotation, and tokens from before key ids (``payload "." mac``) are tried against each key.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -43,29 +47,57 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class UnsubscribeTokens:
-    """Makes and checks tokens with one secret key."""
+#: Shortest key accepted, in bytes (RAPID_SECRET_KEY must have 32; tests use shorter twins).
+MIN_KEY_BYTES = 16
 
-    def __init__(self, key: bytes) -> None:
-        if len(key) < 16:
-            raise ValueError("unsubscribe key must be at least 16 bytes")
+
+def key_id(key: bytes) -> str:
+    """A short public fingerprint of ``key`` (6 characters): which key signed a token."""
+    return _b64(hashlib.sha256(b"rapid-key-id:" + key).digest()[:4])[:6]
+
+
+class UnsubscribeTokens:
+    """Makes tokens with the current key and checks them with it or a previous one."""
+
+    def __init__(self, key: bytes, previous: Sequence[bytes] = ()) -> None:
+        for k in (key, *previous):
+            if len(k) < MIN_KEY_BYTES:
+                raise ValueError(f"unsubscribe key must be at least {MIN_KEY_BYTES} bytes")
         self._key = key
+        self._kid = key_id(key)
+        self._keys = {key_id(k): k for k in (*previous, key)}
 
     def make(self, email: str, blast_id: str) -> str:
         """A token for ``email`` (lower-cased) from ``blast_id``."""
-        payload = _json_pair(email.lower(), blast_id).encode()
-        mac = hmac.new(self._key, payload, hashlib.sha256).digest()
-        return f"{_b64(payload)}.{_b64(mac)}"
+        payload = _b64(_json_pair(email.lower(), blast_id).encode())
+        signed = f"{self._kid}.{payload}"
+        mac = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
+        return f"{signed}.{_b64(mac)}"
 
     def verify(self, token: str) -> UnsubscribeClaim | None:
         """The claim of a genuine token, or None for a forged, altered or malformed one."""
         try:
-            payload_b64, mac_b64 = token.split(".", 1)
-            payload = _unb64(payload_b64)
-            expected = hmac.new(self._key, payload, hashlib.sha256).digest()
-            if not hmac.compare_digest(expected, _unb64(mac_b64)):
+            parts = token.split(".")
+            if len(parts) == 3:
+                kid, payload_b64, mac_b64 = parts
+                key = self._keys.get(kid)
+                signed = f"{kid}.{payload_b64}".encode()
+                if key is None or not _mac_ok(key, signed, mac_b64):
+                    return None
+            elif len(parts) == 2:  # made before key ids: the MAC covers the payload bytes
+                payload_b64, mac_b64 = parts
+                raw = _unb64(payload_b64)
+                if not any(_mac_ok(k, raw, mac_b64) for k in self._keys.values()):
+                    return None
+            else:
                 return None
-            email, blast_id = json.loads(payload)
+            email, blast_id = json.loads(_unb64(payload_b64))
             return UnsubscribeClaim(str(email), str(blast_id))
         except (ValueError, TypeError):
             return None
+
+
+def _mac_ok(key: bytes, signed: bytes, mac_b64: str) -> bool:
+    expected = hmac.new(key, signed, hashlib.sha256).digest()
+    # Constant time: the comparison must not tell a forger how much of a guess was right.
+    return hmac.compare_digest(expected, _unb64(mac_b64))

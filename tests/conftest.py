@@ -189,5 +189,6 @@ def rapid_env(db_url: str, moto_url: str, prefix: str) -> dict[str, str]:
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         RAPID_LOG_FORMAT="json",
+        RAPID_ENV="test",
     )
     return env

@@ -62,6 +62,7 @@ def fleet_env(
         QUIET_HOURS=far_quiet_window(),
         RAPID_LOG_FORMAT="json",
         RAPID_LOG_LEVEL="WARNING",
+        RAPID_ENV="test",
     )
     base.update(extra)
     return base

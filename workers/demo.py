@@ -180,6 +180,8 @@ def run_demo(
         email_rate=5000,
         log_format="console",
         log_level="WARNING",
+        # Throwaway unsubscribe key and http links on 127.0.0.1: fine for a demo only.
+        environment="demo",
     )
     from config.logging import configure_logging
 

@@ -1,8 +1,13 @@
-"""``rapid web``: webhooks, unsubscribe, the HTTP API, health and metrics on ``$PORT``."""
+"""``rapid web``: webhooks, unsubscribe, the HTTP API, health and metrics on ``$PORT``.
+
+With ``METRICS_PORT`` set, a second listener serves ``/metrics`` (and ``/healthz``) only,
+without a token, for a scraper inside the network.
+"""
 
 from __future__ import annotations
 
 import signal
+import socket
 from types import FrameType
 
 import click
@@ -50,15 +55,32 @@ def web(app: App, host: str, port: int | None) -> None:
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    log.info("web.starting", host=host, port=config.port)
+    log.info("web.starting", host=host, port=config.port, metrics_port=app.settings.metrics_port)
     # uvicorn handles SIGTERM/SIGINT itself: stop accepting, finish requests in flight (up
     # to GRACEFUL_SHUTDOWN_S), then return. Afterwards it re-raises the signal to the handler
     # it found installed; ours absorbs it, so the command returns normally: the app's pools
     # are closed and the exit code is 0, as for the other workers.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped_by)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if app.settings.metrics_port is None:
+        server.run()
+    else:
+        # One server, two listeners: the app tells them apart by the local port of each
+        # connection (MetricsPortOnly), so /metrics needs no token on METRICS_PORT only.
+        server.run(sockets=[config.bind_socket(), _listen(host, app.settings.metrics_port)])
     log.info("web.stopped")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on (host, port), as uvicorn binds its own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _stopped_by(signum: int, _frame: FrameType | None) -> None:

@@ -14,7 +14,7 @@ from messaging.metrics import build_registry
 from messaging.unsubscribe import UnsubscribeTokens
 from workers.app import App
 from workers.web.api import Api
-from workers.web.health import Health
+from workers.web.health import Health, MetricsPortOnly
 from workers.web.security import (
     AUTH_FAILURE_LIMIT,
     AUTH_FAILURE_WINDOW_S,
@@ -37,11 +37,8 @@ def create_app(app: App) -> Starlette:
     """
     settings = app.settings
     events = DeliveryEvents(app.engine, app.suppressions)
-    key = settings.unsubscribe_key()
-    if key is None:
-        log.warning(
-            "web.unsubscribe_disabled", reason="neither RAPID_SECRET_KEY nor SENDGRID_API_KEY"
-        )
+    # ConfigError without RAPID_SECRET_KEY outside demo/test: unsubscribe links must work.
+    keys = settings.unsubscribe_keys()
     if not settings.twilio_auth_token:
         log.warning("web.twilio_webhooks_refused", reason="TWILIO_AUTH_TOKEN is not set")
     registry = build_registry(app.engine, app.redis, app.names)
@@ -55,7 +52,7 @@ def create_app(app: App) -> Starlette:
         ),
         SendGridHooks(events, SendGridSignature(settings.sendgrid_webhook_public_key)),
         UnsubscribePages(
-            UnsubscribeTokens(key) if key else None, app.suppressions, settings.org_name
+            UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name
         ),
         Api(app, auth),
         Health(app.engine, app.redis, registry),
@@ -63,6 +60,7 @@ def create_app(app: App) -> Starlette:
     web = Starlette(routes=[route for part in parts for route in part.routes()])
     web.state.app = app
     web.state.registry = registry
+    web.add_middleware(MetricsPortOnly, metrics_port=settings.metrics_port)
     # The one operator check: the API's, and the dashboard's and /metrics' to reuse.
     web.state.auth = auth
     return web

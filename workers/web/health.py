@@ -1,4 +1,9 @@
-"""``GET /healthz`` (can this process do its work?) and ``GET /metrics`` (Prometheus)."""
+"""``GET /healthz`` (can this process do its work?) and ``GET /metrics`` (Prometheus).
+
+``/metrics`` is not public (contract §7): on ``PORT`` (the load balancer's) it takes a
+bearer operator token, checked by the same operator check as the API; on ``METRICS_PORT``
+(a second listener kept inside the network) it is open, and that port serves nothing else.
+"""
 
 from __future__ import annotations
 
@@ -60,6 +65,75 @@ class Health:
         )
 
     async def metrics(self, request: Request) -> Response:
-        """The Prometheus text exposition of this app's registry."""
+        """The Prometheus text exposition of this app's registry, to whom may read it."""
+        if not on_metrics_port(request):
+            refused = await run_in_threadpool(_refusal, request)
+            if refused is not None:
+                return refused
         body = await run_in_threadpool(generate_latest, self._registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _metrics_port(scope: Any) -> int | None:
+    app = scope.get("app")
+    rapid = getattr(getattr(app, "state", None), "app", None)
+    return getattr(getattr(rapid, "settings", None), "metrics_port", None)
+
+
+def on_metrics_port(request: Request) -> bool:
+    """True when the request came in on ``METRICS_PORT`` (the listener's own port)."""
+    port = _metrics_port(request.scope)
+    server = request.scope.get("server")
+    return port is not None and server is not None and server[1] == port
+
+
+def _refusal(request: Request) -> Response | None:
+    """None when the caller holds an operator token that may read; else the answer to send.
+
+    The check is the app's one operator check (``state.auth``, the API's); without one the
+    metrics are refused, never served.
+    """
+    from messaging.operators import Permission
+
+    auth = getattr(request.app.state, "auth", None)
+    if auth is None:
+        return JSONResponse({"error": "metrics need an operator token"}, status_code=403)
+    found = auth.authorize(request, Permission.READ)
+    status = getattr(found, "status", None)
+    if isinstance(status, int):  # a Denied: 401, 403 or 429
+        log.warning("metrics.denied", status=status)
+        return JSONResponse(
+            {"error": getattr(found, "message", "denied")},
+            status_code=status,
+            headers=getattr(found, "headers", None) or None,
+        )
+    return None
+
+
+class MetricsPortOnly:
+    """ASGI middleware: a request on ``METRICS_PORT`` reaches ``/metrics`` and ``/healthz`` only.
+
+    The port is meant for the scraper inside the network; webhooks, the API and unsubscribe
+    pages stay on the public port, so opening one port never exposes the other's routes.
+    """
+
+    #: Paths served on the metrics port.
+    PATHS = frozenset({"/metrics", "/healthz"})
+
+    def __init__(self, app: Any, metrics_port: int | None) -> None:
+        self._app = app
+        self._port = metrics_port
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Pass the request on, or answer 404 for other paths on the metrics port."""
+        server = scope.get("server")
+        if (
+            scope["type"] == "http"
+            and self._port is not None
+            and server is not None
+            and server[1] == self._port
+            and scope.get("path") not in self.PATHS
+        ):
+            await JSONResponse({"error": "not found"}, status_code=404)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)

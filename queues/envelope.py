@@ -23,7 +23,7 @@ def unwrap(body: str, names: Names) -> Delivery:
     :data:`~messaging.ports.Unwrap`."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not an envelope; parse_alert says what is wrong
         data = None
     if isinstance(data, dict) and data.get("Type") == "Notification" and "Message" in data:
         topic_arn = str(data.get("TopicArn", ""))

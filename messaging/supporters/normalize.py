@@ -436,9 +436,19 @@ def normalize_state(raw: str) -> str:
     return code
 
 
+#: Line breaks and other control characters (C0, C1, Unicode line separators): in a name
+#: they would start a new line of an SMS, or a new header in an email subject.
+_CONTROL_RUNS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Bidirectional overrides and isolates: they make "Ann" display as something else.
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
+
+
 def normalize_text(raw: str, field: str, max_len: int) -> str:
-    """Free text (a name) trimmed; longer than the column holds → rejected, not truncated."""
-    text = raw.strip()
+    """Free text (a name): control characters become one space, bidi controls go, trimmed.
+
+    Longer than the column holds → rejected, not truncated.
+    """
+    text = _BIDI_CONTROLS.sub("", _CONTROL_RUNS.sub(" ", raw)).strip()
     if len(text) > max_len:
         raise FieldRejected(field, f"longer than {max_len} characters")
     return text

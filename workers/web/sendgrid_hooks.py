@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Final
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -22,13 +25,24 @@ from workers.web.security import (
 
 log = structlog.get_logger(__name__)
 
+#: Largest gap between a batch's signed timestamp and our clock, in seconds. A captured
+#: batch replayed later is refused; SendGrid signs each delivery attempt anew, so its own
+#: retries (for up to three days) carry fresh timestamps.
+MAX_CLOCK_SKEW_S: Final = 600
+
 
 class SendGridHooks:
     """``POST /webhooks/sendgrid/events``."""
 
-    def __init__(self, events: DeliveryEvents, signature: SendGridSignature) -> None:
+    def __init__(
+        self,
+        events: DeliveryEvents,
+        signature: SendGridSignature,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._events = events
         self._signature = signature
+        self._clock = clock
 
     def routes(self) -> list[Route]:
         """The event webhook route."""
@@ -37,8 +51,8 @@ class SendGridHooks:
     async def events(self, request: Request) -> Response:
         """One batch of events (a JSON array), verified on the raw body before parsing.
 
-        No freshness window on the timestamp: SendGrid retries a failed batch for up to three
-        days, and a replayed batch is harmless anyway (each event is applied once, by id).
+        The signed timestamp must be within :data:`MAX_CLOCK_SKEW_S` of our clock: a batch
+        captured on the way (or leaked from a log) cannot be replayed later.
         """
         if not self._signature.configured:
             # Contract §2: without SENDGRID_WEBHOOK_PUBLIC_KEY, events are refused.
@@ -50,11 +64,24 @@ class SendGridHooks:
         if not self._signature.valid(body, signature, timestamp):
             log.warning("webhook.signature_rejected", provider="sendgrid", route="events")
             return Response(status_code=403)
+        assert timestamp is not None  # a valid signature has one
+        if not self._fresh(timestamp):
+            log.warning("webhook.stale_timestamp", provider="sendgrid", timestamp=timestamp[:20])
+            return Response("timestamp outside ±10 minutes of our clock", status_code=403)
         try:
             events = json.loads(body)
         except ValueError:
             return Response("body is not JSON", status_code=400)
+        except RecursionError:
+            return Response("body is nested too deeply", status_code=400)
         if not isinstance(events, list):
             return Response("body must be a JSON array of events", status_code=400)
         report = await run_in_threadpool(self._events.email_events, events)
         return JSONResponse(asdict(report))
+
+    def _fresh(self, timestamp: str) -> bool:
+        try:
+            signed_at = float(timestamp)
+        except ValueError:
+            return False
+        return abs(self._clock() - signed_at) <= MAX_CLOCK_SKEW_S

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from messaging import states
 from messaging.alert import new_alert_id, parse_alert
 from messaging.audit import Actor, AuditAction, Source, parse_since
+from messaging.compliance.replies import VERDICTS, reply_document
 from messaging.errors import InputError
 from messaging.operators import Operator, Permission
 from messaging.suppression import classify
@@ -39,6 +40,9 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Permission]] = {
     ("GET", "/api/blasts"): Permission.READ,
     ("GET", "/api/blasts/{blast_id}"): Permission.READ,
     ("GET", "/api/audit"): Permission.READ,
+    ("GET", "/api/replies"): Permission.READ,
+    # Reviewing may lift a suppression the reply caused: an approver's call.
+    ("POST", "/api/replies/{reply_id}/review"): Permission.APPROVE,
     **{("POST", f"/api/blasts/{{blast_id}}/{a}"): Permission(a) for a in BLAST_ACTIONS},
 }
 #: Actions recorded in the audit log under these names.
@@ -49,6 +53,8 @@ _AUDITED: Final = {
 }
 #: Most blasts ``GET /api/blasts`` returns at once.
 MAX_LIST_LIMIT: Final = 200
+#: Most replies ``GET /api/replies`` returns at once.
+MAX_REPLIES_LIMIT: Final = 1000
 #: Most entries ``GET /api/audit`` returns at once.
 MAX_AUDIT_LIMIT: Final = 1000
 
@@ -100,6 +106,8 @@ class Api:
             Route("/api/blasts/{blast_id}", self.get_blast, methods=["GET"]),
             Route("/api/blasts/{blast_id}/{action}", self.blast_action, methods=["POST"]),
             Route("/api/audit", self.list_audit, methods=["GET"]),
+            Route("/api/replies", self.list_replies, methods=["GET"]),
+            Route("/api/replies/{reply_id}/review", self.review_reply, methods=["POST"]),
         ]
 
     async def _authorize(self, request: Request, permission: Permission) -> Operator | Response:
@@ -182,6 +190,51 @@ class Api:
         entries = await run_in_threadpool(self._app.audit.entries, since=since, limit=int(raw))
         return JSONResponse([e.to_dict() for e in entries])
 
+    async def list_replies(self, request: Request) -> Response:
+        """Inbound SMS, newest first (``?needs_review=true``, ``?limit=``, default 100)."""
+        if isinstance(who := await self._authorize(request, Permission.READ), Response):
+            return who
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_REPLIES_LIMIT:
+            return _error(422, f"limit: a whole number from 1 to {MAX_REPLIES_LIMIT}")
+        flag = request.query_params.get("needs_review", "false").lower()
+        if flag not in ("true", "false", "1", "0"):
+            return _error(422, "needs_review: true or false")
+        found = await run_in_threadpool(
+            self._app.replies.replies, needs_review=flag in ("true", "1"), limit=int(raw)
+        )
+        return JSONResponse([reply_document(r) for r in found])
+
+    async def review_reply(self, request: Request) -> Response:
+        """Mark a reply reviewed: ``{"verdict": "opt_out" | "not_opt_out"}``."""
+        if isinstance(who := await self._authorize(request, Permission.APPROVE), Response):
+            return who
+        raw_id = request.path_params["reply_id"]
+        body = await read_body(request, API_MAX_BODY)
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError as exc:
+            return _error(422, f"body is not valid JSON: {exc}")
+        verdict = data.get("verdict") if isinstance(data, dict) else None
+        if verdict not in VERDICTS:
+            return _error(422, f"verdict: one of {', '.join(VERDICTS)}")
+        if not raw_id.isdigit():
+            return _error(404, f"no reply {raw_id!r}")
+        try:
+            done = await run_in_threadpool(self._app.replies.review, int(raw_id), verdict, who.name)
+        except InputError as exc:
+            return _error(404, str(exc))
+        if done.lifted:
+            await run_in_threadpool(
+                self._app.audit.record,
+                Actor(who.name, Source.API),
+                AuditAction.OPTOUT_REMOVED,
+                value=done.reply.from_number,
+                detail=f"reply {raw_id} reviewed: {verdict}",
+            )
+        log.info("api.reply_reviewed", reply_id=raw_id, verdict=verdict, operator=who.name)
+        return JSONResponse(reply_document(done.reply))
+
     async def get_blast(self, request: Request) -> Response:
         """The blast's state and counts, as ``rapid blast show --json`` prints them."""
         if isinstance(who := await self._authorize(request, Permission.READ), Response):
@@ -216,6 +269,7 @@ def openapi_document() -> dict[str, Any]:
     """The API's OpenAPI description, written by hand (it is small and must stay exact)."""
     error = {"$ref": "#/components/schemas/Error"}
     blast = {"$ref": "#/components/schemas/Blast"}
+    reply = {"$ref": "#/components/schemas/Reply"}
 
     def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
         if schema is None:
@@ -322,6 +376,62 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **action_paths,
+            "/api/replies": {
+                "get": {
+                    "summary": "Inbound SMS, newest first (contract §12).",
+                    "operationId": "listReplies",
+                    "parameters": [
+                        {"name": "needs_review", "in": "query", "schema": {"type": "boolean"}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_REPLIES_LIMIT,
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": answer("Replies.", {"type": "array", "items": reply}),
+                        **auth_errors,
+                        "422": answer("Bad needs_review or limit.", error),
+                    },
+                }
+            },
+            "/api/replies/{reply_id}/review": {
+                "post": {
+                    "summary": "Mark a reply reviewed; not_opt_out lifts what it suppressed.",
+                    "operationId": "reviewReply",
+                    "parameters": [
+                        {
+                            "name": "reply_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer"},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["verdict"],
+                                    "properties": {"verdict": {"enum": list(VERDICTS)}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": answer("The reviewed reply.", reply),
+                        **auth_errors,
+                        "404": answer("No such reply.", error),
+                        "413": answer("Body too large."),
+                        "422": answer("Bad verdict.", error),
+                    },
+                }
+            },
             "/api/audit": {
                 "get": {
                     "summary": "The audit log, newest first.",
@@ -348,6 +458,30 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "Reply": {
+                    "type": "object",
+                    "required": ["id", "received_at", "from", "body", "kind", "needs_review"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "received_at": {"type": "string", "format": "date-time"},
+                        "from": {"type": "string"},
+                        "to": {"type": ["string", "null"]},
+                        "body": {"type": "string"},
+                        "kind": {"enum": ["opt_out", "opt_in", "help", "needs_review", "other"]},
+                        "reason": {"type": "string"},
+                        "needs_review": {"type": "boolean"},
+                        "supporter_id": {"type": ["integer", "null"]},
+                        "blast_id": {"type": ["string", "null"]},
+                        "review": {
+                            "type": ["object", "null"],
+                            "properties": {
+                                "verdict": {"enum": list(VERDICTS)},
+                                "by": {"type": "string"},
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error"],

@@ -462,3 +462,44 @@ def _rapid(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Co
     if check:
         assert result.returncode == 0, result.stderr[-2000:]
     return result
+
+
+@pytest.mark.integration
+def test_api_lists_replies_to_viewers_and_lets_approvers_review(web: Web) -> None:
+    from messaging.operators import Role
+
+    # Given an unclear reply and a clear one, and a viewer and an approver
+    web.twilio("/webhooks/twilio/inbound", inbound_params("stop lying!", "SM1"))
+    web.twilio(
+        "/webhooks/twilio/inbound", {**inbound_params("Where?", "SM2"), "From": "+14155550123"}
+    )
+    _, viewer = web.app.operators.add("vera", Role.VIEWER, created_by="test")
+    _, approver = web.app.operators.add("abe", Role.APPROVER, created_by="test")
+    # When the viewer lists the replies awaiting review, then there is the unclear one
+    listed = web.api("GET", "/api/replies?needs_review=true", token=viewer)
+    assert listed.status_code == 200
+    assert [r["body"] for r in listed.json()] == ["stop lying!"]
+    assert [r["body"] for r in web.api("GET", "/api/replies", token=viewer).json()] == [
+        "Where?",
+        "stop lying!",
+    ]
+    assert web.api("GET", "/api/replies?limit=0", token=viewer).status_code == 422
+    # When the viewer tries to review it, then 403 and nothing changes
+    path = f"/api/replies/{listed.json()[0]['id']}/review"
+    refused = web.api("POST", path, token=viewer, json={"verdict": "not_opt_out"})
+    assert refused.status_code == 403
+    assert web.app.suppressions.lookup("sms", PHONE) is not None
+    # When the approver reviews it as not an opt-out, then the suppression is lifted
+    done = web.api("POST", path, token=approver, json={"verdict": "not_opt_out"})
+    assert done.status_code == 200 and done.json()["review"]["by"] == "abe"
+    assert web.app.suppressions.lookup("sms", PHONE) is None
+    assert web.api("GET", "/api/replies?needs_review=1", token=viewer).json() == []
+    # And the lifted suppression is in the audit log, under the approver's name
+    (entry,) = [e for e in web.app.audit.entries() if e.action == "optout.remove"]
+    assert entry.actor == "abe"
+    # Bad verdicts and unknown replies are refused
+    assert web.api("POST", path, token=approver, json={"verdict": "x"}).status_code == 422
+    missing = web.api(
+        "POST", "/api/replies/999999/review", token=approver, json={"verdict": "opt_out"}
+    )
+    assert missing.status_code == 404

@@ -24,17 +24,10 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import Engine, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from messaging import states
-from messaging.store.schema import (
-    EMAIL_LEN,
-    deliveries,
-    early_statuses,
-    inbound_messages,
-    webhook_events,
-)
+from messaging.ports import DeliveryEventStore
+from messaging.store.schema import EMAIL_LEN
 from messaging.suppression import SuppressionList
 
 log = structlog.get_logger(__name__)
@@ -75,8 +68,6 @@ SENDGRID_ADDRESS_DROP_REASONS: Final = frozenset(
 )
 #: Provider name of SendGrid events in ``webhook_events``.
 SENDGRID: Final = "sendgrid"
-#: Ids looked up per ``IN (…)`` query: far below every database's parameter limit.
-_ID_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,17 +181,12 @@ def _event_time(event: Mapping[str, Any], default: datetime) -> datetime:
         return default
 
 
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 class DeliveryEvents:
     """Applies provider events to the ledger, the suppression list and the inbound log."""
 
-    def __init__(self, engine: Engine, suppressions: SuppressionList) -> None:
-        self._engine = engine
+    def __init__(self, store: DeliveryEventStore, suppressions: SuppressionList) -> None:
+        self._store = store
         self._suppressions = suppressions
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     # --- Twilio: status callbacks ------------------------------------------------------------
 
@@ -215,17 +201,11 @@ class DeliveryEvents:
         else:
             return "ignored"
         code = (event.error_code or "").strip() or None
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(deliveries.c.destination).where(
-                    deliveries.c.provider_message_id == event.message_sid,
-                    deliveries.c.channel == "sms",
-                )
-            ).first()
+        destination = self._store.sms_destination(event.message_sid)
         if code == TWILIO_OPTED_OUT:
             # Before the ledger update: if we crash in between, the provider's retry (or the
             # next send's own 21610) still suppresses.
-            number = row.destination if row is not None else (event.to or "").strip()
+            number = destination if destination is not None else (event.to or "").strip()
             if number and self._suppressions.lookup("sms", number) is None:
                 self._suppressions.add(
                     "sms", number, reason=f"twilio-{TWILIO_OPTED_OUT}", source="twilio-callback"
@@ -237,42 +217,13 @@ class DeliveryEvents:
         else:
             values["error_code"] = code or status
             values["error"] = f"twilio: {status}" + (f" (error {code})" if code else "")
-        if row is None:
+        if destination is None:
             # The sender has not recorded the SID yet (the callback overtook its batch), or
             # the message is not ours: park the status; the sender applies it on record.
-            self._park(event.message_sid, values)
+            self._store.park_sms_status(event.message_sid, values)
             log.info("twilio.status_parked", message_sid=event.message_sid, status=status)
             return "parked"
-        with self._engine.begin() as conn:
-            moved = conn.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.provider_message_id == event.message_sid,
-                    deliveries.c.channel == "sms",
-                    deliveries.c.state == states.SENT,
-                )
-                .values(**values)
-                .returning(deliveries.c.blast_id)
-            ).first()
-        return target if moved is not None else "unchanged"
-
-    def _park(self, message_sid: str, values: Mapping[str, Any]) -> None:
-        row = {
-            "provider_message_id": message_sid,
-            "state": values["state"],
-            "error_code": values.get("error_code"),
-            "error": values.get("error"),
-            "received_at": values["updated_at"],
-        }
-        stmt = self._insert(early_statuses).values(**row)
-        # A failure report outranks a delivery report for the same message.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["provider_message_id"],
-            set_={k: stmt.excluded[k] for k in ("state", "error_code", "error", "received_at")},
-            where=early_statuses.c.state != states.FAILED,
-        )
-        with self._engine.begin() as conn:
-            conn.execute(stmt)
+        return target if self._store.settle_sms(event.message_sid, values) else "unchanged"
 
     # --- Twilio: inbound SMS ---------------------------------------------------------------
 
@@ -283,7 +234,7 @@ class DeliveryEvents:
         it takes effect for everything not yet handed to Twilio.
         """
         keyword = keyword_of(message.body)
-        if message.message_sid and self._inbound_seen(message.message_sid):
+        if message.message_sid and self._store.inbound_seen(message.message_sid):
             # Acting again could undo a later keyword (STOP, START, then STOP replayed).
             return InboundResult(keyword, duplicate=True)
         number = message.from_number.strip()
@@ -293,37 +244,22 @@ class DeliveryEvents:
             self._suppressions.remove("sms", number, source="inbound-sms")
         # Recorded after acting: a crash in between makes the retry act again (idempotent),
         # never skip the opt-out.
-        with self._engine.begin() as conn:
-            inserted = conn.execute(
-                self._insert(inbound_messages)
-                .values(
-                    from_number=number[:32],
-                    to_number=(message.to_number or "")[:32] or None,
-                    body=message.body,
-                    message_sid=message.message_sid or None,
-                    action=keyword.action if keyword else None,
-                    received_at=datetime.now(UTC),
-                )
-                .on_conflict_do_nothing(index_elements=["message_sid"])
-                .returning(inbound_messages.c.id)
-            ).first()
+        inserted = self._store.record_inbound(
+            {
+                "from_number": number[:32],
+                "to_number": (message.to_number or "")[:32] or None,
+                "body": message.body,
+                "message_sid": message.message_sid or None,
+                "action": keyword.action if keyword else None,
+                "received_at": datetime.now(UTC),
+            }
+        )
         log.info(
             "sms.inbound",
             message_sid=message.message_sid,
             action=keyword.action if keyword else None,
         )
-        return InboundResult(keyword, duplicate=inserted is None)
-
-    def _inbound_seen(self, message_sid: str) -> bool:
-        with self._engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(inbound_messages.c.id).where(
-                        inbound_messages.c.message_sid == message_sid
-                    )
-                ).first()
-                is not None
-            )
+        return InboundResult(keyword, duplicate=not inserted)
 
     # --- SendGrid: event batches -----------------------------------------------------------
 
@@ -333,13 +269,13 @@ class DeliveryEvents:
         batch = [e for e in events if isinstance(e, Mapping)]
         report.ignored += len(events) - len(batch)
         ids = [sendgrid_event_id(e) for e in batch]
-        seen = self._seen_events(SENDGRID, ids)
+        seen = self._store.seen_events(SENDGRID, ids) if ids else set()
         now = datetime.now(UTC)
 
         fresh: list[str] = []
         to_suppress: dict[str, str] = {}
-        delivered: list[dict[str, Any]] = []
-        failed: list[dict[str, Any]] = []
+        delivered: list[tuple[str, int, datetime]] = []
+        failed: list[tuple[str, int, str, str]] = []
         for event_id, event in zip(ids, batch, strict=True):
             if event_id in seen:
                 report.duplicates += 1
@@ -354,30 +290,22 @@ class DeliveryEvents:
                 acted = True
             key = _ledger_key(event)
             if key is not None and kind == "delivered":
-                delivered.append(
-                    {"b_blast": key[0], "b_sid": key[1], "b_at": _event_time(event, now)}
-                )
+                delivered.append((key[0], key[1], _event_time(event, now)))
                 report.delivered += 1
                 acted = True
             elif key is not None and kind in ("bounce", "dropped"):
                 reason = str(event.get("reason") or kind)
                 status = event.get("status")
                 code = str(status)[:32] if kind == "bounce" and status else str(kind)
-                failed.append(
-                    {
-                        "b_blast": key[0],
-                        "b_sid": key[1],
-                        "b_code": code,
-                        "b_error": f"sendgrid {kind}: {reason}"[:1000],
-                    }
-                )
+                failed.append((key[0], key[1], code, f"sendgrid {kind}: {reason}"[:1000]))
                 report.failed += 1
                 acted = True
             if not acted:
                 report.ignored += 1
 
         report.suppressed = self._suppress_emails(to_suppress)
-        self._apply_email_outcomes(delivered, failed, fresh, now)
+        # Ledger refinements and the applied-event marks, in one transaction.
+        self._store.apply_email_outcomes(delivered, failed, SENDGRID, fresh, now)
         log.info(
             "sendgrid.events",
             received=report.received,
@@ -389,23 +317,6 @@ class DeliveryEvents:
         )
         return report
 
-    def _seen_events(self, provider: str, ids: Sequence[str]) -> set[str]:
-        seen: set[str] = set()
-        unique = sorted(set(ids))
-        if not unique:
-            return seen
-        with self._engine.connect() as conn:
-            for chunk in _chunks(unique, _ID_CHUNK):
-                seen.update(
-                    conn.scalars(
-                        select(webhook_events.c.event_id).where(
-                            webhook_events.c.provider == provider,
-                            webhook_events.c.event_id.in_(list(chunk)),
-                        )
-                    )
-                )
-        return seen
-
     def _suppress_emails(self, to_suppress: dict[str, str]) -> int:
         """Suppress the addresses not suppressed yet (one lookup for the batch)."""
         if not to_suppress:
@@ -416,43 +327,3 @@ class DeliveryEvents:
             if email not in already:
                 added += self._suppressions.add("email", email, reason=reason, source=SENDGRID)
         return added
-
-    def _apply_email_outcomes(
-        self,
-        delivered: list[dict[str, Any]],
-        failed: list[dict[str, Any]],
-        event_ids: list[str],
-        now: datetime,
-    ) -> None:
-        """Ledger refinements and the applied-event marks, in one transaction."""
-        row = (
-            deliveries.c.blast_id == bindparam("b_blast"),
-            deliveries.c.channel == "email",
-            deliveries.c.supporter_id == bindparam("b_sid"),
-            deliveries.c.state == states.SENT,
-        )
-        with self._engine.begin() as conn:
-            if delivered:
-                conn.execute(
-                    deliveries.update()
-                    .where(*row)
-                    .values(state=states.DELIVERED, delivered_at=bindparam("b_at"), updated_at=now),
-                    delivered,
-                )
-            if failed:
-                conn.execute(
-                    deliveries.update()
-                    .where(*row)
-                    .values(
-                        state=states.FAILED,
-                        error_code=bindparam("b_code"),
-                        error=bindparam("b_error"),
-                        updated_at=now,
-                    ),
-                    failed,
-                )
-            if event_ids:
-                conn.execute(
-                    self._insert(webhook_events).on_conflict_do_nothing(),
-                    [{"provider": SENDGRID, "event_id": i, "received_at": now} for i in event_ids],
-                )

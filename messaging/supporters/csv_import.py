@@ -23,16 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import structlog
-from sqlalchemy import Column, Engine, String
 
 from messaging.errors import InputError
-from messaging.store.schema import supporters
-from messaging.store.supporters import (
-    SUPPORTER_COLUMNS,
-    BatchResult,
-    SupporterRow,
-    SupporterWriter,
-)
+from messaging.ports import SUPPORTER_COLUMNS, BatchResult, SupporterRow, SupporterWriter
+from messaging.store.schema import EXTERNAL_ID_LEN, NAME_LEN
 from messaging.supporters.normalize import (
     FieldRejected,
     OnReject,
@@ -71,14 +65,9 @@ SWITCH_INTERVAL_S = 0.001
 _SNIFF_CHUNK_BYTES = 1 << 20
 
 
-def _length(column: Column[Any]) -> int:
-    assert isinstance(column.type, String) and column.type.length
-    return column.type.length
-
-
 #: Longest external id and name the columns hold; longer values are rejected, not truncated.
-_MAX_ID = _length(supporters.c.external_id)
-_MAX_NAME = _length(supporters.c.first_name)
+_MAX_ID = EXTERNAL_ID_LEN
+_MAX_NAME = NAME_LEN
 #: Header cells we are willing to echo in an error: a data row mistaken for a header holds
 #: phones and emails, which must not reach a terminal log.
 _SAFE_HEADER_RE = re.compile(r"^[A-Za-z0-9 _-]{1,40}$")
@@ -118,7 +107,7 @@ def rejects_path_for(path: Path) -> Path:
 
 def import_csv(
     path: Path,
-    engine: Engine,
+    writer: SupporterWriter,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     default_region: str = "US",
@@ -135,7 +124,6 @@ def import_csv(
         raise ValueError("batch_size must be at least 1")
     started = time.perf_counter()
     _check_text(path)
-    writer = SupporterWriter(engine)
     rejects = _RejectsFile(rejects_path_for(path))
     totals = _Totals()
 

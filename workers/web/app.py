@@ -10,8 +10,8 @@ import structlog
 from starlette.applications import Starlette
 
 from messaging.delivery_events import DeliveryEvents
-from messaging.metrics import build_registry
 from messaging.unsubscribe import UnsubscribeTokens
+from queues.metrics import build_registry
 from workers.app import App
 from workers.web.api import Api
 from workers.web.health import Health, MetricsPortOnly
@@ -36,12 +36,12 @@ def create_app(app: App) -> Starlette:
     ``SENDGRID_WEBHOOK_PUBLIC_KEY``, so the process fails at start (contract §2).
     """
     settings = app.settings
-    events = DeliveryEvents(app.engine, app.suppressions)
+    events = DeliveryEvents(app.stores.delivery_events, app.suppressions)
     # ConfigError without RAPID_SECRET_KEY outside demo/test: unsubscribe links must work.
     keys = settings.unsubscribe_keys()
     if not settings.twilio_auth_token:
         log.warning("web.twilio_webhooks_refused", reason="TWILIO_AUTH_TOKEN is not set")
-    registry = build_registry(app.engine, app.redis, app.names)
+    registry = build_registry(app.stores.reports, app.redis, app.names)
     auth = operator_auth(app)
     parts = (
         TwilioHooks(
@@ -55,7 +55,7 @@ def create_app(app: App) -> Starlette:
             UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name
         ),
         Api(app, auth),
-        Health(app.engine, app.redis, registry),
+        Health(app.stores.reports, app.redis, registry),
     )
     web = Starlette(routes=[route for part in parts for route in part.routes()])
     web.state.app = app

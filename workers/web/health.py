@@ -11,11 +11,12 @@ from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from messaging.ports import ReportStore
 
 log = structlog.get_logger(__name__)
 
@@ -23,8 +24,8 @@ log = structlog.get_logger(__name__)
 class Health:
     """Liveness and metrics, both computed when asked."""
 
-    def __init__(self, engine: Engine, redis: Any, registry: CollectorRegistry) -> None:
-        self._engine = engine
+    def __init__(self, reports: ReportStore, redis: Any, registry: CollectorRegistry) -> None:
+        self._reports = reports
         self._redis = redis
         self._registry = registry
 
@@ -37,8 +38,7 @@ class Health:
 
     def _check_database(self) -> str:
         try:
-            with self._engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            self._reports.ping()
         except Exception as exc:
             # The error text may carry the database URL: log its type only.
             log.warning("health.database_down", error_type=type(exc).__name__)

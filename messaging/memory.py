@@ -15,7 +15,7 @@ from messaging.pacing import (
     THROTTLE_RECOVERY_PER_S,
     interval_us,
 )
-from messaging.ports import ByChannel, ProgressCounters, Reservation, SendWork
+from messaging.ports import ByChannel, HeldRow, ProgressCounters, Reservation, SendWork
 
 
 class InMemorySendQueue:
@@ -160,3 +160,32 @@ class InMemoryRateLimiter:
                 slots.append(slot)
             self._tat[shared_key] = shared
             return Reservation(tuple(slots))
+
+
+class InMemoryInFlight:
+    """Both sides of :class:`~messaging.ports.InFlight` / ``InFlightView`` in one process;
+    :meth:`die` makes it a dead sender."""
+
+    def __init__(self) -> None:
+        self._rows: set[HeldRow] = set()
+        self.alive = True
+        self._lock = threading.Lock()
+
+    def hold(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> None:
+        """See :class:`~messaging.ports.InFlight`."""
+        with self._lock:
+            self._rows.update((blast_id, channel, int(s)) for s in supporter_ids)
+
+    def release(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> None:
+        """See :class:`~messaging.ports.InFlight`."""
+        with self._lock:
+            self._rows.difference_update((blast_id, channel, int(s)) for s in supporter_ids)
+
+    def owned(self) -> set[HeldRow]:
+        """See :class:`~messaging.ports.InFlightView`."""
+        with self._lock:
+            return set(self._rows) if self.alive else set()
+
+    def die(self) -> None:
+        """Stop beating, as a SIGKILLed sender does."""
+        self.alive = False

@@ -9,17 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from messaging.alert import Alert
-
-# ============================================================================================
-# Transport and control (the layers engineer's section)
-# NOTE from the store engineer, 11:13 UTC: I created this file with `cat >` without noticing
-# it had appeared a minute earlier, and overwrote this section's uncommitted first version.
-# Sorry: please re-add it here; the store section below is mine and separate.
-# ============================================================================================
 
 # ============================================================================================
 # Stores: the system of record (backends in messaging/store/{sql,memory}/, see its README)
@@ -38,6 +31,16 @@ class Claimed:
     attempts: int
     fields: dict[str, Any]
     first_sms_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendingRow:
+    """A row in ``sending`` as the sweep sees it: its channel, what a claim of it reads, and
+    when it was claimed (messaging/in_doubt.py settles those no live sender holds)."""
+
+    channel: str
+    claimed: Claimed
+    claimed_at: datetime
 
 
 # Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
@@ -189,6 +192,11 @@ class LedgerSweep(Protocol):
         """Rows ``sending`` since before ``claimed_before`` end ``failed`` (lost_in_flight)."""
         ...
 
+    def sending_rows(self, blast_id: str, claimed_before: datetime) -> list[SendingRow]:
+        """The blast's rows ``sending`` since before ``claimed_before``, with their supporters'
+        template fields, by channel and supporter id."""
+        ...
+
 
 class LedgerStore(LedgerExpansion, LedgerClaims, LedgerSweep, Protocol):
     """The delivery ledger: one row per (blast, channel, supporter)."""
@@ -209,6 +217,15 @@ class BlastRecord:
     ended_at: datetime | None
     expansion_cursor: int
     stats: dict[str, Any]
+    #: Why a paused blast is paused (:class:`messaging.lifecycle.PauseReason`) and what
+    #: tripped it, in one line; None unless paused.
+    pause_reason: str | None = None
+    pause_detail: str | None = None
+    #: Who asked for the blast and who approved it (contract §11).
+    requested_by: str | None = None
+    approved_by: str | None = None
+    #: When a scheduled blast is due.
+    send_at: datetime | None = None
 
     @property
     def ended(self) -> bool:
@@ -247,6 +264,12 @@ class BlastReads(Protocol):
         """Ledger rows per blast, channel and state."""
         ...
 
+    def summaries(
+        self, records: list[BlastRecord], live: LiveCounts | None = None
+    ) -> list[dict[str, Any]]:
+        """The contract's JSON view (§6) of each blast; running ones from ``live``."""
+        ...
+
 
 class BlastStore(BlastReads, Protocol):
     """Blasts: created once per alert id, then moved through their statuses."""
@@ -258,13 +281,27 @@ class BlastStore(BlastReads, Protocol):
         ...
 
     def set_status(
-        self, blast_id: str, status: str, *, only_from: Iterable[str] | None = None
+        self,
+        blast_id: str,
+        status: str,
+        *,
+        only_from: Iterable[str] | None = None,
+        pause_reason: str | None = None,
+        pause_detail: str | None = None,
+        approved_by: str | None = None,
     ) -> bool:
-        """Move a blast to ``status`` (from one of ``only_from``, if given)."""
+        """Move a blast to ``status`` (from one of ``only_from``, if given); True if it moved.
+
+        Only :class:`messaging.lifecycle.BlastLifecycle` calls this. ``pause_reason`` and
+        ``pause_detail`` are stored with ``paused`` and cleared by any other status;
+        ``approved_by`` is stored when given."""
         ...
 
-    def finish_expansion(self, blast_id: str, stats: dict[str, Any]) -> bool:
-        """Mark expansion done; ``expanding`` moves on to ``sending``."""
+    def finish_expansion(
+        self, blast_id: str, stats: dict[str, Any], *, to: str = "sending"
+    ) -> bool:
+        """Mark expansion done; ``expanding`` moves on to ``to`` (``sending`` or
+        ``awaiting_approval``); True if it moved."""
         ...
 
 
@@ -287,6 +324,10 @@ class TopicStore(Protocol):
 
     def names(self) -> list[str]:
         """Every registered topic name, sorted."""
+        ...
+
+    def get(self, name: str) -> TopicInfo | None:
+        """One topic, or None."""
         ...
 
     def list(self) -> list[TopicInfo]:
@@ -653,4 +694,68 @@ class RateLimiter(Protocol):
 
     def throttle(self, shared_key: str) -> float:
         """A provider said 429 for this key: slow it down; returns the new rate factor."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An alert document as the intake transport delivered it (SNS envelope or raw)."""
+
+    payload: str
+    #: The alert topic the transport says it was published to; None for raw delivery.
+    topic: str | None
+    #: The transport's id of the message (the alert id when the alert names none).
+    message_id: str
+    form: Literal["envelope", "raw"]
+
+
+#: Turns an intake queue message body into a :class:`Delivery`; raises
+#: :class:`messaging.errors.InputError` for a body it cannot use.
+Unwrap = Callable[[str], Delivery]
+
+
+class AlertPublisher(Protocol):
+    """Publishes an alert document to an alert topic's SNS topic."""
+
+    def publish(self, topic_arn: str, message: str) -> str:
+        """Publish ``message``; returns the transport's message id."""
+        ...
+
+
+class ResourceProvisioner(Protocol):
+    """Creates or updates the fleet's queues and topics (idempotently)."""
+
+    def ensure_queues(self) -> str:
+        """The intake queue and its dead-letter queue; returns the intake queue's ARN."""
+        ...
+
+    def ensure_topic(self, topic: str, intake_arn: str) -> str:
+        """An alert topic's SNS topic, subscribed to the intake queue; returns its ARN."""
+        ...
+
+
+#: One row a sender holds between claim and outcome: (blast id, channel, supporter id).
+HeldRow = tuple[str, str, int]
+#: Rows claimed less than this long ago are never settled by the sweep, whoever holds them
+#: (a Redis that restarted empty knows a live sender's rows again within one beat).
+IN_FLIGHT_GRACE_S = 15.0
+
+
+class InFlight(Protocol):
+    """A sender's announcement of the rows it holds between claim and outcome."""
+
+    def hold(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> None:
+        """Announce rows about to be claimed (before the claim)."""
+        ...
+
+    def release(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> None:
+        """Give rows up (their outcome is written, or the batch could not settle them)."""
+        ...
+
+
+class InFlightView(Protocol):
+    """What the sweep asks: which rows live senders hold right now."""
+
+    def owned(self) -> set[HeldRow]:
+        """Rows held by senders that beat recently; forgets dead ones."""
         ...

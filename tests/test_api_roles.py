@@ -194,9 +194,9 @@ def test_an_alert_is_requested_by_the_calling_operator(web: Web, tokens: dict[Ro
     # Given a provisioned topic whose SNS topic feeds a queue made for this test
     sns, sqs = web.app.sns, web.app.sqs
     arn = sns.create_topic(Name=web.app.names.alert_topic("news"))["TopicArn"]
-    from messaging.store.topics import TopicStore
+    from messaging.store.sql.topics import SqlTopicStore
 
-    TopicStore(web.app.engine).register("news", arn)
+    SqlTopicStore(web.app.engine).register("news", arn)
     queue_url = sqs.create_queue(QueueName=f"{web.app.names.prefix}-roles")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"

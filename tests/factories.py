@@ -8,15 +8,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from config.names import Names
+from messaging.memory import InMemoryBlastControl, InMemoryRateLimiter, InMemorySendQueue
+from messaging.ports import BlastControl
 from messaging.sending.common import SendContext
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
 from messaging.store.schema import subscriptions, supporters
-from messaging.store.suppressions import SqlSuppressionList
-from queues.flow.control import BlastControl, InMemoryBlastControl
-from queues.flow.ratelimit import InMemoryRateLimiter
-from queues.names import Names
-from queues.sendqueue import InMemorySendQueue
+from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.ledger import SqlLedger
+from messaging.store.sql.suppressions import SqlSuppressionList
 
 
 def add_supporters(
@@ -53,8 +52,8 @@ def send_context(
     """Senders' context on the real ledger, with in-memory queue, limiter and controls."""
     queue = InMemorySendQueue()
     ctx = SendContext(
-        Ledger(engine),
-        BlastStore(engine),
+        SqlLedger(engine),
+        SqlBlastStore(engine),
         SqlSuppressionList(engine),
         InMemoryRateLimiter(),
         queue,

@@ -16,10 +16,11 @@ import boto3
 import pytest
 from sqlalchemy import Engine
 
-from messaging import states
 from messaging.alert import parse_alert
-from messaging.store.blasts import BlastStore
+from messaging.lifecycle import BlastStatus, RowState
 from messaging.store.schema import deliveries
+from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.reports import SqlReportStore
 from queues.backlog import (
     ATTEMPTED,
     BACKLOG,
@@ -39,9 +40,9 @@ _ids = count(1)
 def make_blast(engine: Engine, blast_id: str, priority: str, status: str) -> None:
     """A blast as the intake records it, moved to ``status``."""
     doc = {"alert_id": blast_id, "priority": priority, "sms": {"body": "Hi"}}
-    store = BlastStore(engine)
+    store = SqlBlastStore(engine)
     store.create(parse_alert(json.dumps(doc), fallback_id="x"), "debate-night", None)
-    if status != states.EXPANDING:
+    if status != BlastStatus.EXPANDING:
         assert store.set_status(blast_id, status)
 
 
@@ -74,29 +75,29 @@ def ledger(engine: Engine) -> Engine:
     """A ledger with blasts in every situation the backlog must tell apart."""
     # An urgent blast being sent: its pending and in-flight rows are backlog; deferred rows
     # (quiet hours) are not; sent, delivered and failed rows are outcomes.
-    make_blast(engine, "urgent-1", "urgent", states.SENDING_BLAST)
-    add_rows(engine, "urgent-1", "sms", states.PENDING, 30)
-    add_rows(engine, "urgent-1", "sms", states.SENDING, 5)
-    add_rows(engine, "urgent-1", "sms", states.DEFERRED, 40)
-    add_rows(engine, "urgent-1", "sms", states.SENT, 50)
-    add_rows(engine, "urgent-1", "sms", states.DELIVERED, 10)
-    add_rows(engine, "urgent-1", "sms", states.FAILED, 3, error_code="30007")
-    add_rows(engine, "urgent-1", "sms", states.FAILED, 1, error_code="30034")
-    add_rows(engine, "urgent-1", "sms", states.FAILED, 2, error_code="21211")
-    add_rows(engine, "urgent-1", "email", states.PENDING, 12)
-    add_rows(engine, "urgent-1", "email", states.FAILED, 4, error_code="bounce")
-    add_rows(engine, "urgent-1", "sms", states.DUPLICATE, 7)
+    make_blast(engine, "urgent-1", "urgent", BlastStatus.SENDING)
+    add_rows(engine, "urgent-1", "sms", RowState.PENDING, 30)
+    add_rows(engine, "urgent-1", "sms", RowState.SENDING, 5)
+    add_rows(engine, "urgent-1", "sms", RowState.DEFERRED, 40)
+    add_rows(engine, "urgent-1", "sms", RowState.SENT, 50)
+    add_rows(engine, "urgent-1", "sms", RowState.DELIVERED, 10)
+    add_rows(engine, "urgent-1", "sms", RowState.FAILED, 3, error_code="30007")
+    add_rows(engine, "urgent-1", "sms", RowState.FAILED, 1, error_code="30034")
+    add_rows(engine, "urgent-1", "sms", RowState.FAILED, 2, error_code="21211")
+    add_rows(engine, "urgent-1", "email", RowState.PENDING, 12)
+    add_rows(engine, "urgent-1", "email", RowState.FAILED, 4, error_code="bounce")
+    add_rows(engine, "urgent-1", "sms", RowState.DUPLICATE, 7)
     # A bulk blast still expanding: its rows written so far are backlog.
-    make_blast(engine, "bulk-1", "bulk", states.EXPANDING)
-    add_rows(engine, "bulk-1", "email", states.PENDING, 9)
+    make_blast(engine, "bulk-1", "bulk", BlastStatus.EXPANDING)
+    add_rows(engine, "bulk-1", "email", RowState.PENDING, 9)
     # A paused blast waits for an operator, not for capacity; ended blasts owe nothing.
-    make_blast(engine, "paused-1", "normal", states.PAUSED)
-    add_rows(engine, "paused-1", "sms", states.PENDING, 100)
-    add_rows(engine, "paused-1", "sms", states.FAILED, 50, error_code="30007")
-    make_blast(engine, "done-1", "normal", states.COMPLETED)
-    add_rows(engine, "done-1", "sms", states.SENT, 20)
-    make_blast(engine, "canceled-1", "normal", states.CANCELED_BLAST)
-    add_rows(engine, "canceled-1", "email", states.PENDING, 6)  # a racing batch put it back
+    make_blast(engine, "paused-1", "normal", BlastStatus.PAUSED)
+    add_rows(engine, "paused-1", "sms", RowState.PENDING, 100)
+    add_rows(engine, "paused-1", "sms", RowState.FAILED, 50, error_code="30007")
+    make_blast(engine, "done-1", "normal", BlastStatus.COMPLETED)
+    add_rows(engine, "done-1", "sms", RowState.SENT, 20)
+    make_blast(engine, "canceled-1", "normal", BlastStatus.CANCELED)
+    add_rows(engine, "canceled-1", "email", RowState.PENDING, 6)  # a racing batch put it back
     return engine
 
 
@@ -114,7 +115,7 @@ EXPECTED_BACKLOG = {
 def test_backlog_counts_pending_and_sending_of_live_blasts_per_lane(ledger: Engine) -> None:
     # Given the ledger above
     # When the backlog is computed
-    backlog = compute_backlog(ledger)
+    backlog = compute_backlog(SqlReportStore(ledger))
     # Then every lane is present, and only pending + sending rows of sending/expanding
     # blasts count: not deferred rows, not paused, completed or canceled blasts
     assert backlog == EXPECTED_BACKLOG
@@ -123,14 +124,14 @@ def test_backlog_counts_pending_and_sending_of_live_blasts_per_lane(ledger: Engi
 @pytest.mark.integration
 def test_an_empty_ledger_has_every_lane_at_zero(engine: Engine) -> None:
     # Given no blast at all; then zeros are still reported (so the group can scale in)
-    assert compute_backlog(engine) == dict.fromkeys(EXPECTED_BACKLOG, 0)
+    assert compute_backlog(SqlReportStore(engine)) == dict.fromkeys(EXPECTED_BACKLOG, 0)
 
 
 @pytest.mark.integration
 def test_outcomes_count_attempted_failed_and_carrier_filtered_of_live_blasts(
     ledger: Engine,
 ) -> None:
-    outcomes = compute_outcomes(ledger)
+    outcomes = compute_outcomes(SqlReportStore(ledger))
     # sms: 50 sent + 10 delivered + 6 failed; email: 4 failed; 30007 and 30034 are filtering
     assert outcomes == Outcomes(
         attempted={"sms": 66, "email": 4}, failed={"sms": 6, "email": 4}, carrier_filtered=4
@@ -220,7 +221,7 @@ def test_publish_backlog_lands_in_cloudwatch_with_its_dimensions(
 ) -> None:
     # Given the ledger above
     # When the scheduler's entry point publishes it
-    summary = publish_backlog(ledger, cloudwatch, prefix)
+    summary = publish_backlog(SqlReportStore(ledger), cloudwatch, prefix)
     # Then it reports what it sent
     assert summary["backlog_total"] == 56
     assert summary["backlog"]["sms/urgent"] == 35 and summary["backlog"]["email/bulk"] == 9

@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
+from config.names import Names
 from messaging.alert import Alert, EmailContent, SmsContent
 from messaging.delivery_events import (
     HELP,
@@ -28,17 +29,12 @@ from messaging.delivery_events import (
     sendgrid_event_id,
     suppresses_address,
 )
-from messaging.metrics import (
-    build_registry,
-    record_limiter_wait,
-    record_outcomes,
-    record_provider_call,
-    record_retry,
-)
-from messaging.store.blasts import BlastStore
 from messaging.store.schema import deliveries, inbound_messages, webhook_events
-from messaging.store.suppressions import SqlSuppressionList
-from queues.names import Names
+from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.delivery_events import SqlDeliveryEventStore
+from messaging.store.sql.reports import SqlReportStore
+from messaging.store.sql.suppressions import SqlSuppressionList
+from queues.metrics import build_registry, record_outcomes
 from tests.conftest import REDIS_TEST_URL, free_port
 
 pytestmark = pytest.mark.integration
@@ -57,7 +53,7 @@ def make_blast(engine: Engine, blast_id: str = "b1", status: str | None = None) 
         sms=SmsContent(body="Hi"),
         email=EmailContent(subject="Hi", text="Hi"),
     )
-    store = BlastStore(engine)
+    store = SqlBlastStore(engine)
     store.create(alert, "news", None)
     if status:
         store.set_status(blast_id, status)
@@ -112,7 +108,7 @@ def count(engine: Engine, table: Any) -> int:
 @pytest.fixture
 def events(engine: Engine) -> DeliveryEvents:
     """The service under test, on the real suppression list."""
-    return DeliveryEvents(engine, SqlSuppressionList(engine))
+    return DeliveryEvents(SqlDeliveryEventStore(engine), SqlSuppressionList(engine))
 
 
 @pytest.fixture
@@ -186,8 +182,9 @@ def test_a_callback_for_a_row_still_sending_changes_nothing(
 def test_a_callback_that_overtakes_the_sender_is_applied_when_the_sid_is_recorded(
     engine: Engine, events: DeliveryEvents
 ) -> None:
-    from messaging.store.ledger import Ledger, Outcome
+    from messaging.ports import Outcome
     from messaging.store.schema import early_statuses
+    from messaging.store.sql.ledger import SqlLedger
 
     # Given a row claimed by a sender whose batch has not recorded Twilio's SID yet
     make_blast(engine)
@@ -196,7 +193,7 @@ def test_a_callback_that_overtakes_the_sender_is_applied_when_the_sid_is_recorde
     # When Twilio's delivered callback for that SID arrives first, it is parked
     assert events.sms_status(SmsStatus("SMearly", "delivered")) == "parked"
     # And when the sender records the send, the parked status is applied and cleared
-    Ledger(engine).record(
+    SqlLedger(engine).record(
         row(engine).blast_id, "sms", [Outcome(sid, "sent", provider_message_id="SMearly")]
     )
     settled = row(engine)
@@ -413,7 +410,7 @@ def names(prefix: str, redis_client: redis.Redis) -> Iterator[Names]:
 
 def scrape(engine: Engine, client: Any, names: Names) -> dict[str, dict[tuple[Any, ...], float]]:
     """``{sample name: {label items: value}}`` of one scrape, parsed like Prometheus would."""
-    text = generate_latest(build_registry(engine, client, names)).decode()
+    text = generate_latest(build_registry(SqlReportStore(engine), client, names)).decode()
     samples: dict[str, dict[tuple[Any, ...], float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -424,13 +421,9 @@ def scrape(engine: Engine, client: Any, names: Names) -> dict[str, dict[tuple[An
 def test_sender_counters_are_exported_as_prometheus_counters(
     engine: Engine, redis_client: redis.Redis, names: Names
 ) -> None:
-    # Given senders that recorded outcomes, provider calls, retries and limiter waits
+    # Given senders that recorded their batches' outcomes
     record_outcomes(redis_client, names, "sms", {"sent": 98, "failed": 2, "suppressed": 0})
     record_outcomes(redis_client, names, "sms", {"sent": 2})
-    record_provider_call(redis_client, names, "twilio", latency_s=0.25, ok=True)
-    record_provider_call(redis_client, names, "twilio", latency_s=0.5, ok=False)
-    record_retry(redis_client, names, "twilio")
-    record_limiter_wait(redis_client, names, "sms-sender", wait_s=1.5)
     # When the web process is scraped
     samples = scrape(engine, redis_client, names)
     # Then each family carries the fleet-wide sums
@@ -438,14 +431,6 @@ def test_sender_counters_are_exported_as_prometheus_counters(
     assert messages[(("channel", "sms"), ("outcome", "sent"))] == 100
     assert messages[(("channel", "sms"), ("outcome", "failed"))] == 2
     assert (("channel", "sms"), ("outcome", "suppressed")) not in messages
-    requests = samples["rapid_provider_requests_total"]
-    assert requests[(("ok", "true"), ("provider", "twilio"))] == 1
-    assert requests[(("ok", "false"), ("provider", "twilio"))] == 1
-    assert samples["rapid_provider_latency_seconds_sum"][(("provider", "twilio"),)] == 0.75
-    assert samples["rapid_provider_latency_seconds_count"][(("provider", "twilio"),)] == 2
-    assert samples["rapid_provider_retries_total"][(("provider", "twilio"),)] == 1
-    assert samples["rapid_limiter_wait_seconds_sum"][(("kind", "sms-sender"),)] == 1.5
-    assert samples["rapid_limiter_wait_seconds_count"][(("kind", "sms-sender"),)] == 1
     assert samples["rapid_metrics_source_up"][(("source", "redis"),)] == 1
 
 
@@ -481,7 +466,6 @@ def test_recording_and_scraping_survive_redis_being_down(engine: Engine, names: 
     down = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     # When a sender records a metric, then the send is not failed by it
     record_outcomes(down, names, "email", {"sent": 1})
-    record_provider_call(down, names, "sendgrid", latency_s=0.1, ok=True)
     # And a scrape still answers with the database's families, saying Redis is down
     samples = scrape(engine, down, names)
     assert samples["rapid_metrics_source_up"][(("source", "redis"),)] == 0

@@ -6,14 +6,14 @@ import json
 
 from sqlalchemy import Engine, select
 
-from messaging import states
 from messaging.alert import parse_alert
 from messaging.expansion import Expander
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.memory import InMemorySendQueue
 from messaging.store.schema import deliveries
-from messaging.store.suppressions import SqlSuppressionList
-from queues.sendqueue import InMemorySendQueue
+from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.ledger import SqlLedger
+from messaging.store.sql.suppressions import SqlSuppressionList
 from tests.factories import add_supporters
 
 
@@ -56,7 +56,7 @@ def test_expansion_pages_households_consent_and_suppression(engine: Engine) -> N
     ids = add_supporters(engine, people, topic="debate-night")
     add_supporters(engine, [{"phone": "+14155559999"}], topic="other-topic")
     SqlSuppressionList(engine).add("sms", "+14155550103", reason="stop", source="test")
-    blasts, ledger, queue = BlastStore(engine), Ledger(engine), InMemorySendQueue()
+    blasts, ledger, queue = SqlBlastStore(engine), SqlLedger(engine), InMemorySendQueue()
     blast, created = blasts.create(parse_alert(_alert(), fallback_id="x"), "debate-night", None)
     assert created
 
@@ -65,14 +65,14 @@ def test_expansion_pages_households_consent_and_suppression(engine: Engine) -> N
 
     # Then every eligible subscriber has exactly one ledger row with the right state
     sms = _ledger_states(engine, "sms")
-    assert sms[ids[0]] == states.PENDING
-    assert sms[ids[1]] == states.DUPLICATE
+    assert sms[ids[0]] == RowState.PENDING
+    assert sms[ids[1]] == RowState.DUPLICATE
     assert ids[2] not in sms  # no consent: not targeted
-    assert sms[ids[3]] == states.SUPPRESSED
+    assert sms[ids[3]] == RowState.SUPPRESSED
     assert ids[4] not in sms  # no phone
     assert len(sms) == 3 + 23
     email = _ledger_states(engine, "email")
-    assert email[ids[1]] == states.PENDING and email[ids[2]] == states.DUPLICATE
+    assert email[ids[1]] == RowState.PENDING and email[ids[2]] == RowState.DUPLICATE
     assert len(email) == 28
     # And the queued work covers exactly the pending rows, once
     queued = {(w.channel, sid) for w in queue.items for sid in w.supporter_ids}
@@ -84,7 +84,7 @@ def test_expansion_pages_households_consent_and_suppression(engine: Engine) -> N
     assert result.pages == 4
     # And the blast moved on to sending with its audience figures
     after = blasts.get("a-1")
-    assert after is not None and after.status == states.SENDING_BLAST
+    assert after is not None and after.status == BlastStatus.SENDING
     assert after.stats["sms"] == {"eligible": 26, "no_consent": 1, "no_address": 1}
 
     # When the same blast is expanded again (a redelivered alert), nothing is added or queued
@@ -118,7 +118,7 @@ def test_dry_run_estimates_segments_cost_quiet_hours_and_eta(engine: Engine) -> 
         ],
         topic="t",
     )
-    blasts, queue = BlastStore(engine), InMemorySendQueue()
+    blasts, queue = SqlBlastStore(engine), InMemorySendQueue()
     alert = {
         "alert_id": "d-1",
         "sms": {"body": "x" * 150},
@@ -135,7 +135,7 @@ def test_dry_run_estimates_segments_cost_quiet_hours_and_eta(engine: Engine) -> 
         quiet_hours=window,
     )
     # When dry-run
-    Expander(Ledger(engine), blasts, queue, dry_run=config).expand(blast)
+    Expander(SqlLedger(engine), blasts, queue, dry_run=config).expand(blast)
     estimate = blasts.get("d-1").stats["estimate"]  # type: ignore[union-attr]
     # Then segments, cost, quiet-hours deferrals and ETA are reported, and nothing is queued
     assert estimate["sms"] == {
@@ -157,10 +157,10 @@ def test_dry_run_counts_and_writes_nothing(engine: Engine) -> None:
         [{"phone": "+14155550100"}, {"phone": "+14155550100"}, {"phone": "+14155550101"}],
         topic="t",
     )
-    blasts, queue = BlastStore(engine), InMemorySendQueue()
+    blasts, queue = SqlBlastStore(engine), InMemorySendQueue()
     blast, _ = blasts.create(parse_alert(_alert(dry_run=True), fallback_id="x"), "t", None)
-    Expander(Ledger(engine), blasts, queue).expand(blast)
+    Expander(SqlLedger(engine), blasts, queue).expand(blast)
     done = blasts.get("a-1")
-    assert done is not None and done.status == states.COMPLETED
+    assert done is not None and done.status == BlastStatus.COMPLETED
     assert done.stats["would_send"]["sms"] == {"pending": 2, "duplicate": 1}
     assert _ledger_states(engine, "sms") == {} and queue.items == []

@@ -7,26 +7,27 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
 
-from messaging import states
 from messaging.alert import parse_alert
 from messaging.expansion import Expander
-from messaging.store.blasts import BlastStore
-from messaging.store.ledger import Ledger, Outcome
+from messaging.lifecycle import RowState
+from messaging.memory import InMemorySendQueue
+from messaging.ports import Outcome
 from messaging.store.schema import deliveries, supporters
-from queues.sendqueue import InMemorySendQueue
+from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.ledger import SqlLedger
 from tests.factories import add_supporters
 
 
-def _blast(engine: Engine) -> tuple[Ledger, list[int]]:
+def _blast(engine: Engine) -> tuple[SqlLedger, list[int]]:
     ids = add_supporters(
         engine,
         [{"phone": f"+1415555{i:04d}", "first_name": f"Ann{i}"} for i in range(6)],
         topic="t",
     )
-    blasts = BlastStore(engine)
+    blasts = SqlBlastStore(engine)
     doc = {"alert_id": "l1", "sms": {"body": "Hi {{ first_name }}"}}
     blast, _ = blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
-    ledger = Ledger(engine)
+    ledger = SqlLedger(engine)
     Expander(ledger, blasts, InMemorySendQueue()).expand(blast)
     return ledger, ids
 
@@ -54,7 +55,7 @@ def test_a_row_is_claimed_once_with_its_template_fields(engine: Engine) -> None:
     assert first[0].attempts == 1 and first[0].fields["postal_code"] == ""
     # And the erased supporter's row is still claimed (it ends with an outcome, not pending)
     assert second[1].fields["first_name"] == ""
-    assert {r["state"] for r in _rows(engine).values()} == {states.SENDING}
+    assert {r["state"] for r in _rows(engine).values()} == {RowState.SENDING}
 
 
 def test_outcomes_are_written_each_to_its_row_and_only_to_rows_still_sending(
@@ -69,15 +70,15 @@ def test_outcomes_are_written_each_to_its_row_and_only_to_rows_still_sending(
         "sms",
         [
             Outcome(
-                ids[0], states.SENT, provider_message_id="SM0", sender="+15005550006", segments=1
+                ids[0], RowState.SENT, provider_message_id="SM0", sender="+15005550006", segments=1
             ),
             Outcome(
-                ids[1], states.SENT, provider_message_id="SM1", sender="+15005550007", segments=2
+                ids[1], RowState.SENT, provider_message_id="SM1", sender="+15005550007", segments=2
             ),
-            Outcome(ids[2], states.FAILED, error_code="21211", error="x" * 2000),
-            Outcome(ids[3], states.DEFERRED, deferred_until=until),
-            Outcome(ids[4], states.PENDING),
-            Outcome(ids[5], states.SENT, provider_message_id="SM5"),
+            Outcome(ids[2], RowState.FAILED, error_code="21211", error="x" * 2000),
+            Outcome(ids[3], RowState.DEFERRED, deferred_until=until),
+            Outcome(ids[4], RowState.PENDING),
+            Outcome(ids[5], RowState.SENT, provider_message_id="SM5"),
         ],
     )
     rows = _rows(engine)
@@ -85,16 +86,16 @@ def test_outcomes_are_written_each_to_its_row_and_only_to_rows_still_sending(
     assert rows[ids[0]]["provider_message_id"] == "SM0" and rows[ids[0]]["segments"] == 1
     assert rows[ids[1]]["sender"] == "+15005550007" and rows[ids[1]]["segments"] == 2
     assert rows[ids[0]]["sent_at"] is not None and rows[ids[2]]["sent_at"] is None
-    assert rows[ids[2]]["state"] == states.FAILED and rows[ids[2]]["error_code"] == "21211"
+    assert rows[ids[2]]["state"] == RowState.FAILED and rows[ids[2]]["error_code"] == "21211"
     assert len(str(rows[ids[2]]["error"])) == 1000
     deferred_until = rows[ids[3]]["deferred_until"]
     assert isinstance(deferred_until, datetime)
     if deferred_until.tzinfo is None:  # SQLite keeps naive UTC
         deferred_until = deferred_until.replace(tzinfo=UTC)
     assert abs(deferred_until - until) < timedelta(seconds=1)
-    assert rows[ids[4]]["state"] == states.PENDING
+    assert rows[ids[4]]["state"] == RowState.PENDING
     # And the row that was not claimed is untouched
-    assert rows[ids[5]]["state"] == states.PENDING and rows[ids[5]]["provider_message_id"] is None
+    assert rows[ids[5]]["state"] == RowState.PENDING and rows[ids[5]]["provider_message_id"] is None
 
 
 def test_the_planner_keeps_no_statistics_on_blast_ids(pg_url: str) -> None:

@@ -18,9 +18,10 @@ from sqlalchemy import Engine, select
 from structlog.testing import capture_logs
 
 from messaging.errors import InputError
-from messaging.store import supporters as supporters_store
+from messaging.ports import SUPPORTER_COLUMNS, SupporterRow
 from messaging.store.schema import alert_topics, subscriptions, supporters
-from messaging.store.supporters import SUPPORTER_COLUMNS, SupporterRow, SupporterWriter
+from messaging.store.sql import sqlite as sqlite_backend
+from messaging.store.sql.supporters import SqlSupporterWriter
 from messaging.supporters.csv_import import ImportReport, import_csv, rejects_path_for
 
 HEADER = "external_id,first_name,last_name,phone,email,postal_code,state,tags,topics"
@@ -72,7 +73,7 @@ def test_a_messy_voter_file_export_imports(engine: Engine, tmp_path: Path) -> No
     )
     path = write(tmp_path, text, bom=True)
     # When imported
-    report = import_csv(path, engine)
+    report = import_csv(path, SqlSupporterWriter(engine))
     # Then every row is a supporter, with normalised fields
     stored = rows(engine)
     assert report.rows_read == 5
@@ -109,9 +110,9 @@ def test_a_messy_voter_file_export_imports(engine: Engine, tmp_path: Path) -> No
 def test_opt_ins_are_false_unless_the_file_says_yes(engine: Engine, tmp_path: Path) -> None:
     # Given one file without opt-in columns and one with every spelling of yes and no
     path = write(tmp_path, "external_id,phone\na1,(212) 555-0100\n", name="a.csv")
-    import_csv(path, engine)
+    import_csv(path, SqlSupporterWriter(engine))
     text = "external_id,sms_opt_in,email_opt_in\nb1,yes,TRUE\nb2,No,0\nb3,,\nb4,maybe,1\nb5,Y,f\n"
-    report = import_csv(write(tmp_path, text, name="b.csv"), engine)
+    report = import_csv(write(tmp_path, text, name="b.csv"), SqlSupporterWriter(engine))
     # Then absent, blank and unusable opt-ins are no consent
     stored = rows(engine)
     assert (stored["a1"]["sms_opt_in"], stored["a1"]["email_opt_in"]) == (False, False)
@@ -133,11 +134,11 @@ def test_reimport_updates_and_keeps_columns_the_file_lacks(engine: Engine, tmp_p
         "r1,Ann,ann@example.org,yes,America/Chicago\n"
         "r2,Bob,bob@example.org,yes,\n"
     )
-    import_csv(write(tmp_path, first, name="first.csv"), engine)
+    import_csv(write(tmp_path, first, name="first.csv"), SqlSupporterWriter(engine))
     before = rows(engine)
     # When a second file has only names (and a new supporter)
     second = "External_ID,First_Name\nr1,Annie\nr2,Bob\nr3,Cy\n"
-    report = import_csv(write(tmp_path, second, name="second.csv"), engine)
+    report = import_csv(write(tmp_path, second, name="second.csv"), SqlSupporterWriter(engine))
     # Then the known supporters count as updated, the new one as inserted
     assert (report.inserted, report.updated) == (1, 2)
     after = rows(engine)
@@ -157,8 +158,13 @@ def test_reimport_updates_and_keeps_columns_the_file_lacks(engine: Engine, tmp_p
 
 def test_a_blank_cell_in_a_present_column_clears_the_value(engine: Engine, tmp_path: Path) -> None:
     # Given a supporter with an email, when a file with an email column leaves it blank
-    import_csv(write(tmp_path, "external_id,email\nc1,c@example.org\n", name="a.csv"), engine)
-    import_csv(write(tmp_path, "external_id,email\nc1,\n", name="b.csv"), engine)
+    import_csv(
+        write(tmp_path, "external_id,email\nc1,c@example.org\n", name="a.csv"),
+        SqlSupporterWriter(engine),
+    )
+    import_csv(
+        write(tmp_path, "external_id,email\nc1,\n", name="b.csv"), SqlSupporterWriter(engine)
+    )
     # then the file is the truth: the email is gone.
     assert rows(engine)["c1"]["email"] is None
 
@@ -176,7 +182,7 @@ def test_duplicate_ids_in_one_file_last_row_wins(engine: Engine, tmp_path: Path)
         "d2,Late,\n"
     )
     # When imported in batches of three rows
-    report = import_csv(write(tmp_path, text), engine, batch_size=3)
+    report = import_csv(write(tmp_path, text), SqlSupporterWriter(engine), batch_size=3)
     # Then the last row of each id is what is stored
     stored = rows(engine)
     assert stored["d1"]["first_name"] == "Third"
@@ -195,7 +201,7 @@ def test_duplicate_ids_in_one_file_last_row_wins(engine: Engine, tmp_path: Path)
 def test_rows_without_external_id_are_rejected_whole(engine: Engine, tmp_path: Path) -> None:
     # Given rows with a blank and a missing external id, and a short row
     text = "external_id,first_name,phone\n,Nobody,(212) 555-0100\n   ,Blank,\ne1\n"
-    report = import_csv(write(tmp_path, text), engine)
+    report = import_csv(write(tmp_path, text), SqlSupporterWriter(engine))
     # Then only the row with an id is stored (its missing cells read as blank)
     assert set(rows(engine)) == {"e1"}
     assert report.rows_rejected == 2
@@ -220,34 +226,42 @@ def test_timezone_is_given_or_derived(
     engine: Engine, tmp_path: Path, header: str, cells: str, zone: str | None
 ) -> None:
     # Given a supporter with this phone / ZIP / time zone, when imported
-    import_csv(write(tmp_path, f"external_id,{header}\nt1,{cells}\n"), engine)
+    import_csv(write(tmp_path, f"external_id,{header}\nt1,{cells}\n"), SqlSupporterWriter(engine))
     # then the stored zone is the file's, else the phone's, else the ZIP's, else unknown.
     assert rows(engine)["t1"]["timezone"] == zone
 
 
 def test_an_invalid_timezone_is_reported_then_derived(engine: Engine, tmp_path: Path) -> None:
     path = write(tmp_path, "external_id,phone,timezone\nt1,(212) 555-0100,Mars/Base\n")
-    report = import_csv(path, engine)
+    report = import_csv(path, SqlSupporterWriter(engine))
     assert rows(engine)["t1"]["timezone"] == "America/New_York"
     assert [(r["field"], r["value"]) for r in rejects(report)] == [("timezone", "Mars/Base")]
 
 
 def test_a_derived_timezone_never_erases_a_stored_one(engine: Engine, tmp_path: Path) -> None:
     # Given a supporter whose file gave a zone
-    import_csv(write(tmp_path, "external_id,timezone\nz1,America/Denver\n", name="a.csv"), engine)
+    import_csv(
+        write(tmp_path, "external_id,timezone\nz1,America/Denver\n", name="a.csv"),
+        SqlSupporterWriter(engine),
+    )
     # When a later file has a phone column but no phone for them, and no timezone column
-    import_csv(write(tmp_path, "external_id,phone\nz1,\n", name="b.csv"), engine)
+    import_csv(
+        write(tmp_path, "external_id,phone\nz1,\n", name="b.csv"), SqlSupporterWriter(engine)
+    )
     # Then nothing derivable does not mean "forget the zone"
     assert rows(engine)["z1"]["timezone"] == "America/Denver"
     # but a phone that tells us the zone corrects it.
-    import_csv(write(tmp_path, "external_id,phone\nz1,(212) 555-0100\n", name="c.csv"), engine)
+    import_csv(
+        write(tmp_path, "external_id,phone\nz1,(212) 555-0100\n", name="c.csv"),
+        SqlSupporterWriter(engine),
+    )
     assert rows(engine)["z1"]["timezone"] == "America/New_York"
 
 
 def test_topics_become_subscriptions_and_are_replaced(engine: Engine, tmp_path: Path) -> None:
     # Given a file subscribing supporters to topics, one of them with a bad topic name
     first = "external_id,topics,tags\ns1,Debate;gotv,Volunteer;donor\ns2,debate;bad_topic!,\ns3,,\n"
-    report = import_csv(write(tmp_path, first, name="a.csv"), engine)
+    report = import_csv(write(tmp_path, first, name="a.csv"), SqlSupporterWriter(engine))
     # Then the subscriptions are exactly the valid topics, which are registered for provision
     assert topics_of(engine) == {"s1": {"debate", "gotv"}, "s2": {"debate"}}
     assert report.new_topics == ("debate", "gotv")
@@ -259,25 +273,28 @@ def test_topics_become_subscriptions_and_are_replaced(engine: Engine, tmp_path: 
     assert rows(engine)["s1"]["tags"] == ";donor;volunteer;"
     # When a second file moves s1 to one new topic, s2 to none, and adds s3 to gotv
     second = "external_id,topics\ns1,fundraising\ns2,\ns3,gotv\n"
-    report = import_csv(write(tmp_path, second, name="b.csv"), engine)
+    report = import_csv(write(tmp_path, second, name="b.csv"), SqlSupporterWriter(engine))
     # Then each supporter's subscriptions are replaced by exactly what the file says
     assert topics_of(engine) == {"s1": {"fundraising"}, "s3": {"gotv"}}
     assert report.new_topics == ("fundraising",)
     assert report.rejects_path is None
     # and a file without a topics column leaves subscriptions alone.
-    import_csv(write(tmp_path, "external_id,first_name\ns1,Sam\n", name="c.csv"), engine)
+    import_csv(
+        write(tmp_path, "external_id,first_name\ns1,Sam\n", name="c.csv"),
+        SqlSupporterWriter(engine),
+    )
     assert topics_of(engine)["s1"] == {"fundraising"}
 
 
 def test_reimporting_the_same_topics_is_idempotent(engine: Engine, tmp_path: Path) -> None:
     # Given supporters subscribed by one import
     path = write(tmp_path, "external_id,topics\nu1,debate;gotv\nu2,gotv\n")
-    import_csv(path, engine)
+    import_csv(path, SqlSupporterWriter(engine))
     query = select(subscriptions.c.supporter_id, subscriptions.c.topic, subscriptions.c.created_at)
     with engine.connect() as conn:
         before = set(conn.execute(query))
     # When the same file is imported again
-    report = import_csv(path, engine)
+    report = import_csv(path, SqlSupporterWriter(engine))
     # Then nothing is new and the subscriptions are the very same rows, not recreated.
     assert report.new_topics == ()
     assert (report.inserted, report.updated) == (0, 2)
@@ -304,7 +321,7 @@ def test_a_file_that_is_not_csv_text_imports_nothing(
     path.write_bytes(content)
     # When imported, then it is refused with a clear reason, and nothing is written.
     with pytest.raises(InputError, match=message):
-        import_csv(path, engine)
+        import_csv(path, SqlSupporterWriter(engine))
     assert rows(engine) == {}
     assert not rejects_path_for(path).exists()
 
@@ -316,7 +333,7 @@ def test_a_utf8_error_deep_in_the_file_imports_nothing(engine: Engine, tmp_path:
     path.write_bytes(b"external_id,first_name\n" + good.encode() + "v,Zoë\n".encode("latin-1"))
     # Then the whole file is refused before any batch is written.
     with pytest.raises(InputError, match="not UTF-8"):
-        import_csv(path, engine, batch_size=100)
+        import_csv(path, SqlSupporterWriter(engine), batch_size=100)
     assert rows(engine) == {}
 
 
@@ -331,7 +348,7 @@ def test_a_utf8_error_deep_in_the_file_imports_nothing(engine: Engine, tmp_path:
 def test_no_external_id_column_imports_nothing(engine: Engine, tmp_path: Path, text: str) -> None:
     # Given a file whose first row does not name an external_id column
     with pytest.raises(InputError, match="no external_id column") as caught:
-        import_csv(write(tmp_path, text), engine)
+        import_csv(write(tmp_path, text), SqlSupporterWriter(engine))
     # then nothing is imported, and the message does not echo personal data.
     assert rows(engine) == {}
     assert "555" not in str(caught.value)
@@ -344,14 +361,17 @@ def test_a_quote_never_closed_stops_the_import(engine: Engine, tmp_path: Path) -
     text = 'external_id,first_name,phone\nq1,Ann,\nq2,Bob,\nq3,"Cy,\nq4,Di,\nq5,Ed,\n'
     # When imported, then the import stops there and names the row
     with pytest.raises(InputError, match="row 4: a quote opened in this row is never closed"):
-        import_csv(write(tmp_path, text), engine, batch_size=2)
+        import_csv(write(tmp_path, text), SqlSupporterWriter(engine), batch_size=2)
     # and only the batches before it were written.
     assert set(rows(engine)) == {"q1", "q2"}
 
 
 def test_a_repeated_column_is_refused(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="appears twice"):
-        import_csv(write(tmp_path, "external_id,Email,email\nv1,a@b.co,c@d.co\n"), engine)
+        import_csv(
+            write(tmp_path, "external_id,Email,email\nv1,a@b.co,c@d.co\n"),
+            SqlSupporterWriter(engine),
+        )
 
 
 def test_no_rejects_no_file_and_a_stale_one_is_removed(engine: Engine, tmp_path: Path) -> None:
@@ -360,7 +380,7 @@ def test_no_rejects_no_file_and_a_stale_one_is_removed(engine: Engine, tmp_path:
     stale = rejects_path_for(path)
     stale.write_text("row,external_id,field,value,reason\n2,v1,phone,555-0100,no area code\n")
     # When the fixed file imports cleanly
-    report = import_csv(path, engine)
+    report = import_csv(path, SqlSupporterWriter(engine))
     # Then there is no rejects file to mislead anyone.
     assert report.rejects_path is None
     assert not stale.exists()
@@ -379,7 +399,9 @@ def test_report_progress_and_logs(engine: Engine, tmp_path: Path) -> None:
     switch_interval = sys.getswitchinterval()
     # When imported in batches of 10 with a progress callback, capturing logs
     with capture_logs() as logs:
-        report = import_csv(path, engine, batch_size=10, on_progress=seen.append)
+        report = import_csv(
+            path, SqlSupporterWriter(engine), batch_size=10, on_progress=seen.append
+        )
     # Then progress is reported after each committed batch
     assert seen == [10, 20, 25]
     # and the report is plain JSON for --json
@@ -401,7 +423,7 @@ def test_report_progress_and_logs(engine: Engine, tmp_path: Path) -> None:
 def test_long_values_are_rejected_not_truncated(engine: Engine, tmp_path: Path) -> None:
     long_name, long_id = "N" * 201, "X" * 129
     text = f"external_id,first_name\nv1,{long_name}\n{long_id},Ann\n"
-    report = import_csv(write(tmp_path, text), engine)
+    report = import_csv(write(tmp_path, text), SqlSupporterWriter(engine))
     assert rows(engine)["v1"]["first_name"] is None
     assert report.rows_rejected == 1
     assert [(r["row"], r["field"]) for r in rejects(report)] == [
@@ -412,8 +434,8 @@ def test_long_values_are_rejected_not_truncated(engine: Engine, tmp_path: Path) 
 
 def test_writer_upserts_a_batch_and_counts(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given IN lists limited to 3 keys (so a batch of 8 needs several on SQLite)
-    monkeypatch.setattr(supporters_store, "IN_CHUNK", 3)
-    writer = SupporterWriter(engine)
+    monkeypatch.setattr(sqlite_backend, "IN_CHUNK", 3)
+    writer = SqlSupporterWriter(engine)
     columns = frozenset({*SUPPORTER_COLUMNS, "topics"})
     batch = [SupporterRow(f"w{n}", first_name=f"n{n}", topics=("debate",)) for n in range(8)]
     # When written, then all are inserted and the topic is new
@@ -459,7 +481,7 @@ def test_a_concurrent_insert_of_the_same_id_is_merged(pg_url: str, tmp_path: Pat
     try:
         # When the import goes on
         path = write(tmp_path, "external_id,first_name,topics\nn1,Mine,debate\nn2,Two,gotv\n")
-        report = import_csv(path, engine)
+        report = import_csv(path, SqlSupporterWriter(engine))
         # Then its plain INSERT collides, and the rows are merged instead: the file wins
         # for its columns, the other writer's email stays, and the subscriptions are made.
         assert done

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 import structlog
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.ports import DeliveryEventStore
 from messaging.store.schema import EMAIL_LEN
 from messaging.suppression import SuppressionList
@@ -195,9 +195,9 @@ class DeliveryEvents:
         ``ignored`` (a status that settles nothing, such as ``sent`` or ``queued``)."""
         status = event.status.strip().lower()
         if status in TWILIO_DELIVERED:
-            target = states.DELIVERED
+            target = RowState.DELIVERED
         elif status in TWILIO_FAILED:
-            target = states.FAILED
+            target = RowState.FAILED
         else:
             return "ignored"
         code = (event.error_code or "").strip() or None
@@ -212,7 +212,7 @@ class DeliveryEvents:
                 )
         now = datetime.now(UTC)
         values: dict[str, Any] = {"state": target, "updated_at": now}
-        if target == states.DELIVERED:
+        if target == RowState.DELIVERED:
             values["delivered_at"] = now
         else:
             values["error_code"] = code or status

@@ -99,6 +99,8 @@ class PauseReason(StrEnum):
     OPTOUT_RATE = "optout_rate"
 
 
+#: Every blast status, in the order a blast meets them.
+BLAST_STATUSES: Final = tuple(BlastStatus)
 #: A blast in one of these has ended: nothing more will be sent for it.
 ENDED_STATUSES: Final = frozenset(
     {BlastStatus.CANCELED, BlastStatus.COMPLETED, BlastStatus.EXPIRED}

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from messaging import states
+from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import PRIORITIES, ReportStore
 
 log = structlog.get_logger(__name__)
@@ -55,13 +55,13 @@ DIM_PRIORITY = "Priority"
 CHANNELS = ("sms", "email")
 #: Ledger states that are work the fleet can do now (``deferred`` is not: it waits for the
 #: end of quiet hours, and more instances would not send it sooner).
-BACKLOG_STATES = (states.PENDING, states.SENDING)
+BACKLOG_STATES = (RowState.PENDING, RowState.SENDING)
 #: Ledger states of recipients handed to the provider (``delivered``/``failed`` refine
 #: ``sent``; ``failed`` also holds refusals at send time).
-ATTEMPTED_STATES = (states.SENT, states.DELIVERED, states.FAILED)
+ATTEMPTED_STATES = (RowState.SENT, RowState.DELIVERED, RowState.FAILED)
 #: Blasts whose rows are being sent. Paused blasts are left out on purpose: their rows wait
 #: for an operator, not for capacity.
-LIVE_BLAST_STATUSES = (states.EXPANDING, states.SENDING_BLAST)
+LIVE_BLAST_STATUSES = (BlastStatus.EXPANDING, BlastStatus.SENDING)
 #: Twilio error codes that mean a carrier filtered the message rather than the number being
 #: bad: 30007 (carrier violation / content filtered) and 30034 (message from an unregistered
 #: 10DLC number, blocked by the carriers). A spike means the content or the sender
@@ -102,7 +102,7 @@ def compute_outcomes(reports: ReportStore) -> Outcomes:
     failed = dict.fromkeys(CHANNELS, 0)
     for (channel, state), n in rows.items():
         attempted[channel] = attempted.get(channel, 0) + n
-        if state == states.FAILED:
+        if state == RowState.FAILED:
             failed[channel] = failed.get(channel, 0) + n
     return Outcomes(attempted=attempted, failed=failed, carrier_filtered=carrier_filtered)
 

@@ -10,10 +10,11 @@ import pytest
 import redis
 from sqlalchemy import Engine
 
-from messaging import states
+from config.names import Names
 from messaging.alert import parse_alert
 from messaging.blast_control import BlastActions
 from messaging.expansion import Expander
+from messaging.lifecycle import BlastStatus, RowState
 from messaging.providers.memory import InMemorySms
 from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsConfig, SmsSender
@@ -21,7 +22,6 @@ from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
 from queues.flow.control import RedisBlastControl
 from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
-from queues.names import Names
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, send_context
 from workers.watch import watch
@@ -115,7 +115,7 @@ def test_expansion_and_sends_keep_the_counters_equal_to_the_ledger(
         sender.process(queue.items.pop(0))
     # Then the blast is completed and its counts come from the ledger, matching the counters
     final = ctx.blasts.summaries([ctx.blasts.get("p1")], control.progress.read)[0]  # type: ignore[list-item]
-    assert final["status"] == states.COMPLETED and final["counts_source"] == "ledger"
+    assert final["status"] == BlastStatus.COMPLETED and final["counts_source"] == "ledger"
     assert final["counts"]["sms"]["sent"] == 1_200
     assert _nonzero(control.progress.read(["p1"])["p1"]) == _ledger_counts(ctx, "p1")
 
@@ -136,8 +136,8 @@ def test_the_sweep_reconciles_what_the_counters_did_not_see(
     with engine.begin() as conn:
         conn.execute(
             deliveries.update()
-            .where(deliveries.c.blast_id == "p1", deliveries.c.state == states.SENT)
-            .values(state=states.DELIVERED)
+            .where(deliveries.c.blast_id == "p1", deliveries.c.state == RowState.SENT)
+            .values(state=RowState.DELIVERED)
         )
     live = control.progress.read(["p1"])["p1"]
     assert live is not None and "delivered" not in live["sms"]

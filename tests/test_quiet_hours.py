@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config.settings import QuietHours
-from messaging import states
 from messaging.alert import parse_alert
 from messaging.blast_control import BlastActions
 from messaging.expansion import Expander
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.memory import InMemoryBlastControl
 from messaging.providers.memory import InMemorySms
 from messaging.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
-from queues.flow.control import InMemoryBlastControl
 from tests.factories import add_supporters, send_context
 
 TCPA = QuietHours(time(21, 0), time(8, 0))
@@ -112,14 +112,14 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
     assert [m.to for m in sms.sent] == ["+18085550100"]
     with engine.connect() as conn:
         rows = {r.supporter_id: r for r in conn.execute(select(deliveries))}
-    assert rows[ids[0]].state == rows[ids[2]].state == rows[ids[3]].state == states.DEFERRED
+    assert rows[ids[0]].state == rows[ids[2]].state == rows[ids[3]].state == RowState.DEFERRED
     assert rows[ids[0]].deferred_until.replace(tzinfo=UTC) == at(
         "2026-11-27T13:00:00"
     )  # 8 a.m. EST
     assert rows[ids[3]].deferred_until.replace(tzinfo=UTC) == at(
         "2026-11-27T18:00:00"
     )  # 8 a.m. HST
-    assert ctx.blasts.get("q1").status == states.SENDING_BLAST  # type: ignore[union-attr]
+    assert ctx.blasts.get("q1").status == BlastStatus.SENDING  # type: ignore[union-attr]
     sweeper = Sweeper(
         BlastActions(ctx.blasts, ctx.ledger, queue, control),
         clock=lambda: at("2026-11-27T12:59:59"),
@@ -145,7 +145,7 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
     assert late_morning.release_deferred() == 1
     SmsSender(ctx, sms, config, clock=lambda: at("2026-11-27T18:00:01")).process(queue.items.pop(0))
     assert len(sms.sent) == 4
-    assert ctx.blasts.get("q1").status == states.COMPLETED  # type: ignore[union-attr]
+    assert ctx.blasts.get("q1").status == BlastStatus.COMPLETED  # type: ignore[union-attr]
 
 
 def test_quiet_hours_past_send_by_expire(engine: Engine) -> None:
@@ -160,5 +160,5 @@ def test_quiet_hours_past_send_by_expire(engine: Engine) -> None:
     config = SmsConfig(org_name="Acme", from_numbers=("+15005550006",), quiet_hours=window)
     SmsSender(ctx, sms, config).process(queue.items.pop(0))
     with engine.connect() as conn:
-        assert conn.execute(select(deliveries.c.state)).scalar_one() == states.EXPIRED
+        assert conn.execute(select(deliveries.c.state)).scalar_one() == RowState.EXPIRED
     assert sms.sent == []

@@ -6,16 +6,16 @@ import json
 
 from sqlalchemy import Engine, select
 
-from messaging import states
 from messaging.alert import parse_alert
 from messaging.errors import PermanentSendError, TransientSendError
 from messaging.expansion import Expander
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.memory import InMemorySendQueue
 from messaging.providers.memory import InMemoryEmail, InMemorySms
 from messaging.sending.email import EmailConfig, EmailSender
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.schema import deliveries, supporters
 from messaging.unsubscribe import UnsubscribeTokens
-from queues.sendqueue import InMemorySendQueue
 from tests.factories import add_supporters, send_context
 
 SMS = SmsConfig(
@@ -76,12 +76,14 @@ def test_sms_first_contact_render_failure_and_opted_out_number(engine: Engine) -
     assert sms.sent[0].body == "Acme for America: Hi Supporter0\nReply STOP to opt out"
     assert sms.sent[0].from_number == "+15005550006"
     got = _states(engine)
-    assert got[("sms", ids[0])] == states.SENT
-    assert got[("sms", ids[1])] == states.FAILED  # division by zero in the template: that one fails
-    assert got[("sms", ids[2])] == states.FAILED
+    assert got[("sms", ids[0])] == RowState.SENT
+    assert (
+        got[("sms", ids[1])] == RowState.FAILED
+    )  # division by zero in the template: that one fails
+    assert got[("sms", ids[2])] == RowState.FAILED
     # And the opted-out number is now suppressed, and the blast completed
     assert ctx.suppressions.suppressed_among("sms", ["+14155550102"]) == {"+14155550102"}  # type: ignore[attr-defined]
-    assert ctx.blasts.get("b1").status == states.COMPLETED  # type: ignore[union-attr]
+    assert ctx.blasts.get("b1").status == BlastStatus.COMPLETED  # type: ignore[union-attr]
     # And only the one who was really texted is marked as contacted
     with engine.connect() as conn:
         firsts = dict(conn.execute(select(supporters.c.id, supporters.c.first_sms_at)).all())
@@ -108,7 +110,7 @@ def test_redelivered_work_sends_nothing_twice_and_stop_mid_blast_holds(engine: E
         "+14155550104",
     ]
     assert second.claimed == 0
-    assert _states(engine)[("sms", ids[2])] == states.SUPPRESSED
+    assert _states(engine)[("sms", ids[2])] == RowState.SUPPRESSED
 
 
 def test_transient_errors_requeue_and_canceled_blast_closes_rows(engine: Engine) -> None:
@@ -118,18 +120,18 @@ def test_transient_errors_requeue_and_canceled_blast_closes_rows(engine: Engine)
     sender = SmsSender(ctx, sms, SMS)
     sender.process(queue.items.pop(0))
     # Then the failing recipient is pending again, re-queued with a delay
-    assert _states(engine)[("sms", ids[1])] == states.PENDING
+    assert _states(engine)[("sms", ids[1])] == RowState.PENDING
     assert (
         len(queue.items) == 1
         and queue.items[0].supporter_ids == (ids[1],)
         and queue.items[0].delay_s > 0
     )
     # When the blast is canceled before the retry runs
-    ctx.blasts.set_status("b3", states.CANCELED_BLAST)
-    ctx.control.set("b3", states.CANCELED_BLAST)
+    ctx.blasts.set_status("b3", BlastStatus.CANCELED)
+    ctx.control.set("b3", BlastStatus.CANCELED)
     sender.process(queue.items.pop(0))
     # Then that recipient ends canceled, never sent
-    assert _states(engine)[("sms", ids[1])] == states.CANCELED
+    assert _states(engine)[("sms", ids[1])] == RowState.CANCELED
     assert [m.to for m in sms.sent] == ["+14155550100"]
 
 
@@ -162,7 +164,7 @@ def test_email_batch_footer_unsubscribe_and_one_bad_address(engine: Engine) -> N
         "p2@example.org",
         "p4@example.org",
     ]
-    assert _states(engine)[("email", ids[3])] == states.FAILED
+    assert _states(engine)[("email", ids[3])] == RowState.FAILED
     first = next(r for r in email.sent if r.to == "p0@example.org")
     # With a personal subject, an escaped html part, the footer and a working one-click link
     assert first.subject == "Hi <Zoë>"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from messaging import states
 from messaging.alert import Alert, parse_alert
+from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import ExpandedPage, Outcome, PendingView, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate
@@ -96,7 +96,7 @@ def expand_all(stores: Stores, the_alert: Alert, page_size: int = 1000) -> dict[
 
 
 def ids_of(stores: Stores, blast_id: str, channel: str = "sms") -> list[int]:
-    return stores.ledger.open_ids(blast_id, channel, states.PENDING, 0, 10_000)
+    return stores.ledger.open_ids(blast_id, channel, RowState.PENDING, 0, 10_000)
 
 
 # --- audience --------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def test_expansion_households_consent_suppression_and_filters(stores: Stores) ->
     the_alert = alert()
     written = expand_all(stores, the_alert, page_size=3)
     # Then each state is decided once, whatever the page boundaries
-    assert written == {states.PENDING: 9, states.DUPLICATE: 1, states.SUPPRESSED: 1}
+    assert written == {RowState.PENDING: 9, RowState.DUPLICATE: 1, RowState.SUPPRESSED: 1}
     counts = stores.blasts.state_counts([the_alert.alert_id])[the_alert.alert_id]
     assert counts == {"sms": written}
     # And expanding again writes nothing new
@@ -201,16 +201,21 @@ def test_a_row_is_claimed_once_and_outcomes_only_move_claimed_rows(stores: Store
     assert first[0].fields["first_name"] == "P1" and first[0].attempts == 1
     # When outcomes are written, one for a row that is not claimed any more
     outcomes = [
-        Outcome(ids[0], states.SENT, provider_message_id="SM1", segments=1),
-        Outcome(ids[1], states.FAILED, error_code="21211", error="bad"),
-        Outcome(ids[2], states.DEFERRED, deferred_until=datetime.now(UTC) - timedelta(seconds=1)),
+        Outcome(ids[0], RowState.SENT, provider_message_id="SM1", segments=1),
+        Outcome(ids[1], RowState.FAILED, error_code="21211", error="bad"),
+        Outcome(ids[2], RowState.DEFERRED, deferred_until=datetime.now(UTC) - timedelta(seconds=1)),
     ]
     stores.ledger.record("a-1", "sms", outcomes)
     counts = stores.blasts.state_counts(["a-1"])["a-1"]["sms"]
-    assert counts == {states.SENT: 1, states.FAILED: 1, states.DEFERRED: 1, states.SENDING: 1}
+    assert counts == {
+        RowState.SENT: 1,
+        RowState.FAILED: 1,
+        RowState.DEFERRED: 1,
+        RowState.SENDING: 1,
+    }
     # And a second write of an outcome changes nothing (the row is no longer sending)
-    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.FAILED)])
-    assert stores.blasts.state_counts(["a-1"])["a-1"]["sms"][states.SENT] == 1
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], RowState.FAILED)])
+    assert stores.blasts.state_counts(["a-1"])["a-1"]["sms"][RowState.SENT] == 1
 
 
 def test_release_stuck_close_and_open_queries(stores: Stores) -> None:
@@ -221,18 +226,18 @@ def test_release_stuck_close_and_open_queries(stores: Stores) -> None:
     ids = ids_of(stores, "a-1")
     stores.ledger.claim("a-1", "sms", ids[:2])
     past = datetime.now(UTC) - timedelta(seconds=1)
-    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.DEFERRED, deferred_until=past)])
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], RowState.DEFERRED, deferred_until=past)])
     # Deferred rows whose window ended go back to pending, once
     assert stores.ledger.release_due(datetime.now(UTC), 10) == [("a-1", "sms", ids[0])]
     assert stores.ledger.release_due(datetime.now(UTC), 10) == []
     # A row claimed long ago and never settled is failed, not re-sent
     assert stores.ledger.fail_stuck("a-1", datetime.now(UTC) - timedelta(hours=1)) == 0
     assert stores.ledger.fail_stuck("a-1", datetime.now(UTC) + timedelta(seconds=1)) == 1
-    assert stores.ledger.has_state("a-1", states.FAILED)
+    assert stores.ledger.has_state("a-1", RowState.FAILED)
     # Closing pending rows (a batch of an ended blast, then the whole blast)
-    assert stores.ledger.close_ids("a-1", "sms", ids[2:3], states.EXPIRED) == 1
+    assert stores.ledger.close_ids("a-1", "sms", ids[2:3], RowState.EXPIRED) == 1
     assert stores.ledger.has_open("a-1")
-    assert stores.ledger.close_open("a-1", states.CANCELED, [states.PENDING]) == 2
+    assert stores.ledger.close_open("a-1", RowState.CANCELED, [RowState.PENDING]) == 2
     assert not stores.ledger.has_open("a-1")
 
 
@@ -260,7 +265,7 @@ def test_dry_run_counts_and_leaves_the_ledger_empty(stores: Stores) -> None:
         return {"ok": True}
 
     found = stores.ledger.dry_run("d", the_alert, TOPIC, 2, estimate, lambda: None)
-    assert found.would_send == {"sms": {states.PENDING: 2, states.DUPLICATE: 1}}
+    assert found.would_send == {"sms": {RowState.PENDING: 2, RowState.DUPLICATE: 1}}
     assert found.estimate == {"ok": True} and found.pages == 2
     assert seen == {"count": 2, "sample": ["P1", "P3"], "zones": {None: 1, "America/Denver": 1}}
     assert stores.blasts.state_counts(["d"]) == {"d": {}}
@@ -274,13 +279,15 @@ def test_blasts_are_created_once_and_move_only_from_allowed_statuses(stores: Sto
     record, created = stores.blasts.create(the_alert, TOPIC, "m-1")
     again, created_again = stores.blasts.create(the_alert, TOPIC, "m-2")
     assert created and not created_again and again.created_at == record.created_at
-    assert record.status == states.EXPANDING and record.alert == the_alert
-    assert stores.blasts.status("a-1") == (states.EXPANDING, False)
-    assert not stores.blasts.set_status("a-1", states.COMPLETED, only_from=[states.SENDING_BLAST])
+    assert record.status == BlastStatus.EXPANDING and record.alert == the_alert
+    assert stores.blasts.status("a-1") == (BlastStatus.EXPANDING, False)
+    assert not stores.blasts.set_status(
+        "a-1", BlastStatus.COMPLETED, only_from=[BlastStatus.SENDING]
+    )
     assert stores.blasts.finish_expansion("a-1", {"audience": 0})
-    assert stores.blasts.status("a-1") == (states.SENDING_BLAST, True)
-    assert stores.blasts.ids_with_status(states.SENDING_BLAST, expanded=True) == ["a-1"]
-    assert stores.blasts.set_status("a-1", states.COMPLETED, only_from=[states.SENDING_BLAST])
+    assert stores.blasts.status("a-1") == (BlastStatus.SENDING, True)
+    assert stores.blasts.ids_with_status(BlastStatus.SENDING, expanded=True) == ["a-1"]
+    assert stores.blasts.set_status("a-1", BlastStatus.COMPLETED, only_from=[BlastStatus.SENDING])
     done = stores.blasts.get("a-1")
     assert done is not None and done.ended and done.ended_at is not None
     assert [r.blast_id for r in stores.blasts.recent()] == ["a-1"]
@@ -334,35 +341,35 @@ def test_delivery_events_settle_park_and_dedupe(stores: Stores) -> None:
     events = stores.delivery_events
     # A status that overtakes its send is parked, a failure outranking a delivery, and applied
     # when the send is recorded
-    events.park_sms_status("SM2", {"state": states.FAILED, "updated_at": now, "error": "x"})
-    events.park_sms_status("SM2", {"state": states.DELIVERED, "updated_at": now})
+    events.park_sms_status("SM2", {"state": RowState.FAILED, "updated_at": now, "error": "x"})
+    events.park_sms_status("SM2", {"state": RowState.DELIVERED, "updated_at": now})
     stores.ledger.record(
         "a-1",
         "sms",
         [
-            Outcome(sms[0], states.SENT, provider_message_id="SM1"),
-            Outcome(sms[1], states.SENT, provider_message_id="SM2"),
+            Outcome(sms[0], RowState.SENT, provider_message_id="SM1"),
+            Outcome(sms[1], RowState.SENT, provider_message_id="SM2"),
         ],
     )
     assert events.sms_destination("SM1") == "+14155551001"
     assert events.sms_destination("SM9") is None
-    assert events.settle_sms("SM1", {"state": states.DELIVERED, "updated_at": now})
-    assert not events.settle_sms("SM1", {"state": states.FAILED, "updated_at": now})
+    assert events.settle_sms("SM1", {"state": RowState.DELIVERED, "updated_at": now})
+    assert not events.settle_sms("SM1", {"state": RowState.FAILED, "updated_at": now})
     sms_counts = stores.blasts.state_counts(["a-1"])["a-1"]["sms"]
-    assert sms_counts == {states.DELIVERED: 1, states.FAILED: 1}
+    assert sms_counts == {RowState.DELIVERED: 1, RowState.FAILED: 1}
     # Inbound messages are stored once per MessageSid
     message = {"from_number": "+1", "body": "STOP", "message_sid": "IN1", "received_at": now}
     assert not events.inbound_seen("IN1")
     assert events.record_inbound(message) and not events.record_inbound(message)
     assert events.inbound_seen("IN1")
     # SendGrid outcomes refine sent emails; applied event ids are remembered
-    stores.ledger.record("a-1", "email", [Outcome(i, states.SENT) for i in email])
+    stores.ledger.record("a-1", "email", [Outcome(i, RowState.SENT) for i in email])
     events.apply_email_outcomes(
         [("a-1", email[0], now)], [("a-1", email[1], "550", "bounce")], "sendgrid", ["e1"], now
     )
     assert events.seen_events("sendgrid", ["e1", "e2"]) == {"e1"}
     email_counts = stores.blasts.state_counts(["a-1"])["a-1"]["email"]
-    assert email_counts == {states.DELIVERED: 1, states.FAILED: 1}
+    assert email_counts == {RowState.DELIVERED: 1, RowState.FAILED: 1}
 
 
 def test_reports_count_live_blasts(stores: Stores) -> None:
@@ -370,17 +377,17 @@ def test_reports_count_live_blasts(stores: Stores) -> None:
     expand_all(stores, alert(priority="urgent"))
     ids = ids_of(stores, "a-1")
     stores.ledger.claim("a-1", "sms", ids[:1])
-    stores.ledger.record("a-1", "sms", [Outcome(ids[0], states.FAILED, error_code="30007")])
+    stores.ledger.record("a-1", "sms", [Outcome(ids[0], RowState.FAILED, error_code="30007")])
     reports = stores.reports
     reports.ping()
     backlog = reports.lane_backlog(
-        [states.EXPANDING, states.SENDING_BLAST], ["sms", "email"], [states.PENDING]
+        [BlastStatus.EXPANDING, BlastStatus.SENDING], ["sms", "email"], [RowState.PENDING]
     )
     assert backlog == {("sms", "urgent"): 2}
     rows, filtered = reports.live_outcomes(
-        [states.EXPANDING], ["sms"], [states.FAILED], ["30007", "30034"]
+        [BlastStatus.EXPANDING], ["sms"], [RowState.FAILED], ["30007", "30034"]
     )
-    assert (rows, filtered) == ({("sms", states.FAILED): 1}, 1)
+    assert (rows, filtered) == ({("sms", RowState.FAILED): 1}, 1)
     fleet = reports.fleet_counts()
-    assert fleet.blasts == {states.EXPANDING: 1}
-    assert fleet.open_rows == {("sms", states.PENDING): 2, ("sms", states.FAILED): 1}
+    assert fleet.blasts == {BlastStatus.EXPANDING: 1}
+    assert fleet.open_rows == {("sms", RowState.PENDING): 2, ("sms", RowState.FAILED): 1}

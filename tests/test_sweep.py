@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
-from messaging import states
 from messaging.alert import parse_alert
 from messaging.blast_control import BlastActions
 from messaging.expansion import Expander
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.memory import InMemoryBlastControl
 from messaging.providers.memory import InMemorySms
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
-from queues.flow.control import InMemoryBlastControl
 from tests.factories import add_supporters, send_context
 
 CONFIG = SmsConfig(
@@ -46,7 +46,7 @@ def test_lost_queue_work_is_redriven_once_and_nothing_is_sent_twice(engine: Engi
     first = queue.items.pop(0)
     sender.process(first)
     queue.items.clear()
-    pending = len(ctx.ledger.open_ids("s1", "sms", states.PENDING, 0, 10_000))
+    pending = len(ctx.ledger.open_ids("s1", "sms", RowState.PENDING, 0, 10_000))
     assert pending == 150
     # When the sweep finds the blast stalled
     report = Sweeper(actions, stall_s=0).run_once()
@@ -59,7 +59,7 @@ def test_lost_queue_work_is_redriven_once_and_nothing_is_sent_twice(engine: Engi
     assert len(sms.sent) == 250 and len({m.to for m in sms.sent}) == 250
     # And the next sweep sees nothing owing and completes the blast
     Sweeper(actions, stall_s=0).run_once()
-    assert ctx.blasts.get("s1").status == states.COMPLETED  # type: ignore[union-attr]
+    assert ctx.blasts.get("s1").status == BlastStatus.COMPLETED  # type: ignore[union-attr]
 
 
 def test_rows_lost_in_flight_fail_instead_of_sending_twice(engine: Engine) -> None:
@@ -76,7 +76,7 @@ def test_rows_lost_in_flight_fail_instead_of_sending_twice(engine: Engine) -> No
     with engine.connect() as conn:
         assert set(conn.scalars(select(deliveries.c.error_code))) == {"lost_in_flight"}
     Sweeper(actions).run_once()
-    assert ctx.blasts.get("s1").status == states.COMPLETED  # type: ignore[union-attr]
+    assert ctx.blasts.get("s1").status == BlastStatus.COMPLETED  # type: ignore[union-attr]
 
 
 def test_pause_resume_cancel(engine: Engine) -> None:

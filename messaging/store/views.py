@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from messaging import states
+from messaging.lifecycle import ENDED_STATUSES, counts_from_states
 from messaging.ports import BlastRecord, ByChannel, LiveCounts
 
 log = structlog.get_logger(__name__)
@@ -27,7 +27,7 @@ class Summaries:
         instead of a grouped scan of its ledger rows per look); an ended blast's, and any
         whose counters are missing or unreadable, from the ledger.
         """
-        running = [r.blast_id for r in records if r.status not in states.ENDED_STATUSES]
+        running = [r.blast_id for r in records if r.status not in ENDED_STATUSES]
         counted: dict[str, ByChannel | None] = {}
         if live is not None and running:
             try:
@@ -74,7 +74,7 @@ def summary(
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "dry_run": record.alert.dry_run,
         "test": bool(record.alert.test_recipients),
-        "counts": {c: states.counts_from_states(by_channel.get(c, {})) for c in channels},
+        "counts": {c: counts_from_states(by_channel.get(c, {})) for c in channels},
         "audience": record.stats,
         "counts_source": source,
         **extra,

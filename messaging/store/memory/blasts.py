@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from messaging import states
 from messaging.alert import Alert
+from messaging.lifecycle import ENDED_STATUSES, BlastStatus
 from messaging.ports import BlastRecord, ByChannel
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.views import Summaries
@@ -51,7 +51,7 @@ class MemoryBlastStore(Summaries):
                 self._t.blasts[alert.alert_id] = {
                     "blast_id": alert.alert_id,
                     "topic": topic,
-                    "status": states.EXPANDING,
+                    "status": BlastStatus.EXPANDING,
                     "priority": alert.priority,
                     "alert": alert.to_json(),
                     "sns_message_id": sns_message_id,
@@ -114,7 +114,7 @@ class MemoryBlastStore(Summaries):
             )
             if approved_by is not None:
                 row["approved_by"] = approved_by
-            if status in states.ENDED_STATUSES:
+            if status in ENDED_STATUSES:
                 row["ended_at"] = now
             return True
 
@@ -127,7 +127,7 @@ class MemoryBlastStore(Summaries):
             if row is None:
                 return False
             row.update(expanded_at=now, updated_at=now, stats=json.dumps(stats, sort_keys=True))
-            if row["status"] != states.EXPANDING:
+            if row["status"] != BlastStatus.EXPANDING:
                 return False
             row["status"] = to
             return True

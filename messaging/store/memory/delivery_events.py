@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.store.memory.tables import MemoryTables, Row
 
 
@@ -30,7 +30,7 @@ class MemoryDeliveryEventStore:
 
     def settle_sms(self, message_sid: str, values: Mapping[str, Any]) -> bool:
         with self._t.lock:
-            rows = [r for r in self._sms_rows(message_sid) if r.state == states.SENT]
+            rows = [r for r in self._sms_rows(message_sid) if r.state == RowState.SENT]
             for r in rows:
                 for name, value in values.items():
                     setattr(r, name, value)
@@ -39,7 +39,7 @@ class MemoryDeliveryEventStore:
     def park_sms_status(self, message_sid: str, values: Mapping[str, Any]) -> None:
         with self._t.lock:
             known = self._t.early_statuses.get(message_sid)
-            if known is not None and known["state"] == states.FAILED:
+            if known is not None and known["state"] == RowState.FAILED:
                 return  # a failure report outranks a delivery report
             self._t.early_statuses[message_sid] = {
                 "state": values["state"],
@@ -77,11 +77,11 @@ class MemoryDeliveryEventStore:
         with self._t.lock:
             for blast_id, sid, at in delivered:
                 row = self._t.deliveries.get((blast_id, "email", sid))
-                if row is not None and row.state == states.SENT:
-                    row.state, row.delivered_at, row.updated_at = states.DELIVERED, at, now
+                if row is not None and row.state == RowState.SENT:
+                    row.state, row.delivered_at, row.updated_at = RowState.DELIVERED, at, now
             for blast_id, sid, code, error in failed:
                 row = self._t.deliveries.get((blast_id, "email", sid))
-                if row is not None and row.state == states.SENT:
-                    row.state, row.error_code, row.error = states.FAILED, code, error
+                if row is not None and row.state == RowState.SENT:
+                    row.state, row.error_code, row.error = RowState.FAILED, code, error
                     row.updated_at = now
             self._t.webhook_events.update((provider, i) for i in event_ids)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from messaging import states
+from messaging.lifecycle import ENDED_STATUSES, RowState
 from messaging.ports import FleetCounts
 from messaging.store.memory.tables import MemoryTables
 
@@ -26,7 +26,7 @@ class MemoryReportStore:
                 statuses[blast["status"]] = statuses.get(blast["status"], 0) + 1
             for r in self._t.deliveries.values():
                 owner = self._t.blasts.get(r.blast_id)
-                if owner is not None and owner["status"] not in states.ENDED_STATUSES:
+                if owner is not None and owner["status"] not in ENDED_STATUSES:
                     rows[(r.channel, r.state)] = rows.get((r.channel, r.state), 0) + 1
         return FleetCounts(open_rows=rows, blasts=statuses)
 
@@ -65,7 +65,7 @@ class MemoryReportStore:
                     rows[(r.channel, r.state)] = rows.get((r.channel, r.state), 0) + 1
                 if (
                     r.channel == "sms"
-                    and r.state == states.FAILED
+                    and r.state == RowState.FAILED
                     and r.error_code in carrier_codes
                 ):
                     filtered += 1

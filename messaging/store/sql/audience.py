@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, literal, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
-from messaging import states
 from messaging.alert import Alert
+from messaging.lifecycle import RowState
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
 
@@ -156,14 +156,14 @@ def insert_page(
         deliveries.c.blast_id == blast_id,
         deliveries.c.channel == channel,
         deliveries.c.destination == page.c.destination,
-        deliveries.c.state != states.DUPLICATE,
+        deliveries.c.state != RowState.DUPLICATE,
     )
     source, live_elsewhere = dialect.expansion_join(page, live_match)
     now = datetime.now(UTC)
     state = case(
-        (or_(page.c.rn > 1, live_elsewhere), literal(states.DUPLICATE)),
-        (page.c.suppressed == true(), literal(states.SUPPRESSED)),
-        else_=literal(states.PENDING),
+        (or_(page.c.rn > 1, live_elsewhere), literal(RowState.DUPLICATE)),
+        (page.c.suppressed == true(), literal(RowState.SUPPRESSED)),
+        else_=literal(RowState.PENDING),
     )
     rows = (
         select(

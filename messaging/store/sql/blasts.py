@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from messaging import states
 from messaging.alert import Alert
+from messaging.lifecycle import ENDED_STATUSES, BlastStatus
 from messaging.ports import BlastRecord
 from messaging.store.schema import blasts, deliveries
 from messaging.store.sql.dialect import SqlDialect, dialect_for
@@ -65,7 +65,7 @@ class SqlBlastStore(Summaries):
                 .values(
                     blast_id=alert.alert_id,
                     topic=topic,
-                    status=states.EXPANDING,
+                    status=BlastStatus.EXPANDING,
                     priority=alert.priority,
                     alert=alert.to_json(),
                     sns_message_id=sns_message_id,
@@ -128,7 +128,7 @@ class SqlBlastStore(Summaries):
         """See :class:`~messaging.ports.BlastStore`."""
         now = datetime.now(UTC)
         values: dict[str, Any] = {"status": status, "updated_at": now}
-        if status in states.ENDED_STATUSES:
+        if status in ENDED_STATUSES:
             values["ended_at"] = now
         # A pause's reason lives exactly as long as the pause.
         paused = status == "paused"
@@ -156,7 +156,7 @@ class SqlBlastStore(Summaries):
             )
             moved = conn.execute(
                 blasts.update()
-                .where(blasts.c.blast_id == blast_id, blasts.c.status == states.EXPANDING)
+                .where(blasts.c.blast_id == blast_id, blasts.c.status == BlastStatus.EXPANDING)
                 .values(status=to)
                 .returning(blasts.c.blast_id)
             ).first()

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, select
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.store.schema import deliveries, early_statuses, inbound_messages, webhook_events
 from messaging.store.sql.dialect import SqlDialect, dialect_for
 
@@ -44,7 +44,7 @@ class SqlDeliveryEventStore:
                 .where(
                     deliveries.c.provider_message_id == message_sid,
                     deliveries.c.channel == "sms",
-                    deliveries.c.state == states.SENT,
+                    deliveries.c.state == RowState.SENT,
                 )
                 .values(**values)
                 .returning(deliveries.c.blast_id)
@@ -64,7 +64,7 @@ class SqlDeliveryEventStore:
         stmt = stmt.on_conflict_do_update(
             index_elements=["provider_message_id"],
             set_={k: stmt.excluded[k] for k in ("state", "error_code", "error", "received_at")},
-            where=early_statuses.c.state != states.FAILED,
+            where=early_statuses.c.state != RowState.FAILED,
         )
         with self._engine.begin() as conn:
             conn.execute(stmt)
@@ -111,14 +111,16 @@ class SqlDeliveryEventStore:
             deliveries.c.blast_id == bindparam("b_blast"),
             deliveries.c.channel == "email",
             deliveries.c.supporter_id == bindparam("b_sid"),
-            deliveries.c.state == states.SENT,
+            deliveries.c.state == RowState.SENT,
         )
         with self._engine.begin() as conn:
             if delivered:
                 conn.execute(
                     deliveries.update()
                     .where(*row)
-                    .values(state=states.DELIVERED, delivered_at=bindparam("b_at"), updated_at=now),
+                    .values(
+                        state=RowState.DELIVERED, delivered_at=bindparam("b_at"), updated_at=now
+                    ),
                     [{"b_blast": b, "b_sid": s, "b_at": at} for b, s, at in delivered],
                 )
             if failed:
@@ -126,7 +128,7 @@ class SqlDeliveryEventStore:
                     deliveries.update()
                     .where(*row)
                     .values(
-                        state=states.FAILED,
+                        state=RowState.FAILED,
                         error_code=bindparam("b_code"),
                         error=bindparam("b_error"),
                         updated_at=now,

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.store.sql.dialect import ClaimRow
 
 if TYPE_CHECKING:
@@ -99,8 +99,8 @@ class PostgresDialect:
         return conn.execute(
             _claim_statement(tuple(fields)),
             {
-                "sending": states.SENDING,
-                "pending": states.PENDING,
+                "sending": RowState.SENDING,
+                "pending": RowState.PENDING,
                 "now": now,
                 "blast_id": blast_id,
                 "channel": channel,
@@ -120,8 +120,8 @@ class PostgresDialect:
             RECORD_SQL,
             {
                 "now": now,
-                "sent": states.SENT,
-                "sending": states.SENDING,
+                "sent": RowState.SENT,
+                "sending": RowState.SENDING,
                 "blast_id": blast_id,
                 "channel": channel,
                 "sids": [o.supporter_id for o in outcomes],

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, func, select
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.ports import NewReply, Reply
 from messaging.store.schema import blasts, deliveries, replies, supporters
 from messaging.store.sql.dialect import dialect_for
@@ -16,7 +16,7 @@ from messaging.store.sql.dialect import dialect_for
 #: with the blast, so each is one index probe; older blasts are not what a reply answers.
 RECENT_BLASTS: Final = 200
 #: Ledger states of an SMS that reached the provider (a reply can only answer those).
-_HANDED_OVER: Final = (states.SENT, states.DELIVERED, states.FAILED)
+_HANDED_OVER: Final = (RowState.SENT, RowState.DELIVERED, RowState.FAILED)
 
 
 def _aware(value: datetime | None) -> datetime | None:

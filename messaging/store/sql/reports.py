@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, text
 
-from messaging import states
+from messaging.lifecycle import ENDED_STATUSES, RowState
 from messaging.ports import FleetCounts
 from messaging.store.schema import blasts, deliveries
 
@@ -27,7 +27,7 @@ class SqlReportStore:
             conn.execute(text("SELECT 1"))
 
     def fleet_counts(self) -> FleetCounts:
-        open_blasts = blasts.c.status.not_in(sorted(states.ENDED_STATUSES))
+        open_blasts = blasts.c.status.not_in(sorted(ENDED_STATUSES))
         by_state = (
             select(deliveries.c.channel, deliveries.c.state, func.count())
             .select_from(_live_join())
@@ -80,7 +80,7 @@ class SqlReportStore:
             .select_from(_live_join())
             .where(
                 live,
-                and_(deliveries.c.channel == "sms", deliveries.c.state == states.FAILED),
+                and_(deliveries.c.channel == "sms", deliveries.c.state == RowState.FAILED),
                 deliveries.c.error_code.in_(list(carrier_codes)),
             )
         )

@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
-from messaging import states
+from messaging.lifecycle import RowState
 from messaging.ports import SUPPORTER_COLUMNS, SupporterRow
 from messaging.store.schema import alert_topics, deliveries, subscriptions, supporters
 from messaging.store.sql.dialect import ClaimRow
@@ -57,9 +57,9 @@ class SqliteDialect:
                 deliveries.c.blast_id == blast_id,
                 deliveries.c.channel == channel,
                 deliveries.c.supporter_id.in_(list(supporter_ids)),
-                deliveries.c.state == states.PENDING,
+                deliveries.c.state == RowState.PENDING,
             )
-            .values(state=states.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
+            .values(state=RowState.SENDING, attempts=deliveries.c.attempts + 1, updated_at=now)
             .returning(deliveries.c.supporter_id, deliveries.c.destination, deliveries.c.attempts)
         ).all()
         if not taken:
@@ -93,7 +93,7 @@ class SqliteDialect:
                 deliveries.c.blast_id == bindparam("b_blast"),
                 deliveries.c.channel == bindparam("b_channel"),
                 deliveries.c.supporter_id == bindparam("b_sid"),
-                deliveries.c.state == states.SENDING,
+                deliveries.c.state == RowState.SENDING,
             )
             .values(
                 state=bindparam("b_state"),
@@ -120,7 +120,7 @@ class SqliteDialect:
                     "b_code": o.error_code,
                     "b_error": (o.error or None) and o.error[:1000],
                     "b_segments": o.segments,
-                    "b_sent_at": now if o.state == states.SENT else None,
+                    "b_sent_at": now if o.state == RowState.SENT else None,
                     "b_deferred_until": o.deferred_until,
                 }
                 for o in outcomes

@@ -230,9 +230,9 @@ class BlastRecord:
     @property
     def ended(self) -> bool:
         """True once nothing more will be sent."""
-        from messaging import states
+        from messaging.lifecycle import ENDED_STATUSES
 
-        return self.status in states.ENDED_STATUSES
+        return self.status in ENDED_STATUSES
 
 
 #: Row counts per channel and state: ``{channel: {state: rows}}``.

@@ -99,7 +99,7 @@ $(DEPLOY_LINT_STAMP):
 
 deploy-lint: $(DEPLOY_LINT_STAMP)
 	$(DEPLOY_LINT_VENV)/bin/cfn-lint --include-checks I -- deploy/cloudformation/rapid-response.yaml
-	$(DEPLOY_LINT_VENV)/bin/checkov --quiet --compact --framework cloudformation \
+	$(DEPLOY_LINT_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation \
 	  -f deploy/cloudformation/rapid-response.yaml
 
 clean:

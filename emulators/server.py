@@ -180,9 +180,13 @@ class Emulator:
         return self.server.url
 
     def reset(self) -> None:
-        """Forget what was received and turn every fault off."""
+        """Forget what was received (the Twilio message log too) and turn every fault off."""
         self.recorder.reset()
         self.faults.reset()
+        emulator = getattr(getattr(self.server.app, "state", None), "emulator", None)
+        clear = getattr(emulator, "clear", None)
+        if clear is not None:
+            clear()
 
     def stop(self) -> None:
         """Stop serving (idempotent)."""

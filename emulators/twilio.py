@@ -446,6 +446,10 @@ class TwilioEmulator:
         )
 
     # -- status callbacks --------------------------------------------------------------
+    def clear(self) -> None:
+        """Forget every message resource (the message log starts empty again)."""
+        self._resources.clear()
+
     def _remember(self, resource: dict[str, Any]) -> None:
         self._resources[resource["sid"]] = resource
         if len(self._resources) > MAX_RESOURCES:

@@ -1,0 +1,17 @@
+-- A sender process says it is alive and which ledger rows it holds (claimed, outcome not
+-- yet written), in one round trip. Also how it takes new rows (hold): the same call.
+--
+-- KEYS[1]  the fleet's registry hash: process id -> last beat, ms on Redis's clock
+-- KEYS[2]  this process's set of held rows ("<channel>|<supporter id>|<blast id>")
+-- ARGV[1]  this process's id
+-- ARGV[2]  ttl_ms of the set (it outlives a dead process only until the sweep drops it)
+-- ARGV[3..] rows to add (a beat re-adds every row the process holds, so a Redis that lost
+--           its data knows them again within one beat)
+local t = redis.call('TIME')
+local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now_ms)
+if #ARGV > 2 then
+  redis.call('SADD', KEYS[2], unpack(ARGV, 3))
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return now_ms

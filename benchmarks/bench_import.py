@@ -174,10 +174,11 @@ def generate(path: Path, rows: int, seed: int = SEED) -> None:
 
 def _child(db_url: str, csv_path: Path, batch_size: int) -> None:
     from messaging.store.db import create_db_engine
+    from messaging.store.sql.supporters import SqlSupporterWriter
     from messaging.supporters.csv_import import import_csv
 
     engine = create_db_engine(db_url)
-    report = import_csv(csv_path, engine, batch_size=batch_size)
+    report = import_csv(csv_path, SqlSupporterWriter(engine), batch_size=batch_size)
     engine.dispose()
     print(json.dumps(report.to_dict()))
 

@@ -19,6 +19,7 @@ from email.utils import parseaddr
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from config.caps import FrequencyCap, parse_frequency_cap
 from messaging.errors import ConfigError
 
 T = TypeVar("T")
@@ -63,6 +64,9 @@ class Settings:
     org_postal_address: str | None = None
     #: How a HELP reply and the STOP confirmation say to reach the org (URL, email, phone).
     org_help_contact: str | None = None
+    #: At most N blasts per supporter per window on each channel (``N/24h``); None: off.
+    sms_frequency_cap: FrequencyCap | None = None
+    email_frequency_cap: FrequencyCap | None = None
     public_base_url: str = "http://127.0.0.1:8000"
     #: Messages per second per From number (1 long code, 3 toll-free, 100 short code).
     sms_rate_per_sender: float = 1.0
@@ -305,6 +309,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "ORG_NAME": ("org_name", _text),
     "ORG_POSTAL_ADDRESS": ("org_postal_address", _text),
     "ORG_HELP_CONTACT": ("org_help_contact", _text),
+    "SMS_FREQUENCY_CAP": ("sms_frequency_cap", parse_frequency_cap),
+    "EMAIL_FREQUENCY_CAP": ("email_frequency_cap", parse_frequency_cap),
     "PUBLIC_BASE_URL": ("public_base_url", _http_url),
     "SMS_RATE_PER_SENDER": ("sms_rate_per_sender", _rate),
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),

@@ -159,5 +159,5 @@ def test_settings_read_the_caps_and_name_a_malformed_one() -> None:
     settings = load_settings({"SMS_FREQUENCY_CAP": "3/24h", "EMAIL_FREQUENCY_CAP": "off"})
     assert (settings.sms_frequency_cap, settings.email_frequency_cap) == (DAY, None)
     assert load_settings({}).sms_frequency_cap is None  # the contract's default: off
-    with pytest.raises(ConfigError, match="^EMAIL_FREQUENCY_CAP: "):
+    with pytest.raises(ConfigError, match=r"^EMAIL_FREQUENCY_CAP: "):
         load_settings({"EMAIL_FREQUENCY_CAP": "3 a day"})

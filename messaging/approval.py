@@ -10,7 +10,8 @@ queued at once) or rejects it (it is canceled). Test sends and dry runs never wa
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -21,8 +22,9 @@ from messaging.lifecycle import BlastStatus
 if TYPE_CHECKING:
     from messaging.alert import Alert
     from messaging.audit import Actor
+    from messaging.dry_run import DryRunConfig
     from messaging.lifecycle import BlastLifecycle
-    from messaging.ports import BlastReads, BlastRecord
+    from messaging.ports import BlastReads, BlastRecord, PendingView
 
 log = structlog.get_logger(__name__)
 
@@ -37,20 +39,76 @@ def requester(alert: Alert) -> str:
 
 def needs_approval(alert: Alert, threshold: int | None, upper_bound: int) -> bool:
     """Whether a blast may have to wait, known before expansion: ``upper_bound`` is a count
-    its messages cannot exceed (subscribers × channels). Test sends and dry runs never wait;
-    ``threshold`` None is ``off``."""
+    its messages cannot exceed (the audience's consenting, reachable members per channel,
+    before suppression and households). Test sends and dry runs never wait; ``threshold``
+    None is ``off``; 0 is every blast."""
     if threshold is None or alert.dry_run or alert.test_recipients:
         return False
-    return upper_bound > threshold
+    return threshold == 0 or upper_bound > threshold
 
 
 def over_threshold(pending: Mapping[str, int], threshold: int | None) -> bool:
-    """Whether the messages a blast would send (pending rows, all channels) exceed the
-    threshold. 0 holds every blast, even an empty one (an operator asked for that)."""
+    """Whether the messages a blast would send (its pending rows, all channels together,
+    after consent, suppression, households and caps) exceed the threshold (0: always)."""
     if threshold is None:
         return False
-    total = sum(pending.values())
-    return total > threshold or threshold == 0
+    return threshold == 0 or sum(pending.values()) > threshold
+
+
+#: Recipients whose messages a blast awaiting approval shows rendered.
+SAMPLE_RECIPIENTS: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalGate:
+    """What expansion asks: may this blast have to wait, and, once expanded, does it?"""
+
+    #: ``RAPID_APPROVAL_THRESHOLD``: None is ``off``.
+    threshold: int | None
+    #: The dry-run figures a waiting blast shows (prices, rates, quiet hours).
+    dry_run: DryRunConfig
+
+    def may_hold(self, alert: Alert, audience_stats: Mapping[str, Any]) -> bool:
+        """Before expansion: True when the blast might exceed the threshold, so its send
+        work must wait for the final count (``audience_stats`` as the ledger reports it)."""
+        bound = sum(int(audience_stats.get(c, {}).get("eligible", 0)) for c in alert.channels)
+        return needs_approval(alert, self.threshold, bound)
+
+    def holds(self, pending: Mapping[str, int]) -> bool:
+        """After expansion: True when the blast must wait for a second operator."""
+        return over_threshold(pending, self.threshold)
+
+    def preview(self, view: PendingView, alert: Alert) -> dict[str, Any]:
+        """What the approver sees: the dry-run estimate (recipients, segments, cost, ETA)
+        and the messages of :data:`SAMPLE_RECIPIENTS` recipients, rendered."""
+        from messaging.dry_run import estimate
+
+        return {
+            "threshold": self.threshold,
+            "estimate": estimate(view, alert, self.dry_run),
+            "sample": render_sample(view, alert),
+        }
+
+
+def render_sample(view: PendingView, alert: Alert) -> list[dict[str, str]]:
+    """The first recipients' messages as they would go out (first-contact text aside)."""
+    from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
+
+    samples: list[dict[str, str]] = []
+    for channel in alert.channels:
+        for fields in view.sample(channel, SAMPLE_RECIPIENTS):
+            item = {"channel": channel, "external_id": str(fields.get("external_id", ""))}
+            try:
+                if channel == "sms" and alert.sms is not None:
+                    item["body"] = render(alert.sms.body, fields, max_chars=SMS_RENDERED_MAX_CHARS)
+                elif alert.email is not None:
+                    item["subject"] = render(alert.email.subject, fields)
+                    if alert.email.text:
+                        item["text"] = render(alert.email.text, fields)
+            except RenderError as exc:
+                item["error"] = str(exc)
+            samples.append(item)
+    return samples
 
 
 class Approvals:

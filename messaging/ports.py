@@ -85,6 +85,10 @@ class PendingView(Protocol):
         """SMS recipients per time zone (None: unknown)."""
         ...
 
+    def sample(self, channel: str, limit: int) -> list[dict[str, Any]]:
+        """Template fields of up to ``limit`` recipients of ``channel`` (a rendered preview)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DryRun:
@@ -130,6 +134,13 @@ class LedgerExpansion(Protocol):
         heartbeat: Callable[[], None],
     ) -> DryRun:
         """Expand the whole audience, let ``estimate`` look, and leave the ledger empty."""
+        ...
+
+    def inspect_pending(
+        self, blast_id: str, report: Callable[[PendingView], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``report`` over a blast's committed pending rows (a blast awaiting approval shows
+        what a dry run would)."""
         ...
 
     def refresh_statistics(self, rows_written: int) -> bool:

@@ -63,6 +63,8 @@ def fleet_env(
         RAPID_LOG_FORMAT="json",
         RAPID_LOG_LEVEL="WARNING",
         RAPID_ENV="test",
+        # Blasts here measure the pipeline, not the two-person rule (tests/test_approval.py).
+        RAPID_APPROVAL_THRESHOLD="off",
     )
     base.update(extra)
     return base

@@ -124,7 +124,7 @@ blasts = Table(
     # The alert id is the idempotency key: a second delivery of the same alert finds this row.
     Column("blast_id", String(128), primary_key=True),
     Column("topic", String(64), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(32), nullable=False),  # 32 since 0007: awaiting_approval
     Column("priority", String(8), nullable=False),
     Column("alert", Text, nullable=False),  # the validated alert, as JSON
     Column("sns_message_id", String(128)),

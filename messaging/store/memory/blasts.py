@@ -55,6 +55,7 @@ class MemoryBlastStore(Summaries):
                     "priority": alert.priority,
                     "alert": alert.to_json(),
                     "sns_message_id": sns_message_id,
+                    "requested_by": alert.requested_by or "sns",
                     "created_at": now,
                     "updated_at": now,
                     "expanded_at": None,

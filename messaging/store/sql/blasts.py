@@ -72,6 +72,8 @@ class SqlBlastStore(Summaries):
                     dry_run=alert.dry_run,
                     is_test=bool(alert.test_recipients),
                     send_by=alert.send_by,
+                    # Contract §11: an alert that names no requester was published to SNS.
+                    requested_by=alert.requested_by or "sns",
                     created_at=now,
                     updated_at=now,
                 )

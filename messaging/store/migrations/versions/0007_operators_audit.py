@@ -1,5 +1,6 @@
 """operators and the append-only audit log
 
+``blasts.status`` widens to 32 characters (``awaiting_approval`` is 17).
 ``operators`` holds each operator's role and the SHA-256 of their token (never the token).
 ``audit_log`` records every change with who, when, what and from where. On PostgreSQL a
 trigger refuses UPDATE, DELETE and TRUNCATE on ``audit_log`` for every role, the table's
@@ -33,6 +34,14 @@ $$
 
 
 def upgrade() -> None:
+    # "awaiting_approval" is 17 characters: the status column was 16.
+    with op.batch_alter_table("blasts") as batch:
+        batch.alter_column(
+            "status",
+            existing_type=sa.String(length=16),
+            type_=sa.String(length=32),
+            existing_nullable=False,
+        )
     op.create_table(
         "operators",
         sa.Column("name", sa.String(length=64), nullable=False),
@@ -84,3 +93,10 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_audit_log_at"), table_name="audit_log")
     op.drop_table("audit_log")
     op.drop_table("operators")
+    with op.batch_alter_table("blasts") as batch:
+        batch.alter_column(
+            "status",
+            existing_type=sa.String(length=32),
+            type_=sa.String(length=16),
+            existing_nullable=False,
+        )

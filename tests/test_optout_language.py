@@ -64,7 +64,9 @@ CASES: list[tuple[str, str]] = [
     ("ok stop", OPT_OUT),
     ("𝐒𝐓𝐎𝐏", OPT_OUT),
     ("ЅТОР", OPT_OUT),  # Cyrillic look-alikes
-    ("S T O P", OTHER),  # spaced letters are not a word; nobody types it as a request
+    ("S T O P", OPT_OUT),
+    ("s.t.o.p", OPT_OUT),
+    ("I", OTHER),
     ("\ufeffStop", OPT_OUT),
     ("Stop\u00ad", OPT_OUT),
     # --- English plain requests ------------------------------------------------------------

@@ -225,7 +225,8 @@ def normalize(body: str) -> str:
     NFKC folds full-width and styled letters (``ＳＴＯＰ``, ``𝐒𝐓𝐎𝐏``); format characters
     (zero-width spaces and joiners, BOM, soft hyphen) are dropped inside words; look-alike
     Cyrillic and Greek letters become Latin; accents go (``envíen`` → ``envien``);
-    apostrophes join (``don't`` → ``dont``); punctuation, emoji and symbols separate words.
+    apostrophes join (``don't`` → ``dont``); punctuation, emoji and symbols separate words;
+    a message of single letters is one word (``S T O P``).
     """
     text = unicodedata.normalize("NFKC", body)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
@@ -234,8 +235,11 @@ def normalize(body: str) -> str:
         ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch)
     )
     text = _NON_WORD.sub(" ", text.translate(_APOSTROPHES))
+    split = text.split()
+    if len(split) > 1 and all(len(w) == 1 for w in split):
+        split = ["".join(split)]  # spelled out: "S T O P", "s.t.o.p"
     words: list[str] = []
-    for word in text.split():
+    for word in split:
         if word not in _STRETCHED.values():
             word = _STRETCHED.get(_squeeze(word), word)
         if not words or words[-1] != word:

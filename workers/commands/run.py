@@ -204,7 +204,13 @@ def run_scheduler(
     from queues.capacity import publish_metrics
     from queues.leader import RedisLeaderLease
 
-    sweeper = Sweeper(app.actions, stall_s=stall_s or STALL_S, stuck_s=stuck_s or STUCK_S)
+    sweeper = Sweeper(
+        app.actions,
+        stall_s=stall_s or STALL_S,
+        stuck_s=stuck_s or STUCK_S,
+        in_doubt=app.in_doubt_settler(),
+        inflight=app.inflight,
+    )
     cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
     rates = {"sms": app.settings.sms_rate_account, "email": app.settings.email_rate}
     # One scheduler does the work fleet-wide; the others wait for its lease to lapse.

@@ -39,8 +39,6 @@ SERVICE_FIXTURES = {
     "moto_url": "moto",
     "rapid_env": "redis",
 }
-#: Markers for what a test needs beyond the in-memory twins; `make test-fast` runs the rest.
-SERVICE_MARKERS = ("postgres", "redis", "moto", "e2e", "browser")
 
 
 def _uses_redis_url(code: types.CodeType) -> bool:

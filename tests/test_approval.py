@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,24 +249,29 @@ def test_two_operators_end_to_end(pg_url: str, moto_url: str, prefix: str, tmp_p
         assert "requested by alice: another operator must approve it" in own.stderr
         assert sendgrid.messages()[0] == []
         # When bob approves it
+        command_started = time.time()
         rapid(as_b, "blast", "approve", "big-1")
-        approved_at = time.time()
         first = _poll(lambda: sendgrid.messages()[0], "the first email", 30)
-        # Then sending starts within a second of his command, and every recipient gets
-        # exactly one message
         first_received = min(m["received_at"] for m in first)
-        assert first_received - approved_at <= 1.0, first_received - approved_at
+        # Then every recipient gets exactly one message
         final = wait_ended(env, "big-1", timeout_s=180)
         assert final["status"] == "completed" and final["approved_by"] == "bob"
         received = Counter(m["to"].lower() for m in sendgrid.messages()[0])
         assert len(received) == N_RECIPIENTS and set(received.values()) == {1}
         # And the audit log shows both, with where they came from
         audit = json.loads(rapid(env, "audit", "list", "--json").stdout)
-        assert [(e["action"], e["actor"], e["source"]) for e in audit] == [
+        assert [(e["action"], e["actor"], e["source"]) for e in audit if e["blast_id"]] == [
             ("blast.approve", "bob", "cli"),
             ("alert.sent", "alice", "cli"),
         ]
-        assert {e["blast_id"] for e in audit} == {"big-1"}
+        # And sending started within a second of the approval being recorded
+        approved_at = datetime.fromisoformat(audit[0]["at"]).timestamp()
+        latency_s = first_received - approved_at
+        print(
+            f"approval recorded -> first email: {latency_s:.3f} s; `rapid blast approve` "
+            f"started -> first email: {first_received - command_started:.3f} s"
+        )
+        assert 0 <= latency_s <= 1.0, latency_s
     finally:
         fleet.stop()
         sendgrid.close()

@@ -391,3 +391,23 @@ def test_reports_count_live_blasts(stores: Stores) -> None:
     fleet = reports.fleet_counts()
     assert fleet.blasts == {BlastStatus.EXPANDING: 1}
     assert fleet.open_rows == {("sms", RowState.PENDING): 2, ("sms", RowState.FAILED): 1}
+
+
+# --- the domain on any backend ---------------------------------------------------------------
+
+
+def test_expander_runs_on_every_backend(stores: Stores) -> None:
+    from messaging.expansion import Expander
+    from messaging.memory import InMemorySendQueue
+
+    # Given twelve subscribers, one of them a household duplicate
+    seed(stores, [person(i) for i in range(1, 12)] + [person(20, phone="+14155551001")])
+    record, _ = stores.blasts.create(alert(email={"subject": "S", "text": "T"}), TOPIC, None)
+    queue = InMemorySendQueue()
+    # When the blast is expanded in small pages
+    result = Expander(stores.ledger, stores.blasts, queue, page_size=5).expand(record)
+    # Then every pending row is queued once, and the blast moves on to sending
+    queued = {(w.channel, sid) for w in queue.items for sid in w.supporter_ids}
+    assert result.pending == {"sms": 11, "email": 12}
+    assert len(queued) == 23
+    assert stores.blasts.status(record.blast_id) == (BlastStatus.SENDING, True)

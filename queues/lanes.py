@@ -101,7 +101,7 @@ class Lanes:
         self._handlers[channel] = handler
 
     def enqueue(self, work: SendWork) -> None:
-        """See :class:`~queues.sendqueue.SendQueue`."""
+        """See :class:`~messaging.ports.SendQueue`."""
         actor = self._actors[work.channel, work.priority]
         actor.send_with_options(
             args=(work.blast_id, list(work.supporter_ids)),

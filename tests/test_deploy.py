@@ -24,10 +24,10 @@ import pytest
 from cfnlint.decode.cfn_yaml import load as load_cfn_yaml
 from sqlalchemy.engine import make_url
 
+from config.names import Names
 from config.settings import load_settings
 from queues import provision
 from queues.backlog import NAMESPACE, BacklogPublisher, Outcomes
-from queues.names import Names
 from queues.provision import Provisioner, ProvisionReport
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def test_queue_names_and_attributes_match_provision(template: dict[str, Any], pr
     res = resources(template)
     intake = render(res["IntakeQueue"]["Properties"], env)
     dlq = render(res["IntakeDeadLetterQueue"]["Properties"], env)
-    # The names come from queues/names.py's rules
+    # The names come from config/names.py's rules
     assert res["IntakeQueue"]["Properties"]["QueueName"] == {"Fn::Sub": "${Prefix}-intake"}
     assert intake["QueueName"] == names.intake_queue
     assert dlq["QueueName"] == names.intake_dlq

@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from messaging.audit import AuditStore
+    from messaging.operators import OperatorStore
     from messaging.ports import (
         BlastStore,
         DeliveryEventStore,
         LedgerStore,
+        ReplyStore,
         ReportStore,
         SupporterWriter,
         TopicStore,
@@ -35,14 +38,20 @@ class Stores:
     supporters: SupporterWriter
     delivery_events: DeliveryEventStore
     reports: ReportStore
+    operators: OperatorStore
+    audit: AuditStore
+    replies: ReplyStore
 
 
 def open_stores(engine: Engine) -> Stores:
     """The SQL stores over ``engine``."""
+    from messaging.store.sql.audit import SqlAuditStore
     from messaging.store.sql.blasts import SqlBlastStore
     from messaging.store.sql.delivery_events import SqlDeliveryEventStore
     from messaging.store.sql.dialect import dialect_for
     from messaging.store.sql.ledger import SqlLedger
+    from messaging.store.sql.operators import SqlOperatorStore
+    from messaging.store.sql.replies import SqlReplyStore
     from messaging.store.sql.reports import SqlReportStore
     from messaging.store.sql.supporters import SqlSupporterWriter
     from messaging.store.sql.suppressions import SqlSuppressionList
@@ -57,14 +66,20 @@ def open_stores(engine: Engine) -> Stores:
         supporters=SqlSupporterWriter(engine, dialect),
         delivery_events=SqlDeliveryEventStore(engine, dialect),
         reports=SqlReportStore(engine),
+        operators=SqlOperatorStore(engine),
+        audit=SqlAuditStore(engine),
+        replies=SqlReplyStore(engine),
     )
 
 
 def memory_stores() -> Stores:
     """In-memory twins sharing one set of tables (for unit tests and the fast tier)."""
+    from messaging.store.memory.audit import MemoryAuditStore
     from messaging.store.memory.blasts import MemoryBlastStore
     from messaging.store.memory.delivery_events import MemoryDeliveryEventStore
     from messaging.store.memory.ledger import MemoryLedger
+    from messaging.store.memory.operators import MemoryOperatorStore
+    from messaging.store.memory.replies import MemoryReplyStore
     from messaging.store.memory.reports import MemoryReportStore
     from messaging.store.memory.supporters import MemorySupporterWriter
     from messaging.store.memory.suppressions import MemorySuppressionList
@@ -80,4 +95,7 @@ def memory_stores() -> Stores:
         supporters=MemorySupporterWriter(tables),
         delivery_events=MemoryDeliveryEventStore(tables),
         reports=MemoryReportStore(tables),
+        operators=MemoryOperatorStore(),
+        audit=MemoryAuditStore(),
+        replies=MemoryReplyStore(),
     )

@@ -3,17 +3,22 @@ partial batches (issue #14, items 2, 5 and 8, at the adapter's edge)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import Engine, select
 
 from emulators.server import Emulator, start_sendgrid, start_twilio
+from messaging.alert import parse_alert
 from messaging.errors import (
     PermanentSendError,
     ProviderAuthError,
     TransientSendError,
 )
+from messaging.expansion import Expander
+from messaging.lifecycle import RowState
 from messaging.providers.base import (
     EmailBatch,
     EmailRecipient,
@@ -23,6 +28,9 @@ from messaging.providers.base import (
 )
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.providers.twilio_sms import TwilioSms
+from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.store.schema import deliveries
+from tests.factories import add_supporters, send_context
 
 ACCOUNT_SID = "AC" + "0a1b2c3d4e5f6789" * 2
 AUTH_TOKEN = "answers-auth-token"
@@ -151,3 +159,42 @@ def test_a_refused_key_stops_the_batch_at_its_first_call(
         sendgrid.check_credentials()
     sendgrid_emulator.faults.update(reject_credentials=False)
     assert "mail.send" in sendgrid.check_credentials()
+
+
+def test_a_batch_records_every_accepted_text_whatever_the_answers_hold(
+    engine: Engine, twilio_emulator: Emulator, twilio: TwilioSms
+) -> None:
+    """The field report: against a mock of Twilio's API description answering
+    ``"num_segments": "laboris enim magna"``, the batch crashed after the 201s, 21 texts went
+    out that the ledger never recorded, and their rows stayed ``sending``."""
+    # Given 21 supporters of an SMS blast and Twilio's answers carrying spec-typed oddities
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(21)], topic="t")
+    ctx, queue = send_context(engine)
+    doc = {"alert_id": "odd", "sms": {"body": "Hi {{ first_name }}"}}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    twilio_emulator.faults.update(
+        resource_overrides={"num_segments": "laboris enim magna", "price": "free", "uri": 7}
+    )
+    # When the work is sent
+    sender = SmsSender(
+        ctx,
+        twilio,
+        SmsConfig(
+            org_name="Acme",
+            from_numbers=(FROM,),
+            rate_per_sender_per_s=1000,
+            rate_account_per_s=1000,
+        ),
+    )
+    while queue.items:
+        sender.process(queue.items.pop(0))
+    # Then every text Twilio accepted is recorded sent, with its SID; nothing is stranded
+    sids = {m["to"]: m["sid"] for m in twilio_emulator.recorder.messages()}
+    assert len(sids) == 21
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.destination, deliveries.c.state, deliveries.c.provider_message_id)
+        ).all()
+    assert {r.state for r in rows} == {RowState.SENT}
+    assert {r.destination: r.provider_message_id for r in rows} == sids

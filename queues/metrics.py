@@ -150,14 +150,14 @@ class FleetCollector:
             labels=["channel", "state"],
         )
         for channel in CHANNELS:
-            for state in LEDGER_STATES:
-                ledger.add_metric([channel, state], rows.pop((channel, state), 0))
+            for known in LEDGER_STATES:
+                ledger.add_metric([channel, known], rows.pop((channel, known), 0))
         for (channel, state), n in sorted(rows.items()):  # a state we do not know yet
             ledger.add_metric([channel, state], n)
 
         blast_gauge = GaugeMetricFamily("rapid_blasts", "Blasts per status.", labels=["status"])
-        for status in BlastStatus:
-            blast_gauge.add_metric([status], statuses.pop(status, 0))
+        for known_status in BlastStatus:
+            blast_gauge.add_metric([known_status], statuses.pop(known_status, 0))
         for status, n in sorted(statuses.items()):
             blast_gauge.add_metric([status], n)
         return [ledger, blast_gauge]

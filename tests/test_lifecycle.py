@@ -151,7 +151,7 @@ def test_cancel_writes_the_database_before_the_fleet_copy() -> None:
     stores = memory_stores()
     blasts = RecordingBlasts(stores.blasts, journal)
     control = RecordingControl(journal)
-    lifecycle = BlastLifecycle(blasts, stores.ledger, control, InMemorySendQueue())  # type: ignore[arg-type]
+    lifecycle = BlastLifecycle(blasts, stores.ledger, control, InMemorySendQueue())
     _blast(stores)
     _rows(stores, "b1", [RowState.PENDING, RowState.DEFERRED, RowState.SENT])
     lifecycle.finish_expansion("b1", {})

@@ -44,6 +44,9 @@ LEAST_ROLE: dict[tuple[str, str], Role] = {
     ("POST", "/api/blasts/{blast_id}/cancel"): Role.APPROVER,
     ("POST", "/api/blasts/{blast_id}/approve"): Role.APPROVER,
     ("POST", "/api/blasts/{blast_id}/reject"): Role.APPROVER,
+    ("GET", "/api/replies"): Role.VIEWER,
+    # Reviewing a reply may lift a suppression: an approver's call.
+    ("POST", "/api/replies/{reply_id}/review"): Role.APPROVER,
 }
 #: Routes anyone may read.
 PUBLIC = {("GET", "/api/openapi.json")}
@@ -104,7 +107,7 @@ def tokens(web: Web) -> dict[Role, str]:
 
 
 def _path(route: str) -> str:
-    return route.replace("{blast_id}", "b1")
+    return route.replace("{blast_id}", "b1").replace("{reply_id}", "1")
 
 
 def _body(method: str, route: str) -> dict[str, Any]:

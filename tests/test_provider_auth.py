@@ -13,10 +13,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import redis
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, select
+from starlette.applications import Starlette
 
-from emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator, start_in_thread, start_sendgrid, start_twilio
 from messaging.alert import parse_alert
 from messaging.audit import AuditLog
 from messaging.blast_control import BlastActions
@@ -31,8 +35,11 @@ from messaging.sending.email import EmailConfig, EmailSender
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import deliveries
+from messaging.store.sql.reports import SqlReportStore
 from messaging.unsubscribe import UnsubscribeTokens
+from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, send_context
+from workers.web.health import Health
 
 ACCOUNT_SID = "AC" + "abcdef0123456789" * 2
 AUTH_TOKEN = "provider-auth-token"
@@ -79,6 +86,19 @@ def _fleet(engine: Engine) -> tuple[SendContext, InMemorySendQueue, BlastActions
     audit = AuditLog(MemoryAuditStore())
     ctx.on_provider_auth = ProviderAuthPause(ctx.blasts, actions.lifecycle, audit)
     return ctx, queue, actions, audit
+
+
+def _healthz(engine: Engine, ctx: SendContext) -> httpx.Response:
+    app = Starlette(
+        routes=Health(
+            SqlReportStore(engine),
+            redis.Redis.from_url(REDIS_TEST_URL),
+            CollectorRegistry(),
+            ctx.blasts,
+        ).routes()
+    )
+    with start_in_thread(app) as server:
+        return httpx.get(f"{server.url}/healthz", timeout=10, trust_env=False)
 
 
 def _blast(ctx: SendContext, queue: InMemorySendQueue, alert: dict[str, object]) -> None:
@@ -134,6 +154,10 @@ def test_refused_twilio_token_pauses_sms_blasts_fails_nobody_and_resume_sends_on
         refused = twilio_emu.recorder.stats().get("401", 0)
         assert 1 <= refused <= 30
         assert twilio_emu.recorder.messages() == []
+        # And /healthz says so, without taking the web process out of the load balancer
+        health = _healthz(engine, ctx)
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert health.json()["provider_auth"] == [paused.pause_detail]
         # And the pause is in the audit log, from the fleet
         [entry] = audit.entries()
         assert (entry.actor, entry.source, entry.blast_id) == ("fleet", "fleet", "sms-1")

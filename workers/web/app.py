@@ -55,7 +55,7 @@ def create_app(app: App) -> Starlette:
             UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name
         ),
         Api(app, auth),
-        Health(app.stores.reports, app.redis, registry),
+        Health(app.stores.reports, app.redis, registry, app.blasts),
     )
     web = Starlette(routes=[route for part in parts for route in part.routes()])
     web.state.app = app

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messaging.ports import ReportStore
+from messaging.lifecycle import BlastStatus, PauseReason
+from messaging.ports import BlastReads, ReportStore
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +25,18 @@ log = structlog.get_logger(__name__)
 class Health:
     """Liveness and metrics, both computed when asked."""
 
-    def __init__(self, reports: ReportStore, redis: Any, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        reports: ReportStore,
+        redis: Any,
+        registry: CollectorRegistry,
+        blasts: BlastReads | None = None,
+    ) -> None:
         self._reports = reports
         self._redis = redis
         self._registry = registry
+        #: Where a provider's refusal of our credentials shows (blasts it paused).
+        self._blasts = blasts
 
     def routes(self) -> list[Route]:
         """``/healthz`` and ``/metrics``."""
@@ -53,15 +62,42 @@ class Health:
             return "down"
         return "ok"
 
+    def _provider_auth(self) -> list[str]:
+        """The one-line details of blasts paused because a provider refused our credentials."""
+        if self._blasts is None:
+            return []
+        details = set()
+        try:
+            for blast_id in self._blasts.ids_with_status(BlastStatus.PAUSED):
+                blast = self._blasts.get(blast_id)
+                if blast is not None and blast.pause_reason == PauseReason.PROVIDER_AUTH:
+                    details.add(blast.pause_detail or "provider refused our credentials")
+        except Exception as exc:  # the database check says it; this is a detail
+            log.warning("health.provider_auth_unknown", error_type=type(exc).__name__)
+        return sorted(details)
+
     async def healthz(self, request: Request) -> Response:
-        """200 ``{"status": "ok", "database": "ok", "redis": "ok"}``; 503 naming what is down."""
+        """200 ``{"status": "ok", "database": "ok", "redis": "ok"}``; 503 naming what is down.
+
+        A provider refusing our credentials (blasts paused with ``provider_auth``) is not a
+        reason to take this process out of a load balancer: still 200, with ``"status":
+        "degraded"`` and each refusal's one line under ``"provider_auth"``.
+        """
         database = await run_in_threadpool(self._check_database)
         redis = await run_in_threadpool(self._check_redis)
         ok = database == "ok" and redis == "ok"
+        body: dict[str, Any] = {
+            "status": "ok" if ok else "unavailable",
+            "database": database,
+            "redis": redis,
+        }
+        refused = await run_in_threadpool(self._provider_auth) if database == "ok" else []
+        if refused:
+            body["provider_auth"] = refused
+            if ok:
+                body["status"] = "degraded"
         return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "database": database, "redis": redis},
-            status_code=200 if ok else 503,
-            headers={"Cache-Control": "no-store"},
+            body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"}
         )
 
     async def metrics(self, request: Request) -> Response:

@@ -315,3 +315,33 @@ def test_a_send_batch_logs_its_blast_and_lane_and_permanent_failures_are_not_ret
     assert issubclass(PermanentSendError, actor.options["throws"])
     assert issubclass(InputError, actor.options["throws"])
     client.close()
+
+
+def _intake(stores: Stores, control: InMemoryBlastControl) -> Any:
+    from messaging.intake import Intake
+    from messaging.ports import Delivery
+
+    # The transport's envelope reader is injected: the domain never imports queues/.
+    def unwrap(body: str) -> Delivery:
+        return Delivery(body, "t", "m-1", "raw")
+
+    return Intake(unwrap, stores.blasts, stores.ledger, InMemorySendQueue(), control)
+
+
+def test_intake_ends_a_blast_with_nothing_to_send_through_the_lifecycle() -> None:
+    # Given an alert for a topic nobody subscribes to
+    stores = memory_stores()
+    control = InMemoryBlastControl()
+    # When the intake takes it
+    final = _intake(stores, control).handle(json.dumps({"alert_id": "a1", "sms": {"body": "Hi"}}))
+    # Then it is completed in the store and in the fleet's copy
+    assert final.status == "completed" and control.get("a1") == "completed"
+
+
+def test_intake_expires_an_alert_published_after_its_deadline() -> None:
+    stores = memory_stores()
+    control = InMemoryBlastControl()
+    past = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    body = json.dumps({"alert_id": "a2", "sms": {"body": "Hi"}, "send_by": past})
+    final = _intake(stores, control).handle(body)
+    assert final.status == "expired" and control.get("a2") == "expired"

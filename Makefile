@@ -82,6 +82,14 @@ format: install
 bench: install services
 	$(BIN)/python -m benchmarks.run
 
+# Property-based fuzzing of the entry points (intake, webhooks, CSV import, API) at 10,000
+# cases each (`make test` runs the same tests at 200); each test prints a line of counts.
+.PHONY: fuzz
+fuzz: install services
+	FUZZ_PROFILE=fuzz $(BIN)/python -m pytest -q -s --timeout=7200 \
+		tests/test_fuzz_intake.py tests/test_fuzz_webhooks.py tests/test_fuzz_import.py \
+		tests/test_fuzz_api.py; $(NO_TESTS)
+
 # The release artifact instances install from, offline (deploy/release.sh): wheelhouse of
 # requirements.lock + the project wheel + deploy/boot, in dist/. With RELEASE_BUCKET=name it
 # is also uploaded to s3://name/releases/ (the only step that calls AWS).

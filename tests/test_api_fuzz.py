@@ -35,6 +35,7 @@ def web_schema(pg_url: str, moto_url: str, prefix: str) -> Iterator[Any]:
         "REDIS_URL": REDIS_TEST_URL,
         "AWS_ENDPOINT_URL": moto_url,
         "RAPID_API_TOKEN": TOKEN,
+        "RAPID_ENV": "test",
     }
     app = App(load_settings(env))
     provision_all(app, ("debate-night",))

@@ -594,8 +594,8 @@ def test_healthz_names_redis_when_it_is_down(make_web: Callable[..., Web]) -> No
 def test_metrics_are_prometheus_text_with_every_family(web: Web) -> None:
     # Given a blast in flight
     sent_row(web)
-    # When /metrics is scraped
-    response = web.http.get("/metrics")
+    # When /metrics is scraped with an operator token (it is not public, contract §7)
+    response = web.api("GET", "/metrics")
     # Then it parses as Prometheus text and holds every family
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")

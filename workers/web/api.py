@@ -9,6 +9,7 @@ is appended to the audit log with the operator's name and source ``api``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 import structlog
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from messaging import states
-from messaging.alert import new_alert_id, parse_alert
+from messaging.alert import ALERT_ID_PATTERN, new_alert_id, parse_alert
 from messaging.audit import Actor, AuditAction, Source, parse_since
 from messaging.compliance.replies import VERDICTS, reply_document
 from messaging.errors import InputError
@@ -57,6 +58,33 @@ MAX_LIST_LIMIT: Final = 200
 MAX_REPLIES_LIMIT: Final = 1000
 #: Most entries ``GET /api/audit`` returns at once.
 MAX_AUDIT_LIMIT: Final = 1000
+
+
+def _in_range(raw: str, maximum: int) -> bool:
+    """True for ASCII digits from 1 to ``maximum`` (``str.isdigit`` accepts "²", which int()
+    refuses: that was a 500)."""
+    return _LIMIT_RE.fullmatch(raw) is not None and 1 <= int(raw) <= maximum
+
+
+#: A query-string count: a few ASCII digits, nothing else.
+_LIMIT_RE: Final = re.compile(r"[0-9]{1,6}")
+#: A blast id in a path (contract §4's alert id).
+_ALERT_ID_RE: Final = re.compile(ALERT_ID_PATTERN.strip("^$"))
+#: A reply id in a path: a positive BIGINT.
+_REPLY_ID_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def _alert_from_body(body: bytes, requested_by: str) -> tuple[str, dict[str, Any]]:
+    """Parse and validate an alert body; run off the event loop.
+
+    Validation compiles and trial-renders templates (bounded, but milliseconds): on the loop, a
+    hostile alert would stall /healthz and every STOP webhook meanwhile.
+    """
+    try:
+        data = json.loads(body)
+    except RecursionError:  # [[[[…]]]] thousands deep
+        raise InputError("alert is not valid JSON: nested too deeply") from None
+    return alert_document(data, requested_by=requested_by)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -128,7 +156,7 @@ class Api:
             return who
         body = await read_body(request, API_MAX_BODY)
         try:
-            topic, document = alert_document(json.loads(body), requested_by=who.name)
+            topic, document = await run_in_threadpool(_alert_from_body, body, who.name)
         except ValueError as exc:  # not JSON at all
             return _error(422, f"alert is not valid JSON: {exc}")
         except InputError as exc:
@@ -154,7 +182,7 @@ class Api:
         if isinstance(who := await self._authorize(request, Permission.READ), Response):
             return who
         raw = request.query_params.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        if not _in_range(raw, MAX_LIST_LIMIT):
             return _error(422, f"limit: a whole number from 1 to {MAX_LIST_LIMIT}")
         blasts = self._app.blasts
 
@@ -181,7 +209,7 @@ class Api:
         if isinstance(who := await self._authorize(request, Permission.READ), Response):
             return who
         raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_AUDIT_LIMIT:
+        if not _in_range(raw, MAX_AUDIT_LIMIT):
             return _error(422, f"limit: a whole number from 1 to {MAX_AUDIT_LIMIT}")
         try:
             since = parse_since(request.query_params.get("since"))
@@ -215,10 +243,12 @@ class Api:
             data = json.loads(body or b"{}")
         except ValueError as exc:
             return _error(422, f"body is not valid JSON: {exc}")
+        except RecursionError:
+            return _error(422, "body is not valid JSON: nested too deeply")
         verdict = data.get("verdict") if isinstance(data, dict) else None
         if verdict not in VERDICTS:
             return _error(422, f"verdict: one of {', '.join(VERDICTS)}")
-        if not raw_id.isdigit():
+        if not _REPLY_ID_RE.fullmatch(raw_id):  # isdigit() took "²", which int() refuses
             return _error(404, f"no reply {raw_id!r}")
         try:
             done = await run_in_threadpool(self._app.replies.review, int(raw_id), verdict, who.name)
@@ -240,6 +270,8 @@ class Api:
         if isinstance(who := await self._authorize(request, Permission.READ), Response):
             return who
         blast_id = request.path_params["blast_id"]
+        if not _ALERT_ID_RE.fullmatch(blast_id):  # never an id; NUL made the database fail
+            return _error(404, f"no blast {blast_id!r}")
         summary = await run_in_threadpool(self._summary, blast_id)
         if summary is None:
             return _error(404, f"no blast {blast_id!r}")
@@ -253,7 +285,8 @@ class Api:
             return _error(404, f"no action {action!r}; use one of {', '.join(BLAST_ACTIONS)}")
         if isinstance(who := await self._authorize(request, Permission(action)), Response):
             return who
-        if await run_in_threadpool(self._app.blasts.get, blast_id) is None:
+        valid_id = _ALERT_ID_RE.fullmatch(blast_id) is not None
+        if not valid_id or await run_in_threadpool(self._app.blasts.get, blast_id) is None:
             return _error(404, f"no blast {blast_id!r}")
         actor = Actor(who.name, Source.API)
         try:

@@ -67,7 +67,8 @@ class TwilioHooks:
             log.warning("webhook.signature_rejected", provider="twilio", route=route)
             return None
         # Twilio sends each field once; the last value wins if a proxy ever repeats one.
-        return dict(params)
+        # NUL never comes from a phone, and PostgreSQL text refuses it (a 500 before).
+        return {k: v.replace("\x00", "") for k, v in params.items()}
 
     async def status(self, request: Request) -> Response:
         """A message status callback: refines ``sent`` to ``delivered`` or ``failed``."""

@@ -98,7 +98,8 @@ def docs_block() -> str:
         f"| SMS one worker instance sends | {sms:,.0f}/s | capacity metric, `WorkerMaxSize` |",
         f"| emails one worker instance sends | {email:,.0f}/s | capacity metric, `WorkerMaxSize` |",
         f"| drain target | {sizing.DRAIN_TARGET_S:,.0f} s | capacity metric |",
-        f"| scaling target (required ÷ in-service) | {sizing.TARGET_UTILIZATION} | scaling policy |",
+        f"| scaling target (required ÷ in-service) | {sizing.TARGET_UTILIZATION} | scaling"
+        " policy |",
         f"| instance warm-up | {sizing.INSTANCE_WARMUP_S} s | scaling policy |",
         "",
         "```",

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from queues.names import Names
+from config.names import Names
 
 log = structlog.get_logger(__name__)
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from config import sizing
+from messaging.store.sql.reports import SqlReportStore
 from queues.backlog import NAMESPACE
 from queues.capacity import (
     REQUIRED_INSTANCES,
@@ -82,7 +83,7 @@ def test_publish_metrics_sends_backlog_and_capacity_in_one_request(
         aws_secret_access_key="testing",
     )
     # When the scheduler publishes
-    summary = publish_metrics(engine, cloudwatch, prefix, RATES)
+    summary = publish_metrics(SqlReportStore(engine), cloudwatch, prefix, RATES)
     # Then the total is there, at zero: silence is kept for a dead scheduler, not an idle one
     assert summary["required_instances"] == {"sms": 0.0, "email": 0.0}
     now = datetime.now(UTC)

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from config.names import Names
 from config.settings import load_settings
 from queues.leader import InMemoryLeadership, Leadership, RedisLeaderLease
-from queues.names import Names
 from tests.conftest import REDIS_TEST_URL
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from messaging.errors import ConfigError
 from messaging.supporters.normalize import normalize_text
 from messaging.unsubscribe import UnsubscribeTokens, key_id
 from tests.conftest import REDIS_TEST_URL, free_port
+from workers.app import App
 
 KEY = "k" * 32
 OLD_KEY = "o" * 32
@@ -241,7 +242,6 @@ class AsgiClient:
 @pytest.fixture
 def make_client(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., AsgiClient]]:
     """In-process clients of the real web app; ``base_url`` sets the port a request arrives on."""
-    from workers.app import App
     from workers.web.app import create_app
 
     apps: list[App] = []
@@ -263,7 +263,6 @@ def make_client(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..
 def test_web_refuses_to_start_without_a_secret_key_in_production(
     pg_url: str, moto_url: str, prefix: str
 ) -> None:
-    from workers.app import App
     from workers.web.app import create_app
 
     app = App(web_settings(pg_url, moto_url, prefix, secret_key=None))
@@ -391,3 +390,55 @@ def test_rapid_web_listens_on_metrics_port_too(rapid_env: dict[str, str], tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_an_over_limit_alert_is_dead_lettered_with_its_reason_within_a_second(
+    rapid_env: dict[str, str],
+) -> None:
+    # Given the intake worker on a provisioned queue (moto), and an alert whose template
+    # allocated 400 MB at validation before (larger ones raised MemoryError, which intake
+    # retried instead of dead-lettering)
+    import threading
+
+    from queues.sqs_consumer import SqsConsumer
+
+    env = {**rapid_env}
+    done = subprocess.run(
+        [sys.executable, "-m", "workers", "provision", "--topic", "debate-night"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    app = App(load_settings(env))
+    intake_url = app.sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
+    dlq_url = app.sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
+    alert = {"alert_id": "huge", "topic": "debate-night", "sms": {"body": "{{ 'x' * 4000000000 }}"}}
+    stop = threading.Event()
+    consumer = SqsConsumer(
+        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1, stop=stop
+    )
+    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 1})
+    worker.start()
+    try:
+        # When it is published
+        sent_at = time.monotonic()
+        app.sqs.send_message(QueueUrl=intake_url, MessageBody=json.dumps(alert))
+        # Then it reaches the dead-letter queue with its reason, and no blast is recorded
+        messages: list[dict[str, Any]] = []
+        while not messages and time.monotonic() - sent_at < 10:
+            messages = app.sqs.receive_message(
+                QueueUrl=dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1
+            ).get("Messages", [])
+        elapsed = time.monotonic() - sent_at
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    assert messages, "the alert never reached the dead-letter queue"
+    reason = messages[0]["MessageAttributes"]["reason"]["StringValue"]
+    assert "sms.body: template over a limit" in reason
+    assert app.blasts.get("huge") is None
+    # (within a second of processing; the rest is SQS long-poll latency on moto)
+    assert elapsed < 3.0, elapsed
+    app.close()

@@ -51,9 +51,7 @@ def create_app(app: App) -> Starlette:
             settings.public_base_url,
         ),
         SendGridHooks(events, SendGridSignature(settings.sendgrid_webhook_public_key)),
-        UnsubscribePages(
-            UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name
-        ),
+        UnsubscribePages(UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name),
         Api(app, auth),
         Health(app.stores.reports, app.redis, registry, app.blasts),
     )

@@ -16,13 +16,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import Engine, select
 
 from config.names import Names
-from emulators.server import Emulator, start_twilio
+from emulators.server import Emulator, start_sendgrid, start_twilio
 from messaging.alert import parse_alert
 from messaging.expansion import Expander
 from messaging.in_doubt import InDoubtReport, InDoubtSettler
@@ -31,8 +32,10 @@ from messaging.memory import InMemoryInFlight
 from messaging.providers.base import SmsMessage, SmsReceipt
 from messaging.providers.twilio_sms import TwilioSms
 from messaging.sending.sms import SmsConfig, SmsSender, first_contact_text
+from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
 from queues.flow.inflight import RedisInFlight
+from tests import fleet
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, send_context
 
@@ -204,3 +207,93 @@ def test_redis_in_flight_owned_by_the_living_forgotten_when_beats_stop(prefix: s
             other.kill()
         mine.close()
     assert view.owned() == set()
+
+
+PEOPLE = 3_000
+KILL_EVERY_S = 2.0
+
+
+@pytest.mark.e2e
+def test_sigkilled_senders_every_2s_lose_nothing_and_duplicate_nothing(
+    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """Given a 3,000-recipient SMS blast and three senders, when one sender is SIGKILLed every
+    2 s (its requests to Twilio in flight), then every number gets exactly one text and the
+    ledger records each as sent with the SID Twilio has: 0 duplicates, 0 lost."""
+    with (
+        start_twilio(auth_token=fleet.AUTH_TOKEN, account_sid=fleet.ACCOUNT_SID) as twilio_emu,
+        start_sendgrid(api_key=fleet.SENDGRID_KEY) as sendgrid_emu,
+    ):
+        # 40-80 ms per call: a kill always finds requests in flight
+        twilio_emu.faults.update(latency_ms=40, latency_jitter_ms=40)
+        env = fleet.fleet_env(
+            db_url=pg_url,
+            moto_url=moto_url,
+            prefix=prefix,
+            twilio_url=twilio_emu.url,
+            sendgrid_url=sendgrid_emu.url,
+            SMS_RATE_PER_SENDER="100",
+            SMS_RATE_ACCOUNT="300",
+        )
+        fleet.rapid(env, "provision", "--topic", "kills")
+        phones = fleet.write_people(tmp_path / "people.csv", PEOPLE, "kills")
+        fleet.rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=300)
+        procs = fleet.Fleet(env, tmp_path)
+        procs.start("intake", "intake", "--wait-time", "1")
+        # Lost queue work is re-driven after 5 s; rows are never failed for being stuck (the
+        # in-doubt settlement must do it all)
+        procs.start(
+            "scheduler",
+            "scheduler",
+            "--interval",
+            "1",
+            "--stall-after",
+            "5",
+            "--stuck-after",
+            "900",
+        )
+        for i in range(3):
+            procs.start(f"sender{i}", "sender", "--threads", "4", "--channels", "sms")
+        sns, _ = fleet.aws_clients(moto_url)
+        sns.publish(
+            TopicArn=fleet.topic_arn(sns, prefix, "kills"),
+            Message=json.dumps({"alert_id": "kills-1", "sms": {"body": "Hi {{ first_name }}"}}),
+        )
+        kills, summary = 0, None
+        deadline = time.monotonic() + 240
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(KILL_EVERY_S)
+                summary = fleet.blast_summary(env, "kills-1")
+                if summary and summary["status"] == "completed":
+                    break
+                if summary and summary["counts"]["sms"]["sent"] < PEOPLE * 0.9:
+                    victim = f"sender{kills % 3}"
+                    procs.kill(victim)  # SIGKILL: requests in flight, rows claimed, no goodbye
+                    kills += 1
+                    procs.start(victim, "sender", "--threads", "4", "--channels", "sms")
+        finally:
+            procs.stop()
+        assert summary is not None and summary["status"] == "completed", (summary, procs.logs())
+        assert kills >= 3
+        # The kills did leave rows in doubt, and the sweep settled them
+        swept = "".join(p.read_text() for p in tmp_path.glob("scheduler.*.log"))
+        assert "sweep.sms_in_doubt_settled" in swept, procs.logs()
+        # Then no number got two texts, and none got none
+        received = Counter(m["to"] for m in twilio_emu.recorder.messages())
+        duplicates = sum(n - 1 for n in received.values() if n > 1)
+        lost = len(set(phones) - set(received))
+        assert (duplicates, lost) == (0, 0), (duplicates, lost, kills)
+        # And the ledger says so too: every row sent, with the SID Twilio gave that number
+        sids = {m["to"]: m["sid"] for m in twilio_emu.recorder.messages()}
+        engine = create_db_engine(pg_url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.destination, deliveries.c.state, deliveries.c.provider_message_id
+                ).where(deliveries.c.blast_id == "kills-1")
+            ).all()
+        engine.dispose()
+        assert len(rows) == PEOPLE
+        assert Counter(r.state for r in rows) == {RowState.SENT: PEOPLE}
+        assert all(sids[r.destination] == r.provider_message_id for r in rows)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 import structlog
+from sqlalchemy import Engine
 
 from messaging.alert import parse_alert
 from messaging.blast_control import BlastActions
@@ -345,3 +346,40 @@ def test_intake_expires_an_alert_published_after_its_deadline() -> None:
     body = json.dumps({"alert_id": "a2", "sms": {"body": "Hi"}, "send_by": past})
     final = _intake(stores, control).handle(body)
     assert final.status == "expired" and control.get("a2") == "expired"
+
+
+def test_a_pause_mid_batch_leaves_typed_waiting_rows_not_pseudo_states(engine: Engine) -> None:
+    from messaging.expansion import Expander
+    from messaging.providers.base import SmsMessage
+    from messaging.providers.memory import InMemorySms
+    from messaging.sending.common import Waiting
+    from messaging.sending.sms import SmsConfig, SmsSender
+    from tests.factories import add_supporters, send_context
+
+    # Given a sending blast of three, and a provider after whose first send it is paused
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(3)], topic="t")
+    control = InMemoryBlastControl()
+    ctx, queue = send_context(engine, control=control)
+    doc = {"alert_id": "p1", "priority": "urgent", "sms": {"body": "Hi"}}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    actions = BlastActions(ctx.blasts, ctx.ledger, queue, control)
+
+    class PausedAfterOne(InMemorySms):
+        def send_many(self, messages: Any, gate: Any = None, reslot: Any = None) -> Any:
+            def pausing_gate(m: SmsMessage) -> bool:
+                if self.sent:
+                    actions.lifecycle.pause("p1", PauseReason.OPERATOR)
+                return bool(gate(m)) if gate else True
+
+            return super().send_many(messages, pausing_gate, reslot)
+
+    config = SmsConfig(org_name="Acme", from_numbers=("+15005550006",), rate_account_per_s=1e3)
+    sender = SmsSender(ctx, PausedAfterOne(), config)
+    # When the batch runs
+    report = sender.process(queue.items.pop(0))
+    # Then one was sent, two wait pending (held), and the ledger outcomes are real states
+    assert report.by_state == {RowState.SENT: 1}
+    assert report.waiting == {Waiting.HELD: 2}
+    summary = ctx.blasts.summaries([ctx.blasts.get("p1")])[0]  # type: ignore[list-item]
+    assert summary["counts"]["sms"]["pending"] == 2 and summary["pause_reason"] == "operator"

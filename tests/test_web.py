@@ -31,7 +31,7 @@ from emulators.server import RunningServer, start_in_thread, start_twilio
 from messaging.alert import Alert, SmsContent
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, replies
-from messaging.store.topics import TopicStore
+from messaging.store.sql.topics import SqlTopicStore
 from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import REDIS_TEST_URL, free_port
 from workers.app import App
@@ -498,7 +498,7 @@ def test_post_alert_publishes_to_the_topic(web: Web) -> None:
     # Given a provisioned alert topic whose SNS topic feeds a queue made for this test
     sns, sqs = web.app.sns, web.app.sqs
     arn = sns.create_topic(Name=web.app.names.alert_topic("news"))["TopicArn"]
-    TopicStore(web.app.engine).register("news", arn)
+    SqlTopicStore(web.app.engine).register("news", arn)
     queue_url = sqs.create_queue(QueueName=f"{web.app.names.prefix}-api-test")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"

@@ -192,7 +192,7 @@ def run_demo(
     try:
         provision_all(app, ("debate-night",))
         seeded = seed_csv(workdir / "supporters.csv", people, rng)
-        report = import_csv(workdir / "supporters.csv", app.engine)
+        report = import_csv(workdir / "supporters.csv", app.stores.supporters)
         console.print(
             f"  imported {report.inserted} supporters "
             f"({report.fields_rejected} fields rejected, see {report.rejects_path})"

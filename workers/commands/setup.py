@@ -82,9 +82,8 @@ def topics_create(app: App, name: str) -> None:
 @pass_app
 def topics_list(app: App, as_json: bool) -> None:
     """List alert topics with their subscriber counts."""
-    from messaging.store.topics import TopicStore
 
-    items = TopicStore(app.engine).list()
+    items = app.stores.topics.list()
     if as_json:
         echo_json(
             [
@@ -121,7 +120,7 @@ def supporters_import(app: App, file: Path, as_json: bool) -> None:
     if not file.exists():
         raise InputError(f"{file}: no such file")
     check_connection(app.engine)
-    report = import_csv(file, app.engine)
+    report = import_csv(file, app.stores.supporters)
     app.audit.record(
         _actor(app),
         AuditAction.SUPPORTERS_IMPORTED,

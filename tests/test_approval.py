@@ -161,10 +161,11 @@ def test_a_blast_that_shrinks_under_the_threshold_sends_at_once(engine: Engine) 
     assert "approval" not in blast.stats
 
 
-@pytest.mark.parametrize(
-    "extra", [{"test_recipients": ["+14155551000"]}, {"dry_run": True}], ids=["test", "dry"]
-)
-def test_test_sends_and_dry_runs_never_wait(engine: Engine, extra: dict[str, Any]) -> None:
+@pytest.mark.parametrize("kind", ["test", "dry"])
+def test_test_sends_and_dry_runs_never_wait(engine: Engine, kind: str) -> None:
+    extra: dict[str, Any] = (
+        {"test_recipients": ["+14155551000"]} if kind == "test" else {"dry_run": True}
+    )
     add_supporters(engine, [{"phone": f"+1415555{1000 + i:04d}"} for i in range(5)], topic="news")
     blast, _queue = _expand(engine, _alert(**extra), 0)
     assert blast.status in (BlastStatus.SENDING, BlastStatus.COMPLETED)
@@ -226,7 +227,7 @@ def test_two_operators_end_to_end(pg_url: str, moto_url: str, prefix: str, tmp_p
         # Given alice sends a 20,000-recipient blast, over the threshold of 10,000
         rapid(
             as_a,
-            "alert", "send", "--topic", "debate-night", "--alert-id", "big-1",
+            "alert", "send", "--topic", "debate-night", "--alert-id", "big-1", "--priority", "urgent",
             "--email-subject", "Watch this", "--email-text", "Hi {{ first_name }}",
         )  # fmt: skip
         shown = _poll(lambda: _show(env, "awaiting_approval"), "big-1 awaiting approval", 120)
@@ -235,6 +236,9 @@ def test_two_operators_end_to_end(pg_url: str, moto_url: str, prefix: str, tmp_p
         preview = shown["audience"]["approval"]
         assert preview["estimate"]["email"]["recipients"] == N_RECIPIENTS
         assert [s["text"] for s in preview["sample"]] == ["Hi Pat0", "Hi Pat1"]
+        text = rapid(env, "blast", "show", "big-1").stdout
+        assert "requested by alice" in text and "email: 20,000 recipients" in text
+        assert "sample email to e0: Watch this" in text
         time.sleep(2)
         assert sendgrid.messages()[0] == []
         # When alice tries to approve her own blast, she is refused with a clear message

@@ -6,7 +6,9 @@ SQLite and PostgreSQL, and the CLI end to end.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,9 @@ from messaging.errors import InputError
 from messaging.operators import (
     BOOTSTRAP,
     ROLE_PERMISSIONS,
+    Operator,
     Operators,
+    OperatorStore,
     Permission,
     Role,
     allows,
@@ -94,3 +98,44 @@ def test_revocation_time_comes_from_the_clock() -> None:
     (carol,) = ops.list()
     assert carol.created_at == at and carol.revoked_at == at and not carol.active
     assert not carol.may(Permission.READ)
+
+
+@pytest.fixture(
+    params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+)
+def operator_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[OperatorStore]:
+    """The operator store: in memory, on SQLite and on PostgreSQL."""
+    from messaging.store.db import create_db_engine, migrate
+    from messaging.store.sql.operators import SqlOperatorStore
+
+    if request.param == "memory":
+        yield MemoryOperatorStore()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rapid.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = create_db_engine(url)
+    migrate(engine)
+    yield SqlOperatorStore(engine)
+    engine.dispose()
+
+
+def test_every_operator_store_behaves_the_same(operator_store: OperatorStore) -> None:
+    at = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
+    bob = Operator("bob", Role.SENDER, at, "root")
+    # A name is taken once while active; a token hash finds only an active operator
+    assert operator_store.add(bob, "h-bob")
+    assert not operator_store.add(Operator("bob", Role.ADMIN, at, "root"), "h-other")
+    assert operator_store.add(Operator("amy", Role.VIEWER, at, "root"), "h-amy")
+    found = operator_store.by_token_hash("h-bob")
+    assert found is not None and (found.name, found.role, found.created_at) == ("bob", "sender", at)
+    assert operator_store.by_token_hash("h-nobody") is None
+    # Revoking ends the token; the name may be given out again with a new token
+    assert operator_store.revoke("bob", at) and not operator_store.revoke("bob", at)
+    assert operator_store.by_token_hash("h-bob") is None
+    assert [(o.name, o.active) for o in operator_store.list()] == [("amy", True), ("bob", False)]
+    assert operator_store.add(Operator("bob", Role.ADMIN, at, "amy"), "h-bob-2")
+    again = operator_store.by_token_hash("h-bob-2")
+    assert again is not None and again.role is Role.ADMIN and again.created_by == "amy"
+    assert operator_store.by_token_hash("h-bob") is None

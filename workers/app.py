@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from messaging.sending.common import SendContext
     from messaging.sending.email import EmailSender
     from messaging.sending.sms import SmsSender
-    from messaging.store.blasts import BlastStore
-    from messaging.store.ledger import Ledger
+    from messaging.ports import BlastStore, LedgerStore
+    from messaging.store import Stores
     from messaging.suppression import NotifyingSuppressionList
     from queues.flow.control import RedisBlastControl
     from queues.lanes import Lanes
@@ -90,26 +90,28 @@ class App:
     # --- the parts ----------------------------------------------------------------------
 
     @cached_property
+    def stores(self) -> Stores:
+        """Every store of the system of record, over :attr:`engine`."""
+        from messaging.store import open_stores
+
+        return open_stores(self.engine)
+
+    @property
     def blasts(self) -> BlastStore:
         """Blasts in the system of record."""
-        from messaging.store.blasts import BlastStore
+        return self.stores.blasts
 
-        return BlastStore(self.engine)
-
-    @cached_property
-    def ledger(self) -> Ledger:
+    @property
+    def ledger(self) -> LedgerStore:
         """The delivery ledger."""
-        from messaging.store.ledger import Ledger
-
-        return Ledger(self.engine)
+        return self.stores.ledger
 
     @cached_property
     def suppressions(self) -> NotifyingSuppressionList:
         """The suppression list; every addition is announced to the senders through Redis."""
-        from messaging.store.suppressions import SqlSuppressionList
         from messaging.suppression import NotifyingSuppressionList
 
-        return NotifyingSuppressionList(SqlSuppressionList(self.engine), self._announce_suppression)
+        return NotifyingSuppressionList(self.stores.suppressions, self._announce_suppression)
 
     def _announce_suppression(self) -> None:
         import contextlib
@@ -145,26 +147,23 @@ class App:
     def replies(self) -> ReplyHandler:
         """Inbound SMS: opt-outs in the supporters' words, HELP, START, review (§12)."""
         from messaging.compliance.replies import ReplyHandler, ReplyTexts
-        from messaging.store.sql.replies import SqlReplyStore
 
         texts = ReplyTexts(self.settings.org_name, self.settings.org_help_contact)
-        return ReplyHandler(SqlReplyStore(self.engine), self.suppressions, texts)
+        return ReplyHandler(self.stores.replies, self.suppressions, texts)
 
     @cached_property
     def operators(self) -> Operators:
         """Operators and their tokens (``RAPID_API_TOKEN`` is the admin ``bootstrap``)."""
         from messaging.operators import Operators
-        from messaging.store.sql.operators import SqlOperatorStore
 
-        return Operators(SqlOperatorStore(self.engine), bootstrap_token=self.settings.api_token)
+        return Operators(self.stores.operators, bootstrap_token=self.settings.api_token)
 
     @cached_property
     def audit(self) -> AuditLog:
         """The append-only audit log."""
         from messaging.audit import AuditLog
-        from messaging.store.sql.audit import SqlAuditStore
 
-        return AuditLog(SqlAuditStore(self.engine))
+        return AuditLog(self.stores.audit)
 
     @cached_property
     def approvals(self) -> Approvals:

@@ -297,3 +297,35 @@ def _show(env: dict[str, str], status: str) -> dict[str, Any] | None:
 
     summary = blast_summary(env, "big-1")
     return summary if summary and summary["status"] == status else None
+
+
+# --- intake records who asked ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("via", ["sns", "cli"])
+def test_intake_records_the_alert_and_its_requester(via: str) -> None:
+    from messaging.intake import Intake
+    from messaging.ports import Delivery
+
+    stores = memory_stores()
+    audit = AuditLog(MemoryAuditStore())
+    document: dict[str, Any] = {"alert_id": "a-1", "sms": {"body": "Hi"}}
+    if via == "cli":
+        document |= {"requested_by": "alice", "requested_via": "cli"}
+    intake = Intake(
+        lambda body: Delivery(body, "news", "m-1", "raw"),
+        stores.blasts,
+        stores.ledger,
+        InMemorySendQueue(),
+        InMemoryBlastControl(),
+        approval=ApprovalGate(0, DryRunConfig()),
+        audit=audit,
+    )
+    # When the alert arrives twice (SQS is at-least-once)
+    intake.handle(json.dumps(document))
+    intake.handle(json.dumps(document))
+    # Then one entry says who asked and through what; straight to SNS, that is `sns`
+    (entry,) = audit.entries()
+    who = ("sns", "sns") if via == "sns" else ("alice", "cli")
+    assert (entry.action, entry.blast_id, (entry.actor, entry.source)) == ("alert.sent", "a-1", who)
+    assert stores.blasts.get("a-1").requested_by == who[0]

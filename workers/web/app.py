@@ -55,7 +55,10 @@ def create_app(app: App) -> Starlette:
         Api(app, auth),
         Health(app.stores.reports, app.redis, registry, app.blasts),
     )
-    web = Starlette(routes=[route for part in parts for route in part.routes()])
+    from workers.web.dashboard import dashboard_for
+
+    routes = [route for part in parts for route in part.routes()]
+    web = Starlette(routes=[*routes, *dashboard_for(app, auth).routes()])
     web.state.app = app
     web.state.registry = registry
     web.add_middleware(MetricsPortOnly, metrics_port=settings.metrics_port)

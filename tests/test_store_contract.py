@@ -411,3 +411,40 @@ def test_expander_runs_on_every_backend(stores: Stores) -> None:
     assert result.pending == {"sms": 11, "email": 12}
     assert len(queued) == 23
     assert stores.blasts.status(record.blast_id) == (BlastStatus.SENDING, True)
+
+
+def test_provider_events_service_runs_on_every_backend(stores: Stores) -> None:
+    from messaging.delivery_events import DeliveryEvents, SmsStatus
+
+    # Given two texts sent and one email sent
+    seed(stores, [person(1), person(2)])
+    the_alert = alert(email={"subject": "S", "text": "T"})
+    expand_all(stores, the_alert)
+    sms, email = ids_of(stores, "a-1"), ids_of(stores, "a-1", "email")
+    stores.ledger.claim("a-1", "sms", sms)
+    stores.ledger.claim("a-1", "email", email[:1])
+    sent = [Outcome(sid, RowState.SENT, provider_message_id=f"SM{sid}") for sid in sms]
+    stores.ledger.record("a-1", "sms", sent)
+    stores.ledger.record("a-1", "email", [Outcome(email[0], RowState.SENT)])
+    events = DeliveryEvents(stores.delivery_events, stores.suppressions)
+    # When Twilio reports one delivered and one refused as opted out (21610)
+    assert events.sms_status(SmsStatus(f"SM{sms[0]}", "delivered")) == RowState.DELIVERED
+    assert events.sms_status(SmsStatus(f"SM{sms[1]}", "undelivered", "21610")) == RowState.FAILED
+    # Then the second number is suppressed, and a repeated callback changes nothing
+    assert stores.suppressions.lookup("sms", "+14155551002") is not None
+    assert events.sms_status(SmsStatus(f"SM{sms[0]}", "delivered")) == "unchanged"
+    # When SendGrid delivers the same bounce event twice
+    bounce = {
+        "event": "bounce",
+        "sg_event_id": "ev-1",
+        "email": "P1@example.org",
+        "blast_id": "a-1",
+        "supporter_id": str(email[0]),
+        "status": "5.1.1",
+    }
+    first, again = events.email_events([bounce]), events.email_events([bounce])
+    # Then it is applied once: the address is suppressed and the row failed
+    assert (first.suppressed, first.failed, again.duplicates) == (1, 1, 1)
+    assert stores.suppressions.lookup("email", "p1@example.org") is not None
+    counts = stores.blasts.state_counts(["a-1"])["a-1"]
+    assert counts["email"] == {RowState.FAILED: 1, RowState.PENDING: 1}

@@ -464,3 +464,65 @@ def test_the_application_role_may_use_rows_but_not_change_the_schema(migrated: W
                 conn.execute(text(ddl))
     finally:
         app.dispose()
+
+
+def test_a_worker_whose_heartbeat_stops_asks_its_group_to_replace_it(tmp_path: Path) -> None:
+    # Given a worker (bootstrap.conf) with no sender heartbeat, IMDS and the AWS CLI stood in
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    log = tmp_path / "log"
+    (stubs / "curl").write_text(
+        '#!/bin/bash\ncase "$*" in *api/token*) echo tok ;; *instance-id*) echo i-0abc ;;'
+        " *) exit 7 ;; esac\n"
+    )
+    (stubs / "aws").write_text(f'#!/bin/bash\necho "aws $*" >>{log}\n')
+    (stubs / "systemctl").write_text("#!/bin/bash\nexit 0\n")  # the intake runs
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    etc = tmp_path / "upper-etc"
+    mounts = []
+    for top in ("etc", "run"):
+        (tmp_path / f"upper-{top}").mkdir()
+        (tmp_path / f"work-{top}").mkdir()
+        mounts.append(
+            f"mount -t overlay overlay -o lowerdir=/{top},upperdir={tmp_path / f'upper-{top}'},"
+            f"workdir={tmp_path / f'work-{top}'} /{top}"
+        )
+    health = ROOT / "deploy" / "boot" / "rapid-health"
+    script = "\n".join(
+        [
+            "set -e",
+            *mounts,
+            "mkdir -p /etc/rapid",
+            "printf 'ROLE=worker\\nREGION=us-east-1\\nUNITS=rapid@sender.service\\n'"
+            " >/etc/rapid/bootstrap.conf",
+            "set +e",
+            # When five checks fail in a row, nothing is reported yet (a failover pauses
+            # every heartbeat at once)…
+            *[f"bash {health} --report; echo rc=$?" for _ in range(5)],
+            f"echo after-5 >>{log}",
+            # …and the sixth asks for a replacement
+            f"bash {health} --report; echo rc=$?",
+            # A fresh heartbeat clears the strikes
+            "mkdir -p /run/rapid/sender && touch /run/rapid/sender/heartbeat",
+            f"bash {health} --report; echo rc=$?",
+            f"bash {health}; echo check=$?",
+        ]
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "bash", "-c", script],
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["rc=1"] * 6 + ["rc=0", "check=0"]
+    # Then exactly one report, after the sixth, for this instance, respecting the grace period
+    assert log.read_text().splitlines() == [
+        "after-5",
+        "aws autoscaling set-instance-health --region us-east-1 --instance-id i-0abc"
+        " --health-status Unhealthy --should-respect-grace-period",
+    ]
+    assert not (etc / "rapid" / "env").exists()

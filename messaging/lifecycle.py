@@ -134,7 +134,14 @@ BLAST_TRANSITIONS: Final[Mapping[BlastStatus, frozenset[BlastStatus]]] = {
         {BlastStatus.PAUSED, BlastStatus.COMPLETED, BlastStatus.CANCELED, BlastStatus.EXPIRED}
     ),
     BlastStatus.PAUSED: frozenset(
-        {BlastStatus.SENDING, BlastStatus.EXPANDING, BlastStatus.CANCELED, BlastStatus.EXPIRED}
+        {
+            BlastStatus.SENDING,
+            BlastStatus.EXPANDING,
+            # Paused while expanding, then found over the approval threshold.
+            BlastStatus.AWAITING_APPROVAL,
+            BlastStatus.CANCELED,
+            BlastStatus.EXPIRED,
+        }
     ),
     BlastStatus.CANCELED: frozenset(),
     BlastStatus.COMPLETED: frozenset(),
@@ -326,10 +333,19 @@ class BlastLifecycle:
         if current is None:
             return False
         to = BlastStatus.SENDING if current[1] else BlastStatus.EXPANDING
+        if to == BlastStatus.SENDING and self._owes_approval(blast_id):
+            # Paused while expanding, and its final count was over the approval threshold:
+            # resuming must not skip the second operator.
+            to = BlastStatus.AWAITING_APPROVAL
         moved = self._move(blast_id, to, [BlastStatus.PAUSED], "blast.resumed")
         if moved and to == BlastStatus.SENDING:
             self._redrive_id(blast_id)
         return moved
+
+    def _owes_approval(self, blast_id: str) -> bool:
+        """Expansion found the blast over the approval threshold and no one approved it."""
+        blast = self.blasts.get(blast_id)
+        return blast is not None and "approval" in blast.stats and blast.approved_by is None
 
     def complete(self, blast_id: str) -> bool:
         """``sending → completed`` once expanded and no row owes work."""

@@ -329,3 +329,22 @@ def test_intake_records_the_alert_and_its_requester(via: str) -> None:
     who = ("sns", "sns") if via == "sns" else ("alice", "cli")
     assert (entry.action, entry.blast_id, (entry.actor, entry.source)) == ("alert.sent", "a-1", who)
     assert stores.blasts.get("a-1").requested_by == who[0]
+
+
+def test_a_blast_paused_while_held_still_needs_approval_after_resume(engine: Engine) -> None:
+    # Given a blast over the threshold, paused by an operator while it was expanding
+    add_supporters(engine, [{"phone": f"+1415555{1000 + i:04d}"} for i in range(6)], topic="news")
+    blasts, ledger, queue = SqlBlastStore(engine), SqlLedger(engine), InMemorySendQueue()
+    lifecycle = BlastLifecycle(blasts, ledger, InMemoryBlastControl(), queue)
+    blast, _ = blasts.create(_alert(requested_by="alice"), "news", None)
+    assert lifecycle.pause("big-1")
+    gate = ApprovalGate(5, DryRunConfig())
+    Expander(ledger, blasts, queue, page_size=4, lifecycle=lifecycle, approval=gate).expand(blast)
+    assert blasts.get("big-1").status == BlastStatus.PAUSED
+    # When it is resumed, then it waits for approval instead of sending
+    assert lifecycle.resume("big-1")
+    assert blasts.get("big-1").status == BlastStatus.AWAITING_APPROVAL
+    assert _queued(queue) == 0
+    # And once another operator approves it, all of it is queued
+    Approvals(blasts, lifecycle, AuditLog(MemoryAuditStore())).approve("big-1", BOB)
+    assert _queued(queue) == 6

@@ -103,6 +103,17 @@ class Audience(_Strict):
         return [p.strip()[:5] for p in value]
 
 
+class BreakerSettings(_Strict):
+    """Contract §13: this alert's circuit breakers (any subset; the rest from the fleet's)."""
+
+    #: Finished sends the shares are taken over.
+    window: int | None = Field(default=None, ge=50, le=100_000)
+    #: Shares (0..1] past which the blast pauses itself.
+    carrier_filtering: float | None = Field(default=None, gt=0, le=1)
+    failure_rate: float | None = Field(default=None, gt=0, le=1)
+    optout_rate: float | None = Field(default=None, gt=0, le=1)
+
+
 class Alert(_Strict):
     """A validated alert. ``alert_id`` is filled in by intake when the publisher left it out."""
 
@@ -120,6 +131,8 @@ class Alert(_Strict):
     requested_by: str | None = Field(default=None, min_length=1, max_length=64)
     #: Extension: where our own publishers sent it from; absent: straight to SNS.
     requested_via: Literal["cli", "api", "dashboard"] | None = None
+    #: Contract §13: thresholds of the blast's circuit breakers (messaging/breakers.py).
+    breakers: BreakerSettings | None = None
 
     @model_validator(mode="after")
     def _has_a_channel(self) -> Alert:

@@ -557,6 +557,31 @@ class ReplyStore(ReplyLog, ReplyReview, Protocol):
     """Both sides, as the backends implement them."""
 
 
+# --- circuit breakers (messaging/breakers.py) --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecentOutcomes:
+    """The blast's last finished sends, as the breakers judge them."""
+
+    #: Finished sends in the window (sent, delivered or failed), at most the window size.
+    sends: int
+    #: Of those, failed for any reason (carrier filtering included).
+    failed: int
+    #: Of those, failed with a carrier-filtering code.
+    carrier_filtered: int
+    #: SMS sent (or delivered) by the blast so far: the opt-out rate's denominator.
+    sms_sent: int
+
+
+class BreakerWindow(Protocol):
+    """Reads a blast's recent outcomes from the ledger."""
+
+    def recent(self, blast_id: str, window: int) -> RecentOutcomes:
+        """The last ``window`` finished sends of the blast, counted."""
+        ...
+
+
 # ============================================================================================
 # Transport and control: send queue, blast control, live counters, rate limits.
 # Implemented by queues/ (dramatiq lanes, Redis flow control); in-memory twins in

@@ -210,6 +210,7 @@ def run_scheduler(
         stuck_s=stuck_s or STUCK_S,
         in_doubt=app.in_doubt_settler(),
         inflight=app.inflight,
+        breakers=app.breakers(),
     )
     cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
     rates = {"sms": app.settings.sms_rate_account, "email": app.settings.email_rate}
@@ -235,13 +236,20 @@ def run_scheduler(
                 )
         try:
             report = sweeper.run_once()
-            if report.redriven or report.lost_in_flight or report.expired or report.completed:
+            if (
+                report.redriven
+                or report.lost_in_flight
+                or report.expired
+                or report.completed
+                or report.paused
+            ):
                 log.info(
                     "scheduler.swept",
                     redriven=report.redriven,
                     lost=report.lost_in_flight,
                     expired=report.expired,
                     completed=report.completed,
+                    paused=report.paused,
                 )
         except Exception as exc:
             log.error("scheduler.failed", error=str(exc), error_type=type(exc).__name__)

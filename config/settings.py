@@ -93,6 +93,10 @@ class Settings:
     #: A second port serving only ``/metrics`` without a token (keep it off the load
     #: balancer); unset: ``/metrics`` is on ``PORT`` behind an operator token.
     metrics_port: int | None = None
+    #: Contract §13, ``RAPID_BREAKERS``: the fleet's circuit-breaker thresholds that replace
+    #: the defaults (``window=500,carrier_filtering=0.02,failure_rate=0.10,optout_rate=0.03``,
+    #: any subset); an alert's ``"breakers"`` override these in turn.
+    breakers: tuple[tuple[str, float], ...] = ()
     #: TCP port of ``rapid web`` (Procfile platforms set ``PORT``).
     port: int = 8000
     #: Dry-run estimates: price of one SMS segment and of one email, in USD.
@@ -234,6 +238,28 @@ def _quiet_hours(raw: str) -> QuietHours:
     return window
 
 
+#: Breaker names the variable takes.
+_BREAKERS = ("window", "carrier_filtering", "failure_rate", "optout_rate")
+
+
+def _breakers(raw: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, _, value = (x.strip() for x in part.partition("="))
+        if name not in _BREAKERS:
+            raise ValueError(f"unknown breaker {name!r}; known: {', '.join(_BREAKERS)}")
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if name == "window" and not (number == int(number) and 50 <= number <= 100_000):
+            raise ValueError("window must be a whole number of sends, 50-100000")
+        if name != "window" and not 0 < number <= 1:
+            raise ValueError(f"{name} must be a share in (0, 1]")
+        out.append((name, number))
+    return tuple(out)
+
+
 def _port(raw: str) -> int:
     value = int(raw) if raw.isdigit() else 0
     if not 0 < value < 65536:
@@ -320,6 +346,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),
     "RAPID_SECRET_KEY_PREVIOUS": ("secret_key_previous", _secret_key),
     "RAPID_ENV": ("environment", _one_of("production", "demo", "test")),
+    "RAPID_BREAKERS": ("breakers", _breakers),
     "METRICS_PORT": ("metrics_port", _port),
     "RAPID_OPERATOR": ("operator", _operator),
     "RAPID_APPROVAL_THRESHOLD": ("approval_threshold", _threshold),

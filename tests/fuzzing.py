@@ -115,6 +115,8 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     #: Things counted inside cases (rejected fields of an imported file), not cases.
     notes: Counter[str] = field(default_factory=Counter)
+    #: The longest case, in seconds, when the test measures it.
+    slowest_s: float = 0.0
 
     def add(self, outcome: str) -> None:
         """Count one case."""
@@ -134,7 +136,8 @@ class Tally:
         counts = sorted(self.outcomes.items()) + sorted(self.notes.items())
         parts = ", ".join(f"{k} {v}" for k, v in counts)
         fives = ", 0 5xx" if http else ""
-        line = f"fuzz {self.name}: {self.cases} cases, 0 crashes{fives} ({parts})"
+        slowest = f", slowest {self.slowest_s * 1000:.0f} ms" if self.slowest_s else ""
+        line = f"fuzz {self.name}: {self.cases} cases, 0 crashes{fives}{slowest} ({parts})"
         print(f"\n{line}")
         return line
 

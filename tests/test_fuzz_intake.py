@@ -159,7 +159,10 @@ def test_any_body_into_intake_is_a_blast_or_a_reason(app: App, prefix: str) -> N
             # No partial write: a refused alert records no blast
             assert _blast_count(app) == before
             tally.add("rejected with a reason")
-        assert time.monotonic() - started < 2.0, body[:200]
+        elapsed = time.monotonic() - started
+        tally.slowest_s = max(tally.slowest_s, elapsed)
+        # Generous: two shared cores; the one-second rule is tested in test_hardening.py.
+        assert elapsed < 5.0, body[:200]
 
     with quiet_logs():
         case()

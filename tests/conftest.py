@@ -8,12 +8,14 @@ marked here, from the fixtures it uses (see :func:`pytest_collection_modifyitems
 
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -41,30 +43,89 @@ SERVICE_FIXTURES = {
 }
 
 
-def _uses_redis_url(code: types.CodeType) -> bool:
-    """Whether a function (or one nested in it) reads the tests' REDIS_TEST_URL."""
-    if "REDIS_TEST_URL" in code.co_names:
-        return True
-    return any(isinstance(c, types.CodeType) and _uses_redis_url(c) for c in code.co_consts)
+#: The value of a parametrized fixture's param that puts it on PostgreSQL (`db_url` and the
+#: stores that run once per backend).
+POSTGRES_PARAMS = {"postgresql", "postgres"}
+#: Fixtures that drive Debian's chromium (playwright's `page`, our own `browser`).
+BROWSER_FIXTURES = {"page", "browser", "chromium"}
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    """A function's code and the code of every function nested in it."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _reads_redis_url(code: types.CodeType, scope: dict[str, Any], seen: set[int]) -> bool:
+    """Whether code reads REDIS_TEST_URL, itself or through the test helpers it calls (plain
+    functions and classes of the tests package, looked up in the caller's module)."""
+    for each in _code_objects(code):
+        if "REDIS_TEST_URL" in each.co_names:
+            return True
+        for name in each.co_names:
+            helper = scope.get(name)
+            if id(helper) in seen or not getattr(helper, "__module__", "").startswith("tests"):
+                continue
+            seen.add(id(helper))
+            funcs = [helper] if inspect.isfunction(helper) else []
+            if inspect.isclass(helper):
+                funcs = [f for f in vars(helper).values() if inspect.isfunction(f)]
+            for func in funcs:
+                if _reads_redis_url(func.__code__, func.__globals__, seen):
+                    return True
+    return False
+
+
+def _fixture_needs(item: pytest.Item, name: str, seen: set[str]) -> set[str]:
+    """What fixture ``name`` needs for this test: through its own arguments, the fixtures it
+    asks for with ``request.getfixturevalue("…")`` and any use of REDIS_TEST_URL."""
+    if name in seen:
+        return set()
+    seen.add(name)
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get(name) if info is not None else None
+    if not defs:
+        defs = item.session._fixturemanager.getfixturedefs(name, item)
+    if not defs:
+        return set()  # not a fixture (a string constant that only looked like one)
+    needs = {SERVICE_FIXTURES[name]} if name in SERVICE_FIXTURES else set()
+    if name in BROWSER_FIXTURES:
+        needs.add("browser")
+    fixturedef = defs[-1]  # the closest definition wins, as pytest resolves it
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get(name) if callspec is not None else None
+    if isinstance(param, str) and param in POSTGRES_PARAMS:
+        needs.add("postgres")
+    func = fixturedef.func
+    codes = list(_code_objects(func.__code__))
+    if _reads_redis_url(func.__code__, func.__globals__, set()):
+        needs.add("redis")
+    deps = set(fixturedef.argnames) - {"request"}
+    # A parametrized fixture asks for its backend only under its own param (checked above).
+    if param is None:
+        deps |= {c for code in codes for c in code.co_consts if isinstance(c, str)}
+    for dep in sorted(deps):
+        if dep.isidentifier():
+            needs |= _fixture_needs(item, dep, seen)
+    return needs
 
 
 def _service_markers(item: pytest.Item) -> set[str]:
-    fixtures = set(getattr(item, "fixturenames", ()))
-    needs = {mark for name, mark in SERVICE_FIXTURES.items() if name in fixtures}
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and callspec.params.get("db_url") == "postgresql":
-        needs.add("postgres")
-    funcs = [getattr(item, "function", None)]
-    info = getattr(item, "_fixtureinfo", None)
-    if info is not None:
-        funcs += [d.func for defs in info.name2fixturedefs.values() for d in defs]
-    for func in funcs:
-        code = getattr(func, "__code__", None)
-        if code is not None and _uses_redis_url(code):
+    seen: set[str] = set()
+    needs: set[str] = set()
+    for name in getattr(item, "fixturenames", ()):
+        needs |= _fixture_needs(item, name, seen)
+    function = getattr(item, "function", None)
+    if function is not None:
+        codes = list(_code_objects(function.__code__))
+        if _reads_redis_url(function.__code__, function.__globals__, set()):
             needs.add("redis")
-    # A browser fixture (playwright's `page`, our own `browser`) needs Debian's chromium.
-    if {"page", "browser", "chromium"} & fixtures:
-        needs.add("browser")
+        asked = {c for code in codes for c in code.co_consts if isinstance(c, str)}
+        for name in sorted(asked - seen):
+            if name.isidentifier():
+                needs |= _fixture_needs(item, name, seen)
     return needs
 
 

@@ -1,37 +1,32 @@
-"""Operator actions on a blast: pause, resume, cancel, and the re-drive they share.
+"""Operator actions on a blast: pause, resume, cancel, approve, reject, and the re-drive.
 
-Every action writes the system of record first, then the fleet-wide copy in Redis that
-senders read before each provider call, so it takes effect everywhere within a second.
+Each is a :class:`~messaging.lifecycle.BlastLifecycle` transition (the database first, then
+the fleet-wide Redis copy senders read before each provider call, so it takes effect
+everywhere within a second); this module adds what an operator needs to hear when the
+blast's status does not allow it.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import structlog
-
-from messaging import states
 from messaging.errors import InputError
-from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import Ledger
-from queues.flow.control import BlastControl
-from queues.sendqueue import BATCH_SIZE, SendQueue, enqueue_in_batches
-
-log = structlog.get_logger(__name__)
-
-#: How long a cancel waits for sends already in flight (each is one provider call) to land.
-CANCEL_DRAIN_S = 15.0
+from messaging.lifecycle import CANCEL_DRAIN_S, BlastLifecycle, BlastStatus, PauseReason
+from messaging.ports import BlastControl, BlastRecord, BlastStore, LedgerStore, SendQueue
 
 
 @dataclass
 class BlastActions:
-    """Pause, resume, cancel and re-drive, wired to the stores and the queue."""
+    """Pause, resume, cancel, approve, reject and re-drive, wired to the stores and queue."""
 
     blasts: BlastStore
-    ledger: Ledger
+    ledger: LedgerStore
     queue: SendQueue
     control: BlastControl
+    lifecycle: BlastLifecycle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.queue)
 
     def _get(self, blast_id: str) -> BlastRecord:
         blast = self.blasts.get(blast_id)
@@ -39,66 +34,53 @@ class BlastActions:
             raise InputError(f"no blast {blast_id!r}")
         return blast
 
-    def pause(self, blast_id: str) -> BlastRecord:
+    def pause(
+        self, blast_id: str, reason: PauseReason = PauseReason.OPERATOR, detail: str | None = None
+    ) -> BlastRecord:
         """Stop sending; what is pending stays pending."""
         blast = self._get(blast_id)
-        if not self.blasts.set_status(
-            blast_id, states.PAUSED, only_from=[states.SENDING_BLAST, states.EXPANDING]
-        ):
+        if not self.lifecycle.pause(blast_id, reason, detail):
             raise InputError(
                 f"blast {blast_id} is {blast.status}; only a sending blast can be paused"
             )
-        self.control.set(blast_id, states.PAUSED)
-        log.info("blast.paused", blast_id=blast_id)
         return self._get(blast_id)
 
     def resume(self, blast_id: str) -> BlastRecord:
         """Send again; nothing already sent is sent again (the ledger claims hold)."""
         blast = self._get(blast_id)
-        target = states.SENDING_BLAST if blast.expanded_at else states.EXPANDING
-        if not self.blasts.set_status(blast_id, target, only_from=[states.PAUSED]):
+        if not self.lifecycle.resume(blast_id):
             raise InputError(
                 f"blast {blast_id} is {blast.status}; only a paused blast can be resumed"
             )
-        self.control.set(blast_id, target)
-        queued = self.redrive(self._get(blast_id))
-        log.info("blast.resumed", blast_id=blast_id, requeued=queued)
         return self._get(blast_id)
 
     def cancel(self, blast_id: str, *, drain_s: float = CANCEL_DRAIN_S) -> BlastRecord:
-        """Stop for good; every recipient not yet handed to a provider ends ``canceled``.
-
-        The fleet-wide switch flips first, so senders stop within a second. The blast is
-        recorded as canceled once the sends that were already in flight have landed, so
-        that an ended blast never shows recipients pending (contract §6).
-        """
+        """Stop for good; every recipient not yet handed to a provider ends ``canceled``."""
         blast = self._get(blast_id)
         if blast.ended:
+            if blast.status == BlastStatus.CANCELED:  # repeat the close a crash may have cut
+                self.lifecycle.cancel(blast_id, drain_s=0)
             raise InputError(f"blast {blast_id} has already ended ({blast.status})")
-        self.control.set(blast_id, states.CANCELED_BLAST)
-        closed = self.ledger.close_open(
-            blast_id, states.CANCELED, [states.PENDING, states.DEFERRED]
-        )
-        deadline = time.monotonic() + drain_s
-        while self.ledger.has_state(blast_id, states.SENDING) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.blasts.set_status(blast_id, states.CANCELED_BLAST)
-        # Rows a racing batch put back to pending while we waited.
-        closed += self.ledger.close_open(
-            blast_id, states.CANCELED, [states.PENDING, states.DEFERRED]
-        )
-        log.info("blast.canceled", blast_id=blast_id, closed=closed)
+        if not self.lifecycle.cancel(blast_id, drain_s=drain_s):
+            raise InputError(f"blast {blast_id} has already ended ({self._get(blast_id).status})")
         return self._get(blast_id)
+
+    def approve(self, blast_id: str, approved_by: str) -> BlastRecord:
+        """Let a blast that waits for approval send; its requester may not approve it."""
+        blast = self._get(blast_id)
+        if blast.requested_by is not None and blast.requested_by == approved_by:
+            raise InputError(f"blast {blast_id} needs an approver other than its requester")
+        if not self.lifecycle.approve(blast_id, approved_by):
+            raise InputError(f"blast {blast_id} is {blast.status}; it is not awaiting approval")
+        return self._get(blast_id)
+
+    def reject(self, blast_id: str, *, drain_s: float = CANCEL_DRAIN_S) -> BlastRecord:
+        """Refuse a blast that waits for approval: it ends ``canceled``, nothing sent."""
+        blast = self._get(blast_id)
+        if blast.status != BlastStatus.AWAITING_APPROVAL:
+            raise InputError(f"blast {blast_id} is {blast.status}; it is not awaiting approval")
+        return self.cancel(blast_id, drain_s=drain_s)
 
     def redrive(self, blast: BlastRecord) -> int:
         """Queue send work for every pending row of a blast; returns the rows queued."""
-        queued = 0
-        for channel in blast.alert.channels:
-            after = 0
-            while ids := self.ledger.open_ids(
-                blast.blast_id, channel, states.PENDING, after, BATCH_SIZE[channel] * 10
-            ):
-                enqueue_in_batches(self.queue, blast.blast_id, channel, blast.priority, ids)
-                queued += len(ids)
-                after = ids[-1]
-        return queued
+        return self.lifecycle.redrive(blast)

@@ -18,13 +18,18 @@ from typing import Any
 
 import structlog
 
-from messaging import states
+from messaging.approval import ApprovalGate
 from messaging.dry_run import DryRunConfig, estimate
-from messaging.store.audience import Audience
-from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import ExpandedPage, Ledger
-from queues.flow.progress import InMemoryProgressCounters, ProgressCounters
-from queues.sendqueue import SendQueue, enqueue_in_batches
+from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
+from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
+from messaging.ports import (
+    BlastRecord,
+    BlastStore,
+    LedgerStore,
+    ProgressCounters,
+    SendQueue,
+    enqueue_in_batches,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +56,7 @@ class Expander:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerStore,
         blasts: BlastStore,
         queue: SendQueue,
         *,
@@ -59,9 +64,18 @@ class Expander:
         heartbeat: Callable[[], None] | None = None,
         dry_run: DryRunConfig | None = None,
         progress: ProgressCounters | None = None,
+        lifecycle: BlastLifecycle | None = None,
+        approval: ApprovalGate | None = None,
     ) -> None:
         self._ledger = ledger
+        #: The two-person rule; None: no blast waits (tests, benchmarks).
+        self._approval = approval
         self._progress = progress or InMemoryProgressCounters()
+        #: Moves the blast on when expansion ends (a private one, mirroring nowhere, when
+        #: a test expands without a fleet).
+        self._lifecycle = lifecycle or BlastLifecycle(
+            blasts, ledger, InMemoryBlastControl(self._progress), queue
+        )
         self._blasts = blasts
         self._queue = queue
         self._page_size = page_size
@@ -74,9 +88,12 @@ class Expander:
         result = ExpansionResult()
         if blast.alert.dry_run:
             return self._dry_run(blast, result)
-        audience = Audience(blast.alert, blast.topic)
         cursor = blast.expansion_cursor
-        engine = self._ledger.engine
+        # A blast that may exceed the approval threshold queues no send work until its
+        # final count says it does not (then it is re-driven at once).
+        hold = self._approval is not None and self._approval.may_hold(
+            blast.alert, self._ledger.audience_stats(blast.alert, blast.topic)
+        )
         # Base the live counters on the ledger (empty unless this resumes an expansion).
         self._progress.replace(
             blast.blast_id, self._blasts.state_counts([blast.blast_id])[blast.blast_id]
@@ -86,15 +103,17 @@ class Expander:
         enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expansion-enqueue")
         queued: Future[int] | None = None
         try:
-            queued = self._expand_pages(blast, audience, cursor, result, enqueuer)
+            queued = self._expand_pages(blast, cursor, result, enqueuer, hold=hold)
         finally:
             enqueuer.shutdown(wait=True)
         if queued is not None:
             result.batches += queued.result()
         if result.stopped is None:
-            with engine.connect() as conn:
-                stats = audience.stats(conn)
-            self._blasts.finish_expansion(blast.blast_id, stats)
+            stats = self._ledger.audience_stats(blast.alert, blast.topic)
+            if hold:
+                self._finish_held(blast, stats)
+            else:
+                self._lifecycle.finish_expansion(blast.blast_id, stats)
         log.info(
             "blast.expanded",
             blast_id=blast.blast_id,
@@ -105,36 +124,51 @@ class Expander:
         )
         return result
 
+    def _finish_held(self, blast: BlastRecord, stats: dict[str, Any]) -> None:
+        """A held blast: wait for approval when over the threshold, else send it now."""
+        assert self._approval is not None
+        by_channel = self._blasts.state_counts([blast.blast_id])[blast.blast_id]
+        pending = {c: by_channel.get(c, {}).get(RowState.PENDING, 0) for c in by_channel}
+        wait = self._approval.holds(pending)
+        if wait:
+            approval = self._approval
+            stats["approval"] = self._ledger.inspect_pending(
+                blast.blast_id, lambda view: approval.preview(view, blast.alert)
+            )
+        moved = self._lifecycle.finish_expansion(blast.blast_id, stats, hold_for_approval=wait)
+        if moved and not wait:
+            self._lifecycle.redrive(blast)
+
     def _expand_pages(
         self,
         blast: BlastRecord,
-        audience: Audience,
         cursor: int,
         result: ExpansionResult,
         enqueuer: ThreadPoolExecutor,
+        *,
+        hold: bool = False,
     ) -> Future[int] | None:
         """Write pages until the audience ends; returns the last page's queueing, if any."""
-        engine = self._ledger.engine
         written = 0
         page_size = self._first_page_size
         queued: Future[int] | None = None
         while True:
             current = self._blasts.get(blast.blast_id)
-            if current is None or current.status in states.ENDED_STATUSES:
+            if current is None or current.status in ENDED_STATUSES:
                 result.stopped = current.status if current else "missing"
                 break
-            pages: dict[str, ExpandedPage] = {}
-            with engine.begin() as conn:
-                upto = audience.page_upper_bound(conn, cursor, page_size)
-                if upto is None:
-                    break
-                for channel in blast.alert.channels:
-                    pages[channel] = self._ledger.expand_page(
-                        conn, blast.blast_id, channel, audience, cursor, upto
-                    )
-                    # Counted before the commit, as senders count (see finish_batch).
-                    self._progress.add(blast.blast_id, channel, pages[channel].by_state)
-                self._blasts.advance_cursor(conn, blast.blast_id, upto)
+            expanded = self._ledger.expand_page(
+                blast.blast_id,
+                blast.alert,
+                blast.topic,
+                cursor,
+                page_size,
+                # Counted before the commit, as senders count (see finish_batch).
+                lambda channel, page: self._progress.add(blast.blast_id, channel, page.by_state),
+            )
+            if expanded is None:
+                break
+            upto, pages = expanded
             cursor = upto
             result.pages += 1
             written += page_size * len(pages)
@@ -144,7 +178,8 @@ class Expander:
             for channel, page in pages.items():
                 ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
-                if current.status != states.PAUSED:  # a paused blast is re-driven on resume
+                # Re-driven on resume, approval or a final count under the threshold.
+                if current.status != BlastStatus.PAUSED and not hold:
                     work.append((channel, ids))
             if queued is not None:
                 result.batches += queued.result()
@@ -161,23 +196,19 @@ class Expander:
 
     def _dry_run(self, blast: BlastRecord, result: ExpansionResult) -> ExpansionResult:
         """Expand inside one transaction, count, and roll back: the ledger stays empty."""
-        audience = Audience(blast.alert, blast.topic)
-        counts: dict[str, dict[str, int]] = {c: {} for c in blast.alert.channels}
-        cursor = 0
-        with self._ledger.engine.connect() as conn, conn.begin() as tx:
-            while (upto := audience.page_upper_bound(conn, cursor, self._page_size)) is not None:
-                for channel in blast.alert.channels:
-                    for state in self._ledger.expand_page_states(
-                        conn, blast.blast_id, channel, audience, cursor, upto
-                    ):
-                        counts[channel][state] = counts[channel].get(state, 0) + 1
-                cursor = upto
-                result.pages += 1
-                self._heartbeat()
-            stats: dict[str, Any] = audience.stats(conn)
-            stats["estimate"] = estimate(conn, blast.blast_id, blast.alert, self._dry_run_config)
-            tx.rollback()
-        stats["would_send"] = counts
-        self._blasts.finish_expansion(blast.blast_id, stats)
-        self._blasts.set_status(blast.blast_id, states.COMPLETED)
+        config = self._dry_run_config
+        found = self._ledger.dry_run(
+            blast.blast_id,
+            blast.alert,
+            blast.topic,
+            self._page_size,
+            lambda pending: estimate(pending, blast.alert, config),
+            self._heartbeat,
+        )
+        result.pages += found.pages
+        stats: dict[str, Any] = dict(found.stats)
+        stats["estimate"] = found.estimate
+        stats["would_send"] = found.would_send
+        self._lifecycle.finish_expansion(blast.blast_id, stats)
+        self._lifecycle.complete(blast.blast_id)  # nothing was written: nothing is owed
         return result

@@ -11,19 +11,24 @@ from collections.abc import Callable
 
 import structlog
 
-from messaging import states
-from messaging.alert import parse_alert
+from messaging.alert import Alert, parse_alert
+from messaging.approval import ApprovalGate
+from messaging.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Source
 from messaging.dry_run import DryRunConfig
 from messaging.errors import InputError
 from messaging.expansion import Expander
-from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import Ledger
-from queues.envelope import unwrap
-from queues.flow.control import BlastControl
-from queues.names import Names
-from queues.sendqueue import SendQueue
+from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle
+from messaging.ports import BlastControl, BlastRecord, BlastStore, LedgerStore, SendQueue, Unwrap
 
 log = structlog.get_logger(__name__)
+
+
+def requested_actor(alert: Alert) -> Actor:
+    """Who asked for an alert and through what: our publishers say so in the alert; one
+    published straight to SNS without ``requested_by`` is requested by ``sns``."""
+    if alert.requested_by is None:
+        return SNS_ACTOR
+    return Actor(alert.requested_by, Source(alert.requested_via or Source.SNS))
 
 
 class Intake:
@@ -31,23 +36,30 @@ class Intake:
 
     def __init__(
         self,
-        names: Names,
+        unwrap: Unwrap,
         blasts: BlastStore,
-        ledger: Ledger,
+        ledger: LedgerStore,
         queue: SendQueue,
         control: BlastControl,
         dry_run: DryRunConfig | None = None,
+        *,
+        approval: ApprovalGate | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._dry_run = dry_run
-        self._names = names
+        self._approval = approval
+        self._audit = audit
+        #: The transport's envelope reader (``queues.envelope.unwrap``), injected.
+        self._unwrap = unwrap
         self._blasts = blasts
         self._ledger = ledger
         self._queue = queue
         self._control = control
+        self._lifecycle = BlastLifecycle(blasts, ledger, control, queue)
 
     def handle(self, body: str, heartbeat: Callable[[], None] = lambda: None) -> BlastRecord:
         """Accept one message body; :class:`InputError` if it is not a valid alert."""
-        unwrapped = unwrap(body, self._names)
+        unwrapped = self._unwrap(body)
         alert = parse_alert(
             unwrapped.payload, fallback_id=unwrapped.message_id, topic=unwrapped.topic
         )
@@ -58,9 +70,9 @@ class Intake:
         bound = log.bind(blast_id=blast.blast_id, topic=topic)
         if not created:
             bound.info("intake.duplicate_alert", status=blast.status, form=unwrapped.form)
-        if blast.expanded_at is not None or blast.status in states.ENDED_STATUSES:
+        if blast.expanded_at is not None or blast.status in ENDED_STATUSES:
             return blast  # a redelivery of an alert we already finished with
-        self._control.set(blast.blast_id, blast.status)
+        self._lifecycle.mirror(blast.blast_id)
         if created:
             bound.info(
                 "intake.accepted",
@@ -70,6 +82,10 @@ class Intake:
                 test=bool(alert.test_recipients),
                 form=unwrapped.form,
             )
+            if self._audit is not None:
+                self._audit.record(
+                    requested_actor(alert), AuditAction.ALERT_SENT, blast_id=blast.blast_id
+                )
         Expander(
             self._ledger,
             self._blasts,
@@ -77,20 +93,14 @@ class Intake:
             heartbeat=heartbeat,
             dry_run=self._dry_run,
             progress=self._control.progress,
+            lifecycle=self._lifecycle,
+            approval=self._approval,
         ).expand(blast)
-        current = self._blasts.get(blast.blast_id)
-        assert current is not None
-        if alert.expired() and current.status == states.SENDING_BLAST:
+        if alert.expired():
             # Published after its own deadline: every recipient ends expired, nothing goes out.
-            self._ledger.close_open(
-                current.blast_id, states.EXPIRED, [states.PENDING, states.DEFERRED]
-            )
-            self._blasts.set_status(current.blast_id, states.EXPIRED_BLAST)
-        elif current.status == states.SENDING_BLAST and not self._ledger.has_open(current.blast_id):
-            self._blasts.set_status(
-                current.blast_id, states.COMPLETED, only_from=[states.SENDING_BLAST]
-            )
+            self._lifecycle.expire(blast.blast_id)
+        else:
+            self._lifecycle.complete(blast.blast_id)  # an audience with nothing to send
         final = self._blasts.get(blast.blast_id)
         assert final is not None
-        self._control.set(final.blast_id, final.status)
         return final

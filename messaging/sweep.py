@@ -22,10 +22,11 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from messaging import states
 from messaging.blast_control import BlastActions
-from messaging.store.schema import deliveries
-from queues.sendqueue import enqueue_in_batches
+from messaging.breakers import Breakers
+from messaging.in_doubt import InDoubtReport, InDoubtSettler
+from messaging.lifecycle import BlastStatus, RowState
+from messaging.ports import InFlightView, enqueue_in_batches
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,10 @@ class SweepReport:
     completed: list[str] = field(default_factory=list)
     released: int = 0
     reconciled: int = 0
+    #: Rows of dead senders settled (SMS found at Twilio or sent again, email lost).
+    in_doubt: InDoubtReport = field(default_factory=InDoubtReport)
+    #: Blasts a circuit breaker paused.
+    paused: list[str] = field(default_factory=list)
 
 
 class Sweeper:
@@ -59,40 +64,43 @@ class Sweeper:
         stall_s: float = STALL_S,
         stuck_s: float = STUCK_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        in_doubt: InDoubtSettler | None = None,
+        inflight: InFlightView | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self._a = actions
         self._stall_s = stall_s
         self._stuck_s = stuck_s
+        #: Settles rows no live sender holds within a minute (both or neither are given;
+        #: without them such rows fail after ``stuck_s``).
+        self._in_doubt = in_doubt
+        self._inflight = inflight
+        #: Pauses a sending blast whose recent sends go wrong (contract §13).
+        self._breakers = breakers
         #: The wall clock deferrals are released by (injected so tests can move it).
         self._clock = clock
 
     def run_once(self) -> SweepReport:
-        """Sweep every sending blast once."""
+        """Sweep every blast that still owes work once."""
         report = SweepReport()
         report.released = self.release_deferred()
         report.reconciled = self.reconcile_live()
-        for blast_id in self._a.blasts.ids_with_status(states.SENDING_BLAST, expanded=True):
+        self.settle_in_doubt(report.in_doubt)
+        lifecycle = self._a.lifecycle
+        for blast_id in self._a.blasts.ids_with_status(BlastStatus.SENDING, expanded=True):
             blast = self._a.blasts.get(blast_id)
             if blast is None:
                 continue
             report.lost_in_flight += self._fail_stuck(blast_id)
             if blast.alert.expired():
-                self._a.ledger.close_open(
-                    blast_id, states.EXPIRED, [states.PENDING, states.DEFERRED]
-                )
-                if not self._a.ledger.has_open(blast_id):
-                    self._a.blasts.set_status(
-                        blast_id, states.EXPIRED_BLAST, only_from=[states.SENDING_BLAST]
-                    )
-                    self._a.control.set(blast_id, states.EXPIRED_BLAST)
+                if lifecycle.expire(blast_id):
                     report.expired.append(blast_id)
                 continue
-            if not self._a.ledger.has_open(blast_id):
-                if self._a.blasts.set_status(
-                    blast_id, states.COMPLETED, only_from=[states.SENDING_BLAST]
-                ):
-                    self._a.control.set(blast_id, states.COMPLETED)
-                    report.completed.append(blast_id)
+            if lifecycle.complete(blast_id):
+                report.completed.append(blast_id)
+                continue
+            if self._breakers is not None and self._breakers.check(blast) is not None:
+                report.paused.append(blast_id)
                 continue
             last = self._a.control.progress.last_progress(blast_id)
             stalled_since = (
@@ -102,11 +110,31 @@ class Sweeper:
                 queued = self._a.redrive(blast)
                 if queued:
                     report.redriven[blast_id] = queued
-                    self._a.control.progress.touch(
-                        blast_id
-                    )  # give the re-driven work its own window
+                    # Give the re-driven work its own window.
+                    self._a.control.progress.touch(blast_id)
                     log.warning("sweep.redrive", blast_id=blast_id, rows=queued)
+        # Blasts that send nothing while they wait still end at their deadline.
+        for status in (BlastStatus.PAUSED, BlastStatus.AWAITING_APPROVAL, BlastStatus.SCHEDULED):
+            for blast_id in self._a.blasts.ids_with_status(status):
+                blast = self._a.blasts.get(blast_id)
+                if blast is not None and blast.alert.expired() and lifecycle.expire(blast_id):
+                    report.expired.append(blast_id)
         return report
+
+    def settle_in_doubt(self, report: InDoubtReport) -> int:
+        """Settle the rows of senders that died (or gave rows up) mid-batch; see
+        :mod:`messaging.in_doubt`. Runs before completion checks, so a blast whose last
+        rows were in doubt completes in the same pass."""
+        if self._in_doubt is None or self._inflight is None:
+            return 0
+        owned = self._inflight.owned()
+        settled = 0
+        for status in (BlastStatus.SENDING, BlastStatus.PAUSED, BlastStatus.EXPANDING):
+            for blast_id in self._a.blasts.ids_with_status(status):
+                blast = self._a.blasts.get(blast_id)
+                if blast is not None:
+                    settled += self._in_doubt.settle(blast, owned, report)
+        return settled
 
     def reconcile_live(self) -> int:
         """Replace the live counters of every running blast with the ledger's counts.
@@ -117,11 +145,19 @@ class Sweeper:
         """
         live = [
             blast_id
-            for status in (states.EXPANDING, states.SENDING_BLAST, states.PAUSED)
+            for status in (
+                BlastStatus.EXPANDING,
+                BlastStatus.SENDING,
+                BlastStatus.PAUSED,
+                BlastStatus.AWAITING_APPROVAL,
+            )
             for blast_id in self._a.blasts.ids_with_status(status)
         ]
         for blast_id, by_channel in self._a.blasts.state_counts(live).items():
             self._a.control.progress.replace(blast_id, by_channel)
+            # The status copy too: a transition whose Redis write failed after its database
+            # write leaves the fleet behind until this pass.
+            self._a.lifecycle.mirror(blast_id)
         return len(live)
 
     def release_deferred(self) -> int:
@@ -132,7 +168,7 @@ class Sweeper:
             groups.setdefault((blast_id, channel), []).append(sid)
         for (blast_id, channel), ids in groups.items():
             self._a.control.progress.add(
-                blast_id, channel, {states.DEFERRED: -len(ids), states.PENDING: len(ids)}
+                blast_id, channel, {RowState.DEFERRED: -len(ids), RowState.PENDING: len(ids)}
             )
             blast = self._a.blasts.get(blast_id)
             priority = blast.priority if blast else "normal"
@@ -145,24 +181,8 @@ class Sweeper:
 
     def _fail_stuck(self, blast_id: str) -> int:
         cutoff = datetime.now(UTC) - timedelta(seconds=self._stuck_s)
-        with self._a.ledger.engine.begin() as conn:
-            rows = conn.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.blast_id == blast_id,
-                    deliveries.c.channel.in_(["sms", "email"]),
-                    deliveries.c.state == states.SENDING,
-                    deliveries.c.updated_at < cutoff,
-                )
-                .values(
-                    state=states.FAILED,
-                    error_code="lost_in_flight",
-                    error="worker lost between claim and outcome; not re-sent to avoid a duplicate",
-                    updated_at=datetime.now(UTC),
-                )
-                .returning(deliveries.c.supporter_id)
-            ).all()
-        if rows:
-            log.warning("sweep.lost_in_flight", blast_id=blast_id, rows=len(rows))
+        failed = self._a.ledger.fail_stuck(blast_id, cutoff)
+        if failed:
+            log.warning("sweep.lost_in_flight", blast_id=blast_id, rows=failed)
             # The rows are reconciled into the counters by the same pass (reconcile_live).
-        return len(rows)
+        return failed

@@ -10,18 +10,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 import structlog
 
-from messaging import states
-from messaging.store.blasts import BlastRecord, BlastStore
-from messaging.store.ledger import Claimed, Ledger, Outcome
+from config.names import Names
+from messaging.lifecycle import (
+    ENDED_STATUSES,
+    HOLDING_STATUSES,
+    SENDABLE_STATUSES,
+    BlastLifecycle,
+    BlastStatus,
+    RowState,
+)
+from messaging.memory import InMemoryInFlight
+from messaging.ports import (
+    BlastControl,
+    BlastRecord,
+    BlastStore,
+    Claimed,
+    InFlight,
+    LedgerStore,
+    Outcome,
+    RateLimiter,
+    SendQueue,
+    SendWork,
+)
 from messaging.suppression import Channel
-from queues.flow.control import BlastControl
-from queues.flow.ratelimit import RateLimiter
-from queues.names import Names
-from queues.sendqueue import SendQueue, SendWork
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +50,8 @@ BLAST_CACHE_TTL_S = 5.0
 #: it: an urgent alert's first slot is at most the normal/bulk horizon away (contract §4:
 #: urgent overtakes work already queued).
 PACING_HORIZON_S = {"urgent": 10.0, "normal": 0.25, "bulk": 0.25}
+#: A process reports a provider's refusal of our credentials at most this often per channel.
+AUTH_REPORT_EVERY_S = 2.0
 
 
 class SuppressionCheck(Protocol):
@@ -52,7 +70,7 @@ class SuppressionCheck(Protocol):
 class SendContext:
     """Everything a sender needs, injected."""
 
-    ledger: Ledger
+    ledger: LedgerStore
     blasts: BlastStore
     suppressions: SuppressionCheck
     limiter: RateLimiter
@@ -61,7 +79,14 @@ class SendContext:
     names: Names
     #: Told each batch's outcomes per state (the fleet's Prometheus counters); best effort.
     on_outcomes: Callable[[str, dict[str, int]], None] = lambda _channel, _counts: None
+    #: Where this process announces the rows it holds between claim and outcome, so the
+    #: sweep can settle a dead worker's rows within a minute (queues/flow/inflight.py).
+    inflight: InFlight = field(default_factory=InMemoryInFlight)
+    #: Told ``(channel, one-line detail)`` when a provider refuses our credentials: pauses
+    #: that channel's running blasts fleet-wide (``pause_reason: provider_auth``).
+    on_provider_auth: Callable[[str, str], object] = lambda _channel, _detail: None
     _cache: dict[str, tuple[float, BlastRecord]] = field(default_factory=dict)
+    _auth_reported: dict[str, float] = field(default_factory=dict)
 
     def blast(self, blast_id: str) -> BlastRecord | None:
         """The blast row, cached briefly."""
@@ -75,13 +100,40 @@ class SendContext:
         return record
 
     def live_status(self, blast: BlastRecord) -> str:
-        """The freshest status we can see: the fleet-wide control copy, else the row's."""
+        """The freshest status we can see: the fleet-wide control copy, else the row's.
+
+        A row that has ended wins over the copy: the database is written first, and an
+        ended blast never starts again, so a copy a failed mirror left behind cannot
+        reopen it."""
+        if blast.ended:
+            return blast.status
         return self.control.get(blast.blast_id) or blast.status
+
+    @property
+    def lifecycle(self) -> BlastLifecycle:
+        """The blast transitions senders make (completion), on this context's parts."""
+        return BlastLifecycle(self.blasts, self.ledger, self.control, self.queue)
+
+    def provider_refused(self, channel: str, error: Exception) -> None:
+        """A provider refused our credentials: report it fleet-wide, at most once per
+        :data:`AUTH_REPORT_EVERY_S` per channel from this process (every batch in flight
+        sees the same 401)."""
+        now = time.monotonic()
+        if now - self._auth_reported.get(channel, -AUTH_REPORT_EVERY_S) < AUTH_REPORT_EVERY_S:
+            return
+        self._auth_reported[channel] = now
+        detail = " ".join(str(error).split())[:200]
+        log.error("provider.auth_refused", channel=channel, detail=detail)
+        try:
+            self.on_provider_auth(channel, detail)
+        except Exception as exc:  # the next refused batch tries again
+            self._auth_reported.pop(channel, None)
+            log.error("provider.auth_pause_failed", channel=channel, error=str(exc)[:200])
 
     def gate(self, blast_id: str, fallback: str) -> bool:
         """True while a blast may still send (checked right before each provider call)."""
         status = self.control.get(blast_id) or fallback
-        return status in (states.SENDING_BLAST, states.EXPANDING)
+        return status in SENDABLE_STATUSES
 
 
 class LateSuppressions:
@@ -116,18 +168,41 @@ class LateSuppressions:
         return destination in self.refresh()
 
 
+class Waiting(StrEnum):
+    """Why a claimed recipient left a batch without an outcome in the ledger."""
+
+    #: The gate closed before its provider call (the blast was paused): back to pending,
+    #: re-driven on resume.
+    HELD = "held"
+    #: The provider said try later (HTTP 429, 5xx, a timeout): back to pending, re-queued.
+    TRANSIENT = "transient"
+    #: The provider refused our credentials: back to pending; the channel's blasts pause.
+    AUTH = "auth"
+    #: The provider may have it: left ``sending`` for the sweep, which asks the provider.
+    IN_DOUBT = "in_doubt"
+
+
 @dataclass
 class BatchReport:
-    """What one batch did, for logs and tests."""
+    """What one batch did, for logs and tests: ledger outcomes, and rows left waiting."""
 
     claimed: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
+    #: Recipients per ledger state they ended the batch in.
+    by_state: dict[RowState, int] = field(default_factory=dict)
+    #: Recipients per reason they were left without an outcome.
+    waiting: dict[Waiting, int] = field(default_factory=dict)
     requeued: int = 0
     skipped: str | None = None
 
-    def add(self, state: str, n: int = 1) -> None:
+    def add(self, state: RowState, n: int = 1) -> None:
         """Count ``n`` recipients that ended the batch in ``state``."""
-        self.by_state[state] = self.by_state.get(state, 0) + n
+        if n:
+            self.by_state[state] = self.by_state.get(state, 0) + n
+
+    def wait(self, reason: Waiting, n: int = 1) -> None:
+        """Count ``n`` recipients left without an outcome, for ``reason``."""
+        if n:
+            self.waiting[reason] = self.waiting.get(reason, 0) + n
 
 
 def start_batch(
@@ -140,19 +215,29 @@ def start_batch(
         log.warning("send.unknown_blast", blast_id=work.blast_id)
         return None
     status = ctx.live_status(blast)
-    if status == states.PAUSED:
-        report.skipped = "paused"  # rows stay pending; resume re-drives them
+    if status in HOLDING_STATUSES:
+        # Rows stay pending; the transition that lets the blast send (resume, approve,
+        # release) re-drives them.
+        report.skipped = status
         return None
-    if status in states.ENDED_STATUSES:
+    if status in ENDED_STATUSES:
         # Cancel/expire close the blast's open rows; rows a racing batch put back to pending
         # after that are closed here, so nothing stays pending under an ended blast.
         report.skipped = status
-        final = states.EXPIRED if status == states.EXPIRED_BLAST else states.CANCELED
+        final = RowState.EXPIRED if status == BlastStatus.EXPIRED else RowState.CANCELED
         ctx.ledger.close_ids(work.blast_id, work.channel, work.supporter_ids, final)
         return None
-    claimed = ctx.ledger.claim(work.blast_id, work.channel, work.supporter_ids)
+    # Announced before the claim, given up by the sender when the batch ends: a live
+    # sender's claimed rows always have an owner the sweep can see.
+    ctx.inflight.hold(work.blast_id, work.channel, work.supporter_ids)
+    try:
+        claimed = ctx.ledger.claim(work.blast_id, work.channel, work.supporter_ids)
+    except BaseException:
+        ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
+        raise
     report.claimed = len(claimed)
     if not claimed:
+        ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
         report.skipped = "already claimed"
         return None
     return blast, claimed
@@ -167,17 +252,17 @@ def send_time_checks(
 ) -> tuple[list[Claimed], list[Outcome]]:
     """Expire past ``send_by`` and suppress what was suppressed since expansion."""
     if blast.alert.expired():
-        report.add(states.EXPIRED, len(claimed))
+        report.add(RowState.EXPIRED, len(claimed))
         return [], [
-            Outcome(c.supporter_id, states.EXPIRED, error="send_by passed") for c in claimed
+            Outcome(c.supporter_id, RowState.EXPIRED, error="send_by passed") for c in claimed
         ]
     stopped = ctx.suppressions.suppressed_among(channel, [c.destination for c in claimed])
     outcomes = [
-        Outcome(c.supporter_id, states.SUPPRESSED, error="suppressed at send time")
+        Outcome(c.supporter_id, RowState.SUPPRESSED, error="suppressed at send time")
         for c in claimed
         if c.destination in stopped
     ]
-    report.add(states.SUPPRESSED, len(outcomes))
+    report.add(RowState.SUPPRESSED, len(outcomes))
     return [c for c in claimed if c.destination not in stopped], outcomes
 
 
@@ -193,19 +278,19 @@ def finish_batch(
 ) -> None:
     """Record outcomes, put rows that must wait back to pending and re-queue them (unless
     the caller keeps them: ``requeue=False``)."""
-    waiting = [Outcome(sid, states.PENDING) for sid in retry_ids]
+    waiting = [Outcome(sid, RowState.PENDING) for sid in retry_ids]
     # Live counters: claimed rows count as pending until their outcome (see progress.py).
     # Counted before the ledger commits: a reconcile between the two then loses the deltas
     # until the next one, where counting after could make it count them twice.
-    deltas: dict[str, int] = {states.PENDING: -len(outcomes)}
+    deltas: dict[str, int] = {RowState.PENDING: -len(outcomes)}
     for outcome in outcomes:
         deltas[outcome.state] = deltas.get(outcome.state, 0) + 1
     ctx.control.progress.add(work.blast_id, work.channel, deltas)
     ctx.ledger.record(work.blast_id, work.channel, [*outcomes, *waiting])
-    ctx.on_outcomes(work.channel, report.by_state)
+    ctx.on_outcomes(work.channel, {str(s): n for s, n in report.by_state.items()})
     blast = ctx.blast(work.blast_id)
-    paused = blast is not None and ctx.live_status(blast) == states.PAUSED
-    if retry_ids and requeue and not paused:  # a paused blast's rows are re-driven on resume
+    held = blast is not None and ctx.live_status(blast) in HOLDING_STATUSES
+    if retry_ids and requeue and not held:  # re-driven by resume / approve instead
         ctx.queue.enqueue(
             SendWork(work.blast_id, work.channel, work.priority, tuple(retry_ids), retry_delay_s)
         )
@@ -215,12 +300,4 @@ def finish_batch(
 
 def maybe_complete(ctx: SendContext, blast_id: str) -> bool:
     """Mark the blast completed once it is expanded and no row owes work."""
-    if ctx.blasts.status(blast_id) != (states.SENDING_BLAST, True):
-        return False
-    if ctx.ledger.has_open(blast_id):
-        return False
-    done = ctx.blasts.set_status(blast_id, states.COMPLETED, only_from=[states.SENDING_BLAST])
-    if done:
-        ctx.control.set(blast_id, states.COMPLETED)
-        log.info("blast.completed", blast_id=blast_id)
-    return done
+    return ctx.lifecycle.complete(blast_id)

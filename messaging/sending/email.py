@@ -9,20 +9,21 @@ from email.utils import parseaddr
 
 import structlog
 
-from messaging import states
 from messaging.alert import EmailContent
-from messaging.errors import PermanentSendError, TransientSendError
+from messaging.errors import PermanentSendError, ProviderAuthError, TransientSendError
+from messaging.lifecycle import RowState
+from messaging.ports import BlastRecord, Claimed, Outcome, SendWork
 from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport, SharedBodies
 from messaging.sending.common import (
     PACING_HORIZON_S,
     BatchReport,
     LateSuppressions,
     SendContext,
+    Waiting,
     finish_batch,
     send_time_checks,
     start_batch,
 )
-from messaging.store.ledger import Claimed, Outcome
 from messaging.templates import (
     Field,
     RenderError,
@@ -33,7 +34,6 @@ from messaging.templates import (
     render,
 )
 from messaging.unsubscribe import UnsubscribeTokens
-from queues.sendqueue import SendWork
 
 log = structlog.get_logger(__name__)
 
@@ -203,6 +203,18 @@ class EmailSender:
         if started is None:
             return report
         blast, claimed = started
+        try:
+            self._process_claimed(work, blast, claimed, report)
+        finally:
+            # Rows without an outcome (a crash mid-batch) now have no live owner: the sweep
+            # settles them, instead of them waiting for a worker that forgot them.
+            ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
+        return report
+
+    def _process_claimed(
+        self, work: SendWork, blast: BlastRecord, claimed: list[Claimed], report: BatchReport
+    ) -> None:
+        ctx = self._ctx
         late = LateSuppressions(ctx, "email")  # before the check: a STOP after it moves the version
         to_send, outcomes = send_time_checks(ctx, blast, "email", claimed, report)
         recipients: list[tuple[int, EmailRecipient]] = []
@@ -217,9 +229,9 @@ class EmailSender:
                 recipients.append((c.supporter_id, recipient))
             except RenderError as exc:
                 outcomes.append(
-                    Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))
+                    Outcome(c.supporter_id, RowState.FAILED, error_code="render", error=str(exc))
                 )
-                report.add(states.FAILED)
+                report.add(RowState.FAILED)
 
         waiting: list[int] = []
         if recipients:
@@ -244,7 +256,7 @@ class EmailSender:
             else:
                 stopped = late.refresh()  # an unsubscribe since the check: drop those now
                 outcomes += [
-                    Outcome(sid, states.SUPPRESSED, error="suppressed while queued to send")
+                    Outcome(sid, RowState.SUPPRESSED, error="suppressed while queued to send")
                     for sid, r in recipients
                     if r.to in stopped
                 ]
@@ -252,7 +264,7 @@ class EmailSender:
                 if recipients:
                     shared = plan.bodies if plan is not None else None
                     outcomes += self._send(recipients, shared, report, waiting)
-        delay = TRANSIENT_RETRY_DELAY_S if report.by_state.get("transient") else 1.0
+        delay = TRANSIENT_RETRY_DELAY_S if report.waiting.get(Waiting.TRANSIENT) else 1.0
         finish_batch(ctx, work, outcomes, waiting, delay, report)
         log.info(
             "email.batch",
@@ -261,7 +273,6 @@ class EmailSender:
             outcomes=report.by_state,
             requeued=report.requeued,
         )
-        return report
 
     def _send(
         self,
@@ -278,27 +289,50 @@ class EmailSender:
             shared=shared,
         )
         try:
-            message_id = self._transport.send_batch(batch)
-        except TransientSendError as exc:
-            log.warning("email.transient", error=str(exc), code=exc.code)
-            report.add("transient", len(recipients))
-            waiting.extend(sid for sid, _ in recipients)
+            calls = self._transport.send_batch(batch)
+        except Exception as exc:
+            # A bug or a surprise: which calls went out is unknown. Their rows stay
+            # `sending`; the batch gives them up (finally in process) and the sweep settles
+            # them as lost in flight, rather than this batch being retried whole.
+            log.error("email.batch_crashed", error=str(exc)[:300], error_type=type(exc).__name__)
+            report.wait(Waiting.IN_DOUBT, len(recipients))
             return []
-        except PermanentSendError as exc:
-            if len(recipients) > 1:
-                # One malformed address makes SendGrid refuse the whole request: split until
-                # the bad one fails alone and everyone else is served.
-                half = len(recipients) // 2
-                return [
-                    *self._send(recipients[:half], shared, report, waiting),
-                    *self._send(recipients[half:], shared, report, waiting),
+        outcomes: list[Outcome] = []
+        # Each call settles its own recipients, once: a later call's failure never re-sends
+        # what an earlier call delivered.
+        for call in calls:
+            mine = [recipients[i] for i in call.indices]
+            error = call.error
+            if error is None:
+                report.add(RowState.SENT, len(mine))
+                outcomes += [
+                    Outcome(
+                        sid,
+                        RowState.SENT,
+                        provider_message_id=call.message_id,
+                        sender=self._from_email,
+                    )
+                    for sid, _ in mine
                 ]
-            report.add(states.FAILED)
-            return [Outcome(recipients[0][0], states.FAILED, error_code=exc.code, error=str(exc))]
-        report.add(states.SENT, len(recipients))
-        return [
-            Outcome(
-                sid, states.SENT, provider_message_id=message_id or None, sender=self._from_email
-            )
-            for sid, _ in recipients
-        ]
+            elif isinstance(error, ProviderAuthError):
+                # Not the recipients' fault: they wait (pending) for the fixed key.
+                report.wait(Waiting.AUTH, len(mine))
+                waiting.extend(sid for sid, _ in mine)
+                self._ctx.provider_refused("email", error)
+            elif isinstance(error, TransientSendError):
+                log.warning("email.transient", error=str(error), code=error.code)
+                report.wait(Waiting.TRANSIENT, len(mine))
+                waiting.extend(sid for sid, _ in mine)
+            elif isinstance(error, PermanentSendError) and len(mine) > 1:
+                # One malformed address makes SendGrid refuse the whole request: split until
+                # the bad one fails alone and everyone else in this call is served.
+                half = len(mine) // 2
+                outcomes += self._send(mine[:half], shared, report, waiting)
+                outcomes += self._send(mine[half:], shared, report, waiting)
+            else:
+                report.add(RowState.FAILED, len(mine))
+                outcomes += [
+                    Outcome(sid, RowState.FAILED, error_code=error.code, error=str(error))
+                    for sid, _ in mine
+                ]
+        return outcomes

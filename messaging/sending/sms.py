@@ -12,8 +12,15 @@ from datetime import UTC, datetime
 import structlog
 
 from config.settings import QuietHours
-from messaging import states
-from messaging.errors import PermanentSendError, SendError, TransientSendError
+from messaging.errors import (
+    InDoubtSendError,
+    PermanentSendError,
+    ProviderAuthError,
+    SendError,
+    TransientSendError,
+)
+from messaging.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
+from messaging.ports import BlastRecord, Claimed, Outcome, Reservation, SendWork
 from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
 from messaging.quiet_hours import next_allowed
 from messaging.sending.common import (
@@ -21,16 +28,14 @@ from messaging.sending.common import (
     BatchReport,
     LateSuppressions,
     SendContext,
+    Waiting,
     finish_batch,
     send_time_checks,
     start_batch,
 )
 from messaging.sms_encoding import normalize_for_gsm, segment_info
-from messaging.store.ledger import Claimed, Outcome
 from messaging.supporters.normalize import derive_timezone
 from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
-from queues.flow.ratelimit import Reservation
-from queues.sendqueue import SendWork
 
 log = structlog.get_logger(__name__)
 
@@ -120,15 +125,17 @@ class SmsSender:
             total.claimed += report.claimed
             for state, n in report.by_state.items():
                 total.add(state, n)
+            for reason, n in report.waiting.items():
+                total.wait(reason, n)
             if report.skipped is not None:
                 total.skipped = report.skipped
                 # Paused: rows stay pending until resume re-drives them. Ended or taken by
                 # another worker: the rest goes back to the lane, where it is closed or
                 # claimed by whoever may.
-                if rest and report.skipped not in ("paused", "unknown blast"):
+                if rest and report.skipped not in (*HOLDING_STATUSES, "unknown blast"):
                     self._requeue(work, rest, 0.0, total)
                 return total
-            if report.by_state.get("transient"):
+            if report.waiting.get(Waiting.TRANSIENT):
                 self._requeue(work, waiting, TRANSIENT_RETRY_DELAY_S, total)
                 waiting = []
             ids = (*waiting, *rest)
@@ -137,7 +144,7 @@ class SmsSender:
             if time.monotonic() > deadline:
                 self._requeue(work, ids, 0.0, total)
                 return total
-            if waiting and not report.by_state.get(states.SENT):
+            if waiting and not report.by_state.get(RowState.SENT):
                 # The schedule is booked a horizon ahead by other work: let it move on.
                 time.sleep(PACING_HORIZON_S[work.priority])
             work = replace(work, supporter_ids=ids, delay_s=0.0)
@@ -151,11 +158,22 @@ class SmsSender:
 
     def _process_piece(self, work: SendWork, report: BatchReport) -> list[int]:
         """Send one piece; returns the ids that must wait (back to pending, not re-queued)."""
-        ctx, config = self._ctx, self._config
+        ctx = self._ctx
         started = start_batch(ctx, work, report)
         if started is None:
             return []
         blast, claimed = started
+        try:
+            return self._send_claimed(work, blast, claimed, report)
+        finally:
+            # Rows without an outcome (in doubt, or a crash mid-piece) now have no live
+            # owner: the sweep settles them by asking Twilio, within a minute.
+            ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
+
+    def _send_claimed(
+        self, work: SendWork, blast: BlastRecord, claimed: list[Claimed], report: BatchReport
+    ) -> list[int]:
+        ctx, config = self._ctx, self._config
         alert = blast.alert
         assert alert.sms is not None
         late = LateSuppressions(ctx, "sms")  # before the check: a STOP after it moves the version
@@ -173,9 +191,9 @@ class SmsSender:
                 body = render(alert.sms.body, c.fields, max_chars=SMS_RENDERED_MAX_CHARS)
             except RenderError as exc:
                 outcomes.append(
-                    Outcome(c.supporter_id, states.FAILED, error_code="render", error=str(exc))
+                    Outcome(c.supporter_id, RowState.FAILED, error_code="render", error=str(exc))
                 )
-                report.add(states.FAILED)
+                report.add(RowState.FAILED)
                 continue
             if c.supporter_id in firsts:
                 body = first_contact_text(config.org_name, body)
@@ -195,24 +213,34 @@ class SmsSender:
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
-        results = self._transport.send_many(
-            [
-                replace(m, send_at_s=slot)
-                for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
-            ],
-            gate=lambda m: ctx.gate(blast.blast_id, blast.status) and not late.stopped(m.to),
-            reslot=self._reslot(horizon_s),
-        )
+        try:
+            results = self._transport.send_many(
+                [
+                    replace(m, send_at_s=slot)
+                    for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
+                ],
+                gate=lambda m: ctx.gate(blast.blast_id, blast.status) and not late.stopped(m.to),
+                reslot=self._reslot(horizon_s),
+            )
+        except Exception as exc:
+            # Which of them Twilio has is unknown: leave them to the sweep, settle the rest.
+            log.error("sms.send_crashed", error=str(exc)[:300], error_type=type(exc).__name__)
+            results = [InDoubtSendError(f"{type(exc).__name__}: {exc}"[:300])] * len(granted)
         status_now = ctx.live_status(blast)
         for (sid, message, segments), result in zip(granted, results, strict=True):
-            outcome, wait = _outcome(
-                ctx, sid, message, segments, result, report, status_now, late.found
-            )
-            if wait:
-                waiting.append(sid)
-            elif outcome is not None:
+            try:
+                outcome = _outcome(
+                    ctx, sid, message, segments, result, report, status_now, late.found
+                )
+            except Exception as exc:  # one odd result never costs the batch its receipts
+                log.error("sms.outcome_failed", error=str(exc)[:300], error_type=type(exc).__name__)
+                report.wait(Waiting.IN_DOUBT)
+                continue
+            if isinstance(outcome, Outcome):
                 outcomes.append(outcome)
-        sent = {o.supporter_id for o in outcomes if o.state == states.SENT}
+            elif outcome is not Waiting.IN_DOUBT:  # in doubt stays `sending`, for the sweep
+                waiting.append(sid)
+        sent = {o.supporter_id for o in outcomes if o.state == RowState.SENT}
         ctx.ledger.release_first_contact(sorted(firsts - sent))
         finish_batch(ctx, work, outcomes, waiting, 0.0, report, requeue=False)
         log.info(
@@ -284,12 +312,12 @@ class SmsSender:
                 go.append(c)
             elif send_by is not None and until >= send_by:
                 held.append(
-                    Outcome(c.supporter_id, states.EXPIRED, error="quiet hours last past send_by")
+                    Outcome(c.supporter_id, RowState.EXPIRED, error="quiet hours last past send_by")
                 )
-                report.add(states.EXPIRED)
+                report.add(RowState.EXPIRED)
             else:
-                held.append(Outcome(c.supporter_id, states.DEFERRED, deferred_until=until))
-                report.add(states.DEFERRED)
+                held.append(Outcome(c.supporter_id, RowState.DEFERRED, deferred_until=until))
+                report.add(RowState.DEFERRED)
         return go, held
 
 
@@ -302,38 +330,46 @@ def _outcome(
     report: BatchReport,
     status_now: str,
     stopped: set[str],
-) -> tuple[Outcome | None, bool]:
-    """The ledger outcome of one provider result; (None, True) when it must wait."""
+) -> Outcome | Waiting:
+    """The ledger outcome of one provider result, or why it has none yet."""
     sender = message.from_number or message.messaging_service_sid
     if result is None and message.to in stopped:  # a STOP landed while it waited for its slot
-        report.add(states.SUPPRESSED)
-        return Outcome(sid, states.SUPPRESSED, error="suppressed while queued to send"), False
+        report.add(RowState.SUPPRESSED)
+        return Outcome(sid, RowState.SUPPRESSED, error="suppressed while queued to send")
     if result is None:  # the gate closed before the call: canceled/expired end here, paused waits
-        if status_now in (states.CANCELED_BLAST, states.EXPIRED_BLAST):
-            state = states.CANCELED if status_now == states.CANCELED_BLAST else states.EXPIRED
+        if status_now in (BlastStatus.CANCELED, BlastStatus.EXPIRED):
+            state = RowState.CANCELED if status_now == BlastStatus.CANCELED else RowState.EXPIRED
             report.add(state)
-            return Outcome(sid, state, error=f"blast {status_now}"), False
-        report.add("held")
-        return None, True
+            return Outcome(sid, state, error=f"blast {status_now}")
+        report.wait(Waiting.HELD)
+        return Waiting.HELD
     if isinstance(result, SmsReceipt):
-        report.add(states.SENT)
+        report.add(RowState.SENT)
         return Outcome(
             sid,
-            states.SENT,
+            RowState.SENT,
             provider_message_id=result.sid,
             sender=sender,
             segments=result.segments or segments,
-        ), False
+        )
+    if isinstance(result, ProviderAuthError):
+        # Not the recipient's fault: it waits (pending) while the channel pauses fleet-wide.
+        report.wait(Waiting.AUTH)
+        ctx.provider_refused("sms", result)
+        return Waiting.AUTH
+    if isinstance(result, InDoubtSendError):
+        # Twilio may have it: the row stays `sending` and the sweep asks Twilio's log.
+        report.wait(Waiting.IN_DOUBT)
+        log.error("sms.in_doubt", error=str(result))
+        return Waiting.IN_DOUBT
     if isinstance(result, TransientSendError):
-        report.add("transient")
+        report.wait(Waiting.TRANSIENT)
         log.warning("sms.transient", error=str(result), code=result.code)
-        return None, True
+        return Waiting.TRANSIENT
     if isinstance(result, PermanentSendError) and result.suppress:
         ctx.suppressions.add("sms", message.to, reason=f"twilio-{result.code}", source="provider")
-    report.add(states.FAILED)
-    return Outcome(
-        sid, states.FAILED, sender=sender, error_code=result.code, error=str(result)
-    ), False
+    report.add(RowState.FAILED)
+    return Outcome(sid, RowState.FAILED, sender=sender, error_code=result.code, error=str(result))
 
 
 def _validity_s(send_by: datetime | None) -> int | None:

@@ -8,12 +8,15 @@ store keeps them; the scheduler's sweep judges and pauses.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, update
 
 from config.settings import load_settings
+from emulators.server import start_sendgrid, start_twilio
 from messaging.alert import parse_alert
 from messaging.audit import AuditLog
 from messaging.blast_control import BlastActions
@@ -29,6 +32,8 @@ from messaging.store.schema import deliveries
 from messaging.store.sql.breakers import SqlBreakerWindow
 from messaging.store.sql.replies import SqlReplyStore
 from messaging.sweep import Sweeper
+from tests import fleet
+from tests.conftest import free_port
 from tests.factories import add_supporters, send_context
 
 SMS = SmsConfig(
@@ -158,3 +163,57 @@ def test_optout_replies_pause_the_blast(engine: Engine) -> None:
     blast = ctx.blasts.get("br1")
     assert blast is not None and blast.pause_reason == PauseReason.OPTOUT_RATE
     assert blast.pause_detail == "7 opt-out replies to 200 texts sent: 3.5% > 3.0%"
+
+
+@pytest.mark.e2e
+def test_carrier_filtering_from_live_callbacks_pauses_a_running_blast(
+    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """The whole way: Twilio's status callbacks say 30007 for 6 % of texts; `rapid web`
+    records them, the scheduler's breaker pauses the blast mid-send with the numbers."""
+    port = free_port()
+    with (
+        start_twilio(auth_token=fleet.AUTH_TOKEN, account_sid=fleet.ACCOUNT_SID) as twilio,
+        start_sendgrid(api_key=fleet.SENDGRID_KEY) as sendgrid,
+    ):
+        twilio.faults.update(status_callbacks=True, callback_error_rate=0.06, seed=3)
+        env = fleet.fleet_env(
+            db_url=pg_url,
+            moto_url=moto_url,
+            prefix=prefix,
+            twilio_url=twilio.url,
+            sendgrid_url=sendgrid.url,
+            PORT=str(port),
+            # Callbacks come back to the web process on this machine
+            PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+            RAPID_ENV="test",
+            SMS_RATE_PER_SENDER="5",
+            SMS_RATE_ACCOUNT="20",
+        )
+        fleet.rapid(env, "provision", "--topic", "filtered")
+        fleet.write_people(tmp_path / "people.csv", 600, "filtered")
+        fleet.rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=300)
+        procs = fleet.Fleet(env, tmp_path)
+        procs.start("web", "web", "--host", "127.0.0.1")
+        procs.start("intake", "intake", "--wait-time", "1")
+        procs.start("scheduler", "scheduler", "--interval", "1")
+        procs.start("sender", "sender", "--threads", "4", "--channels", "sms")
+        sns, _ = fleet.aws_clients(moto_url)
+        try:
+            sns.publish(
+                TopicArn=fleet.topic_arn(sns, prefix, "filtered"),
+                Message=json.dumps({"alert_id": "filtered-1", "sms": {"body": "Hi"}}),
+            )
+            deadline, summary = time.monotonic() + 90, None
+            while time.monotonic() < deadline:
+                summary = fleet.blast_summary(env, "filtered-1")
+                if summary and summary["status"] != "sending" and summary["status"] != "expanding":
+                    break
+                time.sleep(0.5)
+        finally:
+            procs.stop()
+        # Then it paused itself, mid-blast, for carrier filtering, saying how much
+        assert summary is not None and summary["status"] == "paused", (summary, procs.logs())
+        assert summary["pause_reason"] == "carrier_filtering"
+        assert "filtered by carriers" in summary["pause_detail"]
+        assert summary["counts"]["sms"]["pending"] > 0

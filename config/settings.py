@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from config.caps import FrequencyCap, parse_frequency_cap
-from messaging.errors import ConfigError
+from config.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -605,10 +605,6 @@ def test_metrics_are_prometheus_text_with_every_family(web: Web) -> None:
         "rapid_blasts",
         "rapid_send_queue_depth",
         "rapid_messages",
-        "rapid_provider_requests",
-        "rapid_provider_latency_seconds",
-        "rapid_provider_retries",
-        "rapid_limiter_wait_seconds",
     }
     assert expected <= set(families)
     sent = [s for s in families["rapid_deliveries"].samples if s.labels["state"] == "sent"]

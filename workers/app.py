@@ -13,24 +13,28 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from config.names import Names
 from config.settings import Settings, load_settings
 from messaging.errors import ConfigError
-from queues.names import Names
 
 if TYPE_CHECKING:
     from messaging.approval import Approvals
     from messaging.audit import AuditLog
     from messaging.blast_control import BlastActions
+    from messaging.breakers import Breakers
     from messaging.compliance.replies import ReplyHandler
+    from messaging.in_doubt import InDoubtSettler
     from messaging.intake import Intake
     from messaging.operators import Operators
+    from messaging.ports import AlertPublisher, BlastStore, LedgerStore
+    from messaging.provider_auth import ProviderAuthPause
     from messaging.sending.common import SendContext
     from messaging.sending.email import EmailSender
     from messaging.sending.sms import SmsSender
-    from messaging.ports import BlastStore, LedgerStore
     from messaging.store import Stores
     from messaging.suppression import NotifyingSuppressionList
     from queues.flow.control import RedisBlastControl
+    from queues.flow.inflight import RedisInFlight
     from queues.lanes import Lanes
 
 
@@ -74,6 +78,13 @@ class App:
     def sqs(self) -> Any:
         """The SQS client."""
         return self.aws[1]
+
+    @cached_property
+    def publisher(self) -> AlertPublisher:
+        """Publishes alerts to their SNS topics (the CLI, the API and the demo share it)."""
+        from queues.provision import SnsPublisher
+
+        return SnsPublisher(self.sns)
 
     @cached_property
     def redis(self) -> Any:
@@ -144,14 +155,6 @@ class App:
         return BlastActions(self.blasts, self.ledger, self.lanes, self.control)
 
     @cached_property
-    def replies(self) -> ReplyHandler:
-        """Inbound SMS: opt-outs in the supporters' words, HELP, START, review (§12)."""
-        from messaging.compliance.replies import ReplyHandler, ReplyTexts
-
-        texts = ReplyTexts(self.settings.org_name, self.settings.org_help_contact)
-        return ReplyHandler(self.stores.replies, self.suppressions, texts)
-
-    @cached_property
     def operators(self) -> Operators:
         """Operators and their tokens (``RAPID_API_TOKEN`` is the admin ``bootstrap``)."""
         from messaging.operators import Operators
@@ -175,8 +178,17 @@ class App:
         return Approvals(self.blasts, lifecycle, self.audit)
 
     @cached_property
+    def replies(self) -> ReplyHandler:
+        """Inbound SMS: opt-outs in the supporters' words, HELP, START, review (§12)."""
+        from messaging.compliance.replies import ReplyHandler, ReplyTexts
+
+        texts = ReplyTexts(self.settings.org_name, self.settings.org_help_contact)
+        return ReplyHandler(self.stores.replies, self.suppressions, texts)
+
+    @cached_property
     def intake(self) -> Intake:
         """The intake service."""
+        from messaging.approval import ApprovalGate
         from messaging.dry_run import DryRunConfig
         from messaging.intake import Intake
 
@@ -192,14 +204,26 @@ class App:
             email_price=s.email_price,
             quiet_hours=s.quiet_hours,
         )
-        return Intake(self.names, self.blasts, self.ledger, self.lanes, self.control, dry_run)
+        from queues.envelope import unwrap
+
+        names = self.names
+        return Intake(
+            lambda body: unwrap(body, names),
+            self.blasts,
+            self.ledger,
+            self.lanes,
+            self.control,
+            dry_run,
+            approval=ApprovalGate(s.approval_threshold, dry_run),
+            audit=self.audit,
+        )
 
     @cached_property
     def send_context(self) -> SendContext:
         """What senders share."""
-        from messaging.metrics import record_outcomes
         from messaging.sending.common import SendContext
         from queues.flow.ratelimit import RedisRateLimiter
+        from queues.metrics import record_outcomes
 
         return SendContext(
             ledger=self.ledger,
@@ -212,6 +236,72 @@ class App:
             on_outcomes=lambda channel, counts: record_outcomes(
                 self.redis, self.names, channel, counts
             ),
+            inflight=self.inflight,
+            on_provider_auth=self.provider_auth_pause,
+        )
+
+    @cached_property
+    def inflight(self) -> RedisInFlight:
+        """This process's announcement of the ledger rows it holds (senders beat with it;
+        the sweep reads every live sender's)."""
+        from queues.flow.inflight import RedisInFlight
+
+        inflight = RedisInFlight(self.redis, self.names)
+        self._closers.append(inflight.close)
+        return inflight
+
+    @cached_property
+    def provider_auth_pause(self) -> ProviderAuthPause:
+        """Pauses a channel's running blasts when its provider refuses our credentials."""
+        from messaging.lifecycle import BlastLifecycle
+        from messaging.provider_auth import ProviderAuthPause
+
+        lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
+        return ProviderAuthPause(self.blasts, lifecycle, self.audit)
+
+    def breakers(self) -> Breakers:
+        """The sweep's circuit breakers (contract §13), with ``RAPID_BREAKERS`` as defaults."""
+        from messaging.breakers import BreakerLimits, Breakers
+        from messaging.lifecycle import BlastLifecycle
+        from messaging.store.sql.breakers import SqlBreakerWindow
+
+        lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
+        return Breakers(
+            SqlBreakerWindow(self.engine),
+            self.stores.replies,
+            lifecycle,
+            self.audit,
+            defaults=BreakerLimits().merged(dict(self.settings.breakers)),
+        )
+
+    def in_doubt_settler(self) -> InDoubtSettler:
+        """The sweep's settlement of rows whose sender died: SMS by asking Twilio's message
+        log when Twilio is configured (else they fail after ``--stuck-after``)."""
+        from messaging.in_doubt import InDoubtSettler
+
+        sms_log, sms_config = None, None
+        s = self.settings
+        if (
+            s.twilio_account_sid
+            and s.twilio_auth_token
+            and s.org_name
+            and (s.twilio_from_numbers or s.twilio_messaging_service_sid)
+        ):
+            from messaging.providers.twilio_sms import TwilioSms
+            from messaging.sending.sms import SmsConfig
+
+            transport = TwilioSms(
+                s.twilio_account_sid, s.twilio_auth_token, base_url=s.twilio_api_base_url
+            )
+            self._closers.append(transport.close)
+            sms_log = transport
+            sms_config = SmsConfig(
+                org_name=s.org_name,
+                from_numbers=s.twilio_from_numbers,
+                messaging_service_sid=s.twilio_messaging_service_sid,
+            )
+        return InDoubtSettler(
+            self.ledger, self.lanes, self.control.progress, sms_log=sms_log, sms_config=sms_config
         )
 
     def _require(self, **values: Any) -> None:

@@ -141,9 +141,10 @@ def run_demo(
         ) from exc
 
     from emulators.server import start_sendgrid, start_twilio
+    from messaging.services import publish_alert
     from messaging.supporters.csv_import import import_csv
     from workers.app import App
-    from workers.commands.blast import build_alert, publish
+    from workers.commands.blast import build_alert
     from workers.commands.run import run_intake, run_scheduler, run_sender
     from workers.commands.setup import provision_all
     from workers.watch import watch
@@ -231,7 +232,7 @@ def run_demo(
             test_recipients=(),
             dry_run=False,
         )
-        publish(app, "debate-night", document)
+        publish_alert(app.stores.topics, app.publisher, "debate-night", document)
         blast_id = document["alert_id"]
         console.print(f"  published alert [bold]{blast_id}[/] to debate-night\n")
         recorded_by = time.monotonic() + BLAST_RECORDED_WITHIN_S

@@ -10,7 +10,8 @@ import click
 from messaging.alert import new_alert_id, parse_alert
 from messaging.audit import AuditAction
 from messaging.errors import InputError
-from messaging.states import COUNT_KEYS
+from messaging.lifecycle import COUNT_KEYS
+from messaging.services import publish_alert
 from workers.app import App
 from workers.output import echo_json, table
 
@@ -64,17 +65,6 @@ def build_alert(
         document["dry_run"] = True
     parse_alert(json.dumps(document), fallback_id=document["alert_id"], topic=topic)
     return document
-
-
-def publish(app: App, topic: str, document: dict[str, Any]) -> str:
-    """Publish an alert to its topic's SNS topic; returns the SNS message id."""
-    from messaging.store.topics import TopicStore
-
-    info = TopicStore(app.engine).get(topic)
-    if info is None or not info.sns_topic_arn:
-        raise InputError(f"topic {topic!r} is not provisioned: run `rapid topics create {topic}`")
-    response = app.sns.publish(TopicArn=info.sns_topic_arn, Message=json.dumps(document))
-    return str(response["MessageId"])
 
 
 @click.group()
@@ -133,7 +123,7 @@ def alert_send(
         dry_run=dry_run,
         requested_by=app.settings.operator,
     )
-    message_id = publish(app, topic, document)
+    message_id = publish_alert(app.stores.topics, app.publisher, topic, document)
     blast_id = document["alert_id"]
     if dry_run:
         _print_dry_run(app, blast_id, as_json)
@@ -277,6 +267,28 @@ def blast_show(app: App, blast_id: str, as_json: bool) -> None:
         ["channel", *keys],
         [(ch, *(c[k] for k in keys)) for ch, c in summary["counts"].items()],
     )
+    approval = (summary.get("audience") or {}).get("approval")
+    if summary["status"] == "awaiting_approval" and approval:
+        _print_approval(summary, approval)
+
+
+def _print_approval(summary: dict[str, Any], approval: dict[str, Any]) -> None:
+    """What the second operator checks before `rapid blast approve`."""
+    requester = summary.get("requested_by") or "sns"
+    click.echo(
+        f"awaiting approval: over RAPID_APPROVAL_THRESHOLD={approval.get('threshold')}; "
+        f"requested by {requester}; another operator approves with "
+        f"`rapid blast approve {summary['blast_id']}` or rejects with `rapid blast reject`"
+    )
+    for channel, e in approval.get("estimate", {}).items():
+        segments = f", {e['segments']:,} segments" if "segments" in e else ""
+        click.echo(
+            f"  {channel}: {e.get('recipients', 0):,} recipients{segments}, "
+            f"${e.get('estimated_cost', 0):,.2f}, ETA {e.get('eta_s', 0):,.0f} s"
+        )
+    for sample in approval.get("sample", []):
+        text = sample.get("body") or sample.get("subject") or sample.get("error", "")
+        click.echo(f"  sample {sample['channel']} to {sample['external_id']}: {text}")
 
 
 @blast.command("watch")

@@ -20,20 +20,13 @@ def _actor(app: App) -> Actor:
 
 def provision_all(app: App, extra_topics: tuple[str, ...] = ()) -> dict[str, object]:
     """Migrate the database, then create or update every AWS resource; returns the report."""
+    from messaging.services import provision as provision_fleet
     from messaging.store.db import migrate
-    from messaging.store.topics import TopicStore
-    from queues.provision import Provisioner, ProvisionReport
+    from queues.provision import AwsResources, Provisioner
 
-    migrate(app.engine)
-    topics = TopicStore(app.engine)
-    for name in extra_topics:
-        topics.register(name)
-    report = ProvisionReport()
-    provisioner = Provisioner(app.names, app.sns, app.sqs)
-    intake_arn, _dlq_arn = provisioner.ensure_queues(report)
-    for name in topics.names():
-        topics.register(name, provisioner.ensure_topic(name, intake_arn, report))
-    return report.to_dict()
+    resources = AwsResources(Provisioner(app.names, app.sns, app.sqs))
+    provision_fleet(lambda: migrate(app.engine), app.stores.topics, resources, extra_topics)
+    return resources.report.to_dict()
 
 
 @click.command()

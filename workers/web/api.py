@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messaging import states
 from messaging.alert import ALERT_ID_PATTERN, new_alert_id, parse_alert
 from messaging.audit import Actor, AuditAction, Source, parse_since
 from messaging.compliance.replies import VERDICTS, reply_document
 from messaging.errors import InputError
+from messaging.lifecycle import BLAST_STATUSES, COUNT_KEYS
 from messaging.operators import Operator, Permission
 from messaging.suppression import classify
 from messaging.topics import validate_topic_name
@@ -163,10 +163,12 @@ class Api:
             return _error(422, str(exc))
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from workers.commands.blast import publish
+        from messaging.services import publish_alert
 
         try:
-            message_id = await run_in_threadpool(publish, self._app, topic, document)
+            message_id = await run_in_threadpool(
+                publish_alert, self._app.stores.topics, self._app.publisher, topic, document
+            )
         except InputError as exc:  # the topic is not provisioned
             return _error(422, str(exc))
         except (BotoCoreError, ClientError) as exc:
@@ -317,7 +319,7 @@ def openapi_document() -> dict[str, Any]:
     blast_id = {"name": "blast_id", "in": "path", "required": True, "schema": {"type": "string"}}
     counts = {
         "type": "object",
-        "properties": {k: {"type": "integer", "minimum": 0} for k in states.COUNT_KEYS},
+        "properties": {k: {"type": "integer", "minimum": 0} for k in COUNT_KEYS},
     }
     action_paths: dict[str, Any] = {
         f"/api/blasts/{{blast_id}}/{action}": {
@@ -574,7 +576,7 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "blast_id": {"type": "string"},
                         "topic": {"type": "string"},
-                        "status": {"enum": list(states.BLAST_STATUSES)},
+                        "status": {"enum": list(BLAST_STATUSES)},
                         "created_at": {"type": "string", "format": "date-time"},
                         "counts": {"type": "object", "additionalProperties": counts},
                         "counts_source": {

@@ -58,12 +58,16 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _code_objects(const)
 
 
-def _reads_redis_url(code: types.CodeType, scope: dict[str, Any], seen: set[int]) -> bool:
-    """Whether code reads REDIS_TEST_URL, itself or through the test helpers it calls (plain
-    functions and classes of the tests package, looked up in the caller's module)."""
+#: Names whose use in a test, a fixture or a test helper means a service.
+SERVICE_NAMES = {"REDIS_TEST_URL": "redis", "sync_playwright": "browser"}
+
+
+def _names_used(code: types.CodeType, scope: dict[str, Any], seen: set[int]) -> set[str]:
+    """The markers of the SERVICE_NAMES that code uses, itself or through the test helpers it
+    calls (plain functions and classes of the tests package, looked up in its module)."""
+    needs: set[str] = set()
     for each in _code_objects(code):
-        if "REDIS_TEST_URL" in each.co_names:
-            return True
+        needs |= {SERVICE_NAMES[n] for n in each.co_names if n in SERVICE_NAMES}
         for name in each.co_names:
             helper = scope.get(name)
             if id(helper) in seen or not getattr(helper, "__module__", "").startswith("tests"):
@@ -73,14 +77,13 @@ def _reads_redis_url(code: types.CodeType, scope: dict[str, Any], seen: set[int]
             if inspect.isclass(helper):
                 funcs = [f for f in vars(helper).values() if inspect.isfunction(f)]
             for func in funcs:
-                if _reads_redis_url(func.__code__, func.__globals__, seen):
-                    return True
-    return False
+                needs |= _names_used(func.__code__, func.__globals__, seen)
+    return needs
 
 
 def _fixture_needs(item: pytest.Item, name: str, seen: set[str]) -> set[str]:
     """What fixture ``name`` needs for this test: through its own arguments, the fixtures it
-    asks for with ``request.getfixturevalue("…")`` and any use of REDIS_TEST_URL."""
+    asks for with ``request.getfixturevalue("…")`` and the SERVICE_NAMES it uses."""
     if name in seen:
         return set()
     seen.add(name)
@@ -100,8 +103,7 @@ def _fixture_needs(item: pytest.Item, name: str, seen: set[str]) -> set[str]:
         needs.add("postgres")
     func = fixturedef.func
     codes = list(_code_objects(func.__code__))
-    if _reads_redis_url(func.__code__, func.__globals__, set()):
-        needs.add("redis")
+    needs |= _names_used(func.__code__, func.__globals__, set())
     deps = set(fixturedef.argnames) - {"request"}
     # A parametrized fixture asks for its backend only under its own param (checked above).
     if param is None:
@@ -120,8 +122,7 @@ def _service_markers(item: pytest.Item) -> set[str]:
     function = getattr(item, "function", None)
     if function is not None:
         codes = list(_code_objects(function.__code__))
-        if _reads_redis_url(function.__code__, function.__globals__, set()):
-            needs.add("redis")
+        needs |= _names_used(function.__code__, function.__globals__, set())
         asked = {c for code in codes for c in code.co_consts if isinstance(c, str)}
         for name in sorted(asked - seen):
             if name.isidentifier():

@@ -111,4 +111,4 @@ deploy-lint: $(DEPLOY_LINT_STAMP)
 	  -f deploy/cloudformation/rapid-response.yaml
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -34,7 +34,7 @@ from messaging.providers.twilio_sms import TwilioSms
 from messaging.sending.sms import SmsConfig, SmsSender, first_contact_text
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
-from queues.flow.inflight import RedisInFlight
+from queues.flow.inflight import InFlightUnknown, RedisInFlight
 from tests import fleet
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, send_context
@@ -186,7 +186,11 @@ def test_redis_in_flight_owned_by_the_living_forgotten_when_beats_stop(prefix: s
     try:
         assert other.stdout is not None and other.stdout.readline().strip() == "held"
         mine.release("b1", "sms", [2])
-        # Then both processes' rows are owned
+        # Then, until every live sender could have beaten, nobody's rows may look orphaned
+        with pytest.raises(InFlightUnknown):
+            view.owned()
+        time.sleep(3.2)
+        # And then both processes' rows are owned
         assert view.owned() == {
             ("b1", "sms", 1),
             ("b1", "sms", 3),
@@ -201,7 +205,14 @@ def test_redis_in_flight_owned_by_the_living_forgotten_when_beats_stop(prefix: s
         # Then only the living process's rows are owned (its beat put them back), and the dead
         # one is forgotten
         assert view.owned() == {("b1", "sms", 1), ("b1", "sms", 3)}
-        assert client.hkeys(names.redis_key("senders")) == [mine.proc.encode()]
+        assert set(client.hkeys(names.redis_key("senders"))) == {b"_since", mine.proc.encode()}
+        # When Redis loses everything (a restart without persistence), nothing is judged
+        # until the living have had their beat window again
+        client.delete(names.redis_key("senders"), names.redis_key("inflight") + ":" + mine.proc)
+        with pytest.raises(InFlightUnknown):
+            view.owned()
+        time.sleep(5.5)  # the next beat (<= 2 s) re-creates the registry, then alive_s
+        assert view.owned() == {("b1", "sms", 1), ("b1", "sms", 3)}
     finally:
         if other.poll() is None:
             other.kill()

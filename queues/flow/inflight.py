@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from config.names import Names
+from messaging.errors import ServiceUnavailableError
 from messaging.memory import InMemoryInFlight as InMemoryInFlight
 from messaging.ports import IN_FLIGHT_GRACE_S, HeldRow
 from messaging.ports import InFlight as InFlight
@@ -44,6 +45,10 @@ SET_TTL_S = 3_600
 
 #: One held row: (blast id, channel, supporter id).
 Row = HeldRow
+
+
+class InFlightUnknown(ServiceUnavailableError):
+    """Which rows live senders hold cannot be known yet (see :meth:`RedisInFlight.owned`)."""
 
 
 def encode(row: Row) -> str:
@@ -118,8 +123,18 @@ class RedisInFlight:
         self._beat(keys=[self._registry, self._set], args=[self.proc, SET_TTL_S * 1000, *members])
 
     def owned(self) -> set[Row]:
-        """See :class:`InFlightView`."""
+        """See :class:`InFlightView`.
+
+        Raises :class:`InFlightUnknown` while the registry is younger than the alive window
+        (a Redis that restarted empty): a live sender may not have beaten yet, and rows it
+        holds must not look orphaned.
+        """
         out = self._owned(keys=[self._registry], args=[self._set_prefix, self._alive_ms])
+        if int(out[0]) < self._alive_ms:
+            raise InFlightUnknown(
+                "the in-flight registry is younger than the senders' beat window "
+                "(Redis restarted?): rows in doubt wait for the next pass"
+            )
         return {decode(m) for m in out[1:]}
 
     def _start(self) -> None:

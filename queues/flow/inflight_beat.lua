@@ -10,6 +10,9 @@
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('HSET', KEYS[1], ARGV[1], now_ms)
+-- When this registry began: a sweep must not judge senders silent before they could beat
+-- (a Redis that restarted empty knows nobody until every live sender has beaten again).
+redis.call('HSETNX', KEYS[1], '_since', now_ms)
 if #ARGV > 2 then
   redis.call('SADD', KEYS[2], unpack(ARGV, 3))
 end

@@ -55,7 +55,8 @@ services:
 # Debian's chromium for the dashboard's browser tests (playwright never downloads a browser).
 # Needs root only when chromium is missing.
 browser:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	@command -v chromium >/dev/null || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 demo: install
 	$(BIN)/rapid demo

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal, Protocol
 
 from messaging.errors import InputError
@@ -97,30 +97,3 @@ class NotifyingSuppressionList:
     def suppressed_among(self, channel: Channel, values: list[str]) -> set[str]:
         """See :meth:`SuppressionList.suppressed_among`."""
         return self._inner.suppressed_among(channel, values)
-
-
-class InMemorySuppressionList:
-    """A :class:`SuppressionList` in a dict, for unit tests."""
-
-    def __init__(self) -> None:
-        self._items: dict[tuple[Channel, str], Suppression] = {}
-
-    def add(self, channel: Channel, value: str, *, reason: str, source: str) -> bool:
-        """See :meth:`SuppressionList.add`."""
-        key = (channel, suppression_key(channel, value))
-        if key in self._items:
-            return False
-        self._items[key] = Suppression(channel, key[1], reason, source, datetime.now(UTC))
-        return True
-
-    def remove(self, channel: Channel, value: str, *, source: str) -> bool:
-        """See :meth:`SuppressionList.remove`."""
-        return self._items.pop((channel, suppression_key(channel, value)), None) is not None
-
-    def suppressed_among(self, channel: Channel, values: list[str]) -> set[str]:
-        """See :meth:`SuppressionList.suppressed_among`."""
-        return {v for v in values if (channel, suppression_key(channel, v)) in self._items}
-
-    def lookup(self, channel: Channel, value: str) -> Suppression | None:
-        """See :meth:`SuppressionList.lookup`."""
-        return self._items.get((channel, suppression_key(channel, value)))

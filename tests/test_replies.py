@@ -32,9 +32,10 @@ from messaging.errors import InputError
 from messaging.ports import NewReply, ReplyStore
 from messaging.store.db import create_db_engine, migrate
 from messaging.store.memory.replies import MemoryReplyStore
+from messaging.store.memory.suppressions import MemorySuppressionList
+from messaging.store.memory.tables import MemoryTables
 from messaging.store.schema import blasts, deliveries, supporters
 from messaging.store.sql.replies import SqlReplyStore
-from messaging.suppression import InMemorySuppressionList
 from tests.test_web import ORG as WEB_ORG
 from tests.test_web import Web, inbound_params, make_web  # noqa: F401 - the fixture
 
@@ -187,17 +188,17 @@ def test_a_reply_answers_the_last_blast_sent_to_that_phone(engine: Engine) -> No
 
 
 @pytest.fixture
-def suppressions() -> InMemorySuppressionList:
-    return InMemorySuppressionList()
+def suppressions() -> MemorySuppressionList:
+    return MemorySuppressionList(MemoryTables())
 
 
 @pytest.fixture
-def handler(suppressions: InMemorySuppressionList) -> ReplyHandler:
+def handler(suppressions: MemorySuppressionList) -> ReplyHandler:
     return ReplyHandler(MemoryReplyStore(), suppressions, TEXTS, clock=lambda: T0)
 
 
 def test_an_opt_out_suppresses_at_once_and_is_confirmed_once(
-    handler: ReplyHandler, suppressions: InMemorySuppressionList
+    handler: ReplyHandler, suppressions: MemorySuppressionList
 ) -> None:
     # When a supporter writes "Stop."
     first = handler.receive(InboundReply(PHONE, "Stop.", message_sid="SM1"))
@@ -218,7 +219,7 @@ def test_an_opt_out_suppresses_at_once_and_is_confirmed_once(
 
 
 def test_no_confirmation_when_twilio_advanced_opt_out_answered(
-    handler: ReplyHandler, suppressions: InMemorySuppressionList
+    handler: ReplyHandler, suppressions: MemorySuppressionList
 ) -> None:
     # When Twilio recognised the keyword itself (OptOutType=STOP) and answered it
     outcome = handler.receive(InboundReply(PHONE, "Stop", message_sid="SM1", opt_out_type="STOP"))
@@ -228,7 +229,7 @@ def test_no_confirmation_when_twilio_advanced_opt_out_answered(
 
 def test_an_unclear_reply_is_suppressed_listed_and_a_later_stop_is_confirmed(
     handler: ReplyHandler,
-    suppressions: InMemorySuppressionList,
+    suppressions: MemorySuppressionList,
 ) -> None:
     # When a supporter writes "stop lying!"
     outcome = handler.receive(InboundReply(PHONE, "stop lying!", message_sid="SM1"))
@@ -242,7 +243,7 @@ def test_an_unclear_reply_is_suppressed_listed_and_a_later_stop_is_confirmed(
 
 def test_review_not_opt_out_lifts_what_the_unclear_reply_suppressed(
     handler: ReplyHandler,
-    suppressions: InMemorySuppressionList,
+    suppressions: MemorySuppressionList,
 ) -> None:
     handler.receive(InboundReply(PHONE, "stop lying!", message_sid="SM1"))
     (reply,) = handler.replies(needs_review=True)
@@ -259,7 +260,7 @@ def test_review_not_opt_out_lifts_what_the_unclear_reply_suppressed(
 
 def test_review_keeps_the_suppression_when_the_phone_opted_out_clearly_since(
     handler: ReplyHandler,
-    suppressions: InMemorySuppressionList,
+    suppressions: MemorySuppressionList,
 ) -> None:
     # Given an unclear reply, then a clear STOP from the same phone
     handler.receive(InboundReply(PHONE, "cancel student debt", message_sid="SM1"))
@@ -277,7 +278,7 @@ def test_review_keeps_the_suppression_when_the_phone_opted_out_clearly_since(
 
 @pytest.mark.parametrize("body", ["START", "yes", "UNSTOP", "Start please"])
 def test_start_lifts_the_phones_own_opt_out(
-    handler: ReplyHandler, suppressions: InMemorySuppressionList, body: str
+    handler: ReplyHandler, suppressions: MemorySuppressionList, body: str
 ) -> None:
     handler.receive(InboundReply(PHONE, "opt out", message_sid="SM1"))
     # When the same phone writes START (or YES, UNSTOP)
@@ -296,7 +297,7 @@ def test_start_lifts_the_phones_own_opt_out(
     ],
 )
 def test_start_never_lifts_someone_elses_suppression(
-    handler: ReplyHandler, suppressions: InMemorySuppressionList, reason: str, source: str
+    handler: ReplyHandler, suppressions: MemorySuppressionList, reason: str, source: str
 ) -> None:
     # Given a suppression an operator, the carrier or a complaint made
     suppressions.add("sms", PHONE, reason=reason, source=source)
@@ -308,7 +309,7 @@ def test_start_never_lifts_someone_elses_suppression(
 
 
 def test_help_answers_with_org_contact_and_how_to_stop(
-    handler: ReplyHandler, suppressions: InMemorySuppressionList
+    handler: ReplyHandler, suppressions: MemorySuppressionList
 ) -> None:
     outcome = handler.receive(InboundReply(PHONE, "Help?", message_sid="SM1"))
     assert outcome.answer is not None
@@ -324,7 +325,7 @@ def test_help_answers_with_org_contact_and_how_to_stop(
 def test_other_text_is_kept_with_its_blast_and_does_nothing() -> None:
     store = MemoryReplyStore()
     store.last_sent[PHONE] = (7, "debate-1")
-    handler = ReplyHandler(store, InMemorySuppressionList(), TEXTS, clock=lambda: T0)
+    handler = ReplyHandler(store, MemorySuppressionList(MemoryTables()), TEXTS, clock=lambda: T0)
     # When a supporter answers a blast with a question
     outcome = handler.receive(InboundReply(PHONE, "Where is the rally?", message_sid="SM1"))
     # Then it is stored with the supporter and the blast, and nothing else happens

@@ -107,6 +107,10 @@ class LiveBoard:
         """Decorated summaries now (blocking: call it off the event loop)."""
         return self._load(blast_id)
 
+    def forget(self) -> None:
+        """Drop cached looks (after an action, so no viewer is shown the state before it)."""
+        self._cache.clear()
+
     async def shared_look(self, blast_id: str | None = None) -> list[dict[str, Any]]:
         """Like :meth:`look`, but one look per :data:`FRESH_S` serves every stream."""
         from starlette.concurrency import run_in_threadpool

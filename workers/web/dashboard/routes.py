@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -55,8 +55,9 @@ FORM_MAX_BODY: Final = 64 * 1024
 #: A stream ends after this many seconds and the browser reconnects (``retry``), so a
 #: revoked or logged-out session stops receiving within this long.
 STREAM_MAX_S: Final = 120.0
-#: How long a dry run may take to be recorded and counted before the page stops waiting.
-DRY_RUN_WAIT_S: Final = 20.0
+#: How long the compose page waits for a published alert to be recorded (and a dry run
+#: counted) before it answers anyway.
+PUBLISH_WAIT_S: Final = 20.0
 #: Audit entries per page (the audit store returns at most 1000: 20 pages).
 AUDIT_PAGE: Final = 50
 AUDIT_MAX_PAGES: Final = 20
@@ -380,6 +381,7 @@ class Dashboard:
             )
         except InputError as exc:
             return await self._blast((session, operator), blast_id, None, str(exc), 409)
+        self.board.forget()
         log.info("dashboard.blast_action", blast_id=blast_id, action=action, by=operator.name)
         return RedirectResponse(
             f"/dashboard/blasts/{quote(blast_id, safe='')}?done={action}", status_code=303
@@ -470,18 +472,29 @@ class Dashboard:
         if mode is Mode.DRY_RUN:
             preview = await self._wait_dry_run(blast_id)
             return await self._compose_form(who, values, preview, None, 200)
+        # The intake records the blast within a second or two: land on its page once it has.
+        await self._wait(blast_id, lambda found: bool(found))
         return RedirectResponse(f"/dashboard/blasts/{quote(blast_id, safe='')}", status_code=303)
 
     async def _wait_dry_run(self, blast_id: str) -> dict[str, Any]:
         """The dry run's summary once the intake has counted it (or as far as it got)."""
-        deadline = time.monotonic() + DRY_RUN_WAIT_S
+        found = await self._wait(
+            blast_id, lambda found: bool(found) and found[0]["status"] in ENDED_STATUSES
+        )
+        return found[0] if found else {"blast_id": blast_id, "status": "not recorded yet"}
+
+    async def _wait(
+        self, blast_id: str, done: Callable[[list[dict[str, Any]]], bool]
+    ) -> list[dict[str, Any]]:
+        """Look at a just-published blast until ``done`` (or :data:`PUBLISH_WAIT_S`)."""
+        deadline = time.monotonic() + PUBLISH_WAIT_S
         found: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             found = await run_in_threadpool(self.board.look, blast_id)
-            if found and found[0]["status"] in ENDED_STATUSES:
+            if done(found):
                 break
             await asyncio.sleep(0.25)
-        return found[0] if found else {"blast_id": blast_id, "status": "not recorded yet"}
+        return found
 
     # --- replies and audit --------------------------------------------------------------
 

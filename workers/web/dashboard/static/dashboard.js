@@ -10,7 +10,11 @@
     var question = (button && button.dataset.confirm) || form.dataset.confirm;
     if (question && !window.confirm(question)) {
       event.preventDefault();
+      return;
     }
+    // The page is leaving through this form: a live reload now would abort the post.
+    window.rapidLeaving = true;
+    if (window.rapidStream) { window.rapidStream.close(); }
   });
 
   var body = document.body;
@@ -20,10 +24,13 @@
   }
   var note = document.getElementById("live-state");
   var list = document.querySelector("ul.blasts");
-  var initialStatus = {};
-  document.querySelectorAll("[data-blast]").forEach(function (el) {
-    var badge = el.querySelector(".badge");
-    if (badge) { initialStatus[el.dataset.blast] = badge.textContent.trim(); }
+  // A detail page was rendered at its blast's updated_at: only a newer look may reload it
+  // (a look cached from before an action must not bounce the page back and forth).
+  var renderedAt = {};
+  document.querySelectorAll("[data-updated-at]").forEach(function (el) {
+    renderedAt[el.dataset.blast] = {
+      at: el.dataset.updatedAt, status: el.querySelector(".badge").textContent.trim()
+    };
   });
 
   function set(key, value) {
@@ -65,19 +72,23 @@
   }
 
   var source = new EventSource(url);
+  window.rapidStream = source;
   source.onopen = function () { note.textContent = "Live"; body.classList.remove("offline"); };
   source.onerror = function () { note.textContent = "Reconnecting…"; body.classList.add("offline"); };
   source.addEventListener("ended", function () { source.close(); note.textContent = "Ended"; });
   source.onmessage = function (event) {
+    if (window.rapidLeaving) { return; }
     var data = JSON.parse(event.data);
     if (list) {
       var ids = data.blasts.map(function (b) { return b.blast_id; }).join(" ");
       if (ids !== list.dataset.ids) { window.location.reload(); return; }
     }
     data.blasts.forEach(function (blast) {
+      var was = renderedAt[blast.blast_id];
+      if (was && blast.updated_at < was.at) { return; }  // older than the page itself
       show(blast);
       // A detail page's buttons depend on the status: reload when it moves.
-      if (!list && initialStatus[blast.blast_id] && initialStatus[blast.blast_id] !== blast.status) {
+      if (!list && was && blast.updated_at > was.at && blast.status !== was.status) {
         source.close();
         window.location.reload();
       }

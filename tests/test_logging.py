@@ -76,14 +76,11 @@ def test_masking_is_linear_in_hostile_text() -> None:
         "digit runs": lambda n: ("9" * 10 + "x") * (n // 11),
     }
     for name, make in shapes.items():
-        small, large = make(64 * 1024), make(1024 * 1024)
-        _seconds(small)  # warm up
-        t_small = min(_seconds(small) for _ in range(3))
-        t_large = min(_seconds(large) for _ in range(3))
-        # Then 16 times the text costs about 16 times the time (quadratic would be 256 times),
-        # and 1 MB stays far from seconds (generous bound: a shared CI core)
-        assert t_large < 40 * max(t_small, 1e-4), (name, t_small, t_large)
-        assert t_large < 1.0, (name, t_large)
+        text = make(1024 * 1024)
+        elapsed = min(_seconds(text) for _ in range(3))
+        # Then a megabyte takes milliseconds (~15-60 ms here; quadratic, it was minutes: 64 KB
+        # alone took 2.9 s), with a bound generous enough for a loaded shared core
+        assert elapsed < 1.0, (name, elapsed)
 
 
 def test_long_values_are_cut_before_masking_without_leaving_a_fragment() -> None:

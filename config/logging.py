@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from config.outages import OutageLines
 from config.settings import Settings
 
 #: Keys whose values are secrets wherever they appear: masked whole.
@@ -136,10 +137,14 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
+    # A dependency's outage is one line (which service, the error), not a traceback per
+    # failed call; its repeats are dropped until it has been quiet a while (config/outages).
+    outages = OutageLines()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        outages,
         structlog.processors.format_exc_info,
         MaskPersonalData(secrets),
     ]
@@ -158,6 +163,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(outages)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.INFO))

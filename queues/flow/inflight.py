@@ -156,7 +156,9 @@ class RedisInFlight:
                 failing = False
             except Exception as exc:  # Redis away: say so once, keep trying
                 if not failing:
-                    log.warning("inflight.beat_failed", error=str(exc)[:200])
+                    log.warning(
+                        "inflight.beat_failed", error=str(exc)[:200], error_type=type(exc).__name__
+                    )
                 failing = True
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ import structlog
 
 from messaging.blast_control import BlastActions
 from messaging.breakers import Breakers
+from messaging.errors import ServiceUnavailableError
 from messaging.in_doubt import InDoubtReport, InDoubtSettler
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import InFlightView, enqueue_in_batches
@@ -127,7 +128,11 @@ class Sweeper:
         rows were in doubt completes in the same pass."""
         if self._in_doubt is None or self._inflight is None:
             return 0
-        owned = self._inflight.owned()
+        try:
+            owned = self._inflight.owned()
+        except ServiceUnavailableError as exc:  # who holds what is not known yet: next pass
+            log.info("sweep.in_doubt_deferred", reason=str(exc))
+            return 0
         settled = 0
         for status in (BlastStatus.SENDING, BlastStatus.PAUSED, BlastStatus.EXPANDING):
             for blast_id in self._a.blasts.ids_with_status(status):

@@ -8,7 +8,7 @@ from typing import Any
 
 from messaging import states
 from messaging.alert import Alert
-from messaging.ports import TEMPLATE_FIELDS, Claimed, DryRun, ExpandedPage, Outcome
+from messaging.ports import TEMPLATE_FIELDS, Claimed, DryRun, ExpandedPage, Outcome, SendingRow
 from messaging.store.memory.tables import MemoryTables, Row
 
 LOST_IN_FLIGHT = "lost_in_flight"
@@ -304,6 +304,20 @@ class MemoryLedger:
                 r.error_code = LOST_IN_FLIGHT
                 r.error = "worker lost between claim and outcome; not re-sent to avoid a duplicate"
             return self._move(rows, states.FAILED)
+
+    def sending_rows(self, blast_id: str, claimed_before: datetime) -> list[SendingRow]:
+        with self._t.lock:
+            out = []
+            for r in self._t.rows_of(blast_id):
+                if r.state != states.SENDING or r.updated_at >= claimed_before:
+                    continue
+                person = self._t.supporters.get(r.supporter_id) or {}
+                fields = {f: person.get(f) or "" for f in TEMPLATE_FIELDS}
+                claimed = Claimed(
+                    r.supporter_id, r.destination, r.attempts, fields, person.get("first_sms_at")
+                )
+                out.append(SendingRow(r.channel, claimed, r.updated_at))
+        return sorted(out, key=lambda s: (s.channel, s.claimed.supporter_id))
 
 
 class _MemoryPendingView:

@@ -23,6 +23,7 @@ from messaging.ports import (
     ExpandedPage,
     Outcome,
     PendingView,
+    SendingRow,
 )
 from messaging.store.schema import blasts, deliveries, early_statuses, supporters
 from messaging.store.sql.audience import Audience, insert_page
@@ -376,6 +377,51 @@ class SqlLedger:
                 .returning(deliveries.c.supporter_id)
             ).all()
         return len(rows)
+
+    def sending_rows(self, blast_id: str, claimed_before: datetime) -> list[SendingRow]:
+        """See :class:`~messaging.ports.LedgerSweep` (one indexed read, the supporter joined)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.channel,
+                    deliveries.c.supporter_id,
+                    deliveries.c.destination,
+                    deliveries.c.attempts,
+                    deliveries.c.updated_at,
+                    supporters.c.first_sms_at,
+                    *(supporters.c[f] for f in TEMPLATE_FIELDS),
+                )
+                .select_from(
+                    deliveries.outerjoin(supporters, supporters.c.id == deliveries.c.supporter_id)
+                )
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.state == states.SENDING,
+                    deliveries.c.updated_at < claimed_before,
+                )
+                .order_by(deliveries.c.channel, deliveries.c.supporter_id)
+            ).all()
+        return [
+            SendingRow(
+                channel,
+                Claimed(
+                    int(sid),
+                    destination,
+                    int(attempts),
+                    {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)},
+                    _aware(first),
+                ),
+                _aware(claimed_at) or claimed_before,
+            )
+            for channel, sid, destination, attempts, claimed_at, first, *values in rows
+        ]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 class _SqlPendingView:

@@ -227,7 +227,9 @@ def _price(raw: str) -> float:
     return value
 
 
-def _quiet_hours(raw: str) -> QuietHours:
+def parse_quiet_hours(raw: str) -> QuietHours:
+    """``"21:00-08:00"`` → :class:`QuietHours`; ValueError with the rule otherwise (also
+    read by ``rapid topics create --quiet-hours``)."""
     start, sep, end = raw.partition("-")
     m1, m2 = _HHMM_RE.match(start.strip()), _HHMM_RE.match(end.strip())
     if not sep or not m1 or not m2:
@@ -341,7 +343,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMS_RATE_PER_SENDER": ("sms_rate_per_sender", _rate),
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),
     "EMAIL_RATE": ("email_rate", _rate),
-    "QUIET_HOURS": ("quiet_hours", _quiet_hours),
+    "QUIET_HOURS": ("quiet_hours", parse_quiet_hours),
     "RAPID_API_TOKEN": ("api_token", _api_token),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),
     "RAPID_SECRET_KEY_PREVIOUS": ("secret_key_previous", _secret_key),

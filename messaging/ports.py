@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from config.caps import FrequencyCap
+    from config.settings import QuietHours
     from messaging.alert import Alert
 
 # ============================================================================================
@@ -19,7 +21,16 @@ if TYPE_CHECKING:
 # ============================================================================================
 
 #: Fields of a supporter a template may use.
-TEMPLATE_FIELDS = ("first_name", "last_name", "postal_code", "state", "timezone", "external_id")
+#: ``fields`` is the import's custom columns as one mapping (``{{ fields.ward }}``).
+TEMPLATE_FIELDS = (
+    "first_name",
+    "last_name",
+    "postal_code",
+    "state",
+    "timezone",
+    "external_id",
+    "fields",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +81,11 @@ class ExpandedPage:
     by_state: dict[str, int]
 
 
+#: Frequency caps at expansion: given a channel and a page's new ``pending`` supporter ids,
+#: those over their cap (their rows are written ``capped`` in the page's transaction).
+CapScreen = Callable[[str, list[int]], set[int]]
+
+
 class PendingView(Protocol):
     """The ``pending`` rows of one blast, as a dry run sees them before rolling back."""
 
@@ -83,6 +99,11 @@ class PendingView(Protocol):
 
     def sms_by_timezone(self) -> dict[str | None, int]:
         """SMS recipients per time zone (None: unknown)."""
+        ...
+
+    def sms_with_email_by_timezone(self) -> dict[str | None, int]:
+        """SMS recipients per time zone whose email row in the blast will reach them
+        (pending, or a household duplicate of a pending one): a quiet hours fallback."""
         ...
 
     def sample(self, channel: str, limit: int) -> list[dict[str, Any]]:
@@ -114,10 +135,13 @@ class LedgerExpansion(Protocol):
         after: int,
         page_size: int,
         before_commit: Callable[[str, ExpandedPage], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> tuple[int, dict[str, ExpandedPage]] | None:
         """Write the rows of the next page after ``after`` for every channel of ``alert``
         and move the blast's cursor, atomically; ``(new cursor, pages)`` or None when the
-        audience is done. ``before_commit(channel, page)`` runs inside the transaction."""
+        audience is done. ``before_commit(channel, page)`` runs inside the transaction;
+        so does ``capped``, whose answer is written ``capped`` instead of ``pending``."""
         ...
 
     def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
@@ -132,8 +156,11 @@ class LedgerExpansion(Protocol):
         page_size: int,
         estimate: Callable[[PendingView], dict[str, Any]],
         heartbeat: Callable[[], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> DryRun:
-        """Expand the whole audience, let ``estimate`` look, and leave the ledger empty."""
+        """Expand the whole audience, let ``estimate`` look, and leave the ledger empty
+        (``capped`` as in :meth:`expand_page`: it should only count)."""
         ...
 
     def inspect_pending(
@@ -165,6 +192,18 @@ class LedgerClaims(Protocol):
 
     def release_first_contact(self, supporter_ids: Sequence[int]) -> None:
         """Give back first-contact claims whose message did not go out."""
+        ...
+
+    def email_fallback(
+        self, blast_id: str, supporter_ids: Sequence[int]
+    ) -> tuple[set[int], list[int]]:
+        """Quiet hours fallback: of these supporters, whose SMS would wait, those the
+        blast's email reaches now, and the new ``pending`` email rows written for them.
+
+        Reached: a consenting, unsuppressed address whose row in the blast is (or whose
+        household's row is) pending, sending or sent; without any row for that address
+        a ``pending`` one is written (returned second, for the caller to queue).
+        """
         ...
 
 
@@ -324,6 +363,9 @@ class TopicInfo:
     sns_topic_arn: str | None
     subscribers: int
     created_at: datetime
+    #: The topic's own SMS quiet window (``rapid topics create --quiet-hours``); None: the
+    #: fleet's ``QUIET_HOURS``.
+    quiet_hours: QuietHours | None = None
 
 
 class TopicStore(Protocol):
@@ -331,6 +373,16 @@ class TopicStore(Protocol):
 
     def register(self, name: str, sns_topic_arn: str | None = None) -> bool:
         """Record a topic (idempotent), set its ARN when given; True if it was new."""
+        ...
+
+    def set_quiet_hours(self, name: str, window: QuietHours | None) -> bool:
+        """Give a registered topic its own quiet window (None: back to the fleet's); True
+        if the topic exists."""
+        ...
+
+    def quiet_hours(self, name: str) -> QuietHours | None:
+        """The topic's own quiet window, or None (the fleet's applies); one key lookup,
+        cheap enough for senders to ask every few seconds."""
         ...
 
     def names(self) -> list[str]:
@@ -365,6 +417,8 @@ class SupporterRow(NamedTuple):
     timezone: str | None = None
     sms_opt_in: bool = False
     email_opt_in: bool = False
+    #: The file's custom columns (contract §5), ``{"name": "value"}``; None: the file had none.
+    fields: dict[str, str] | None = None
     topics: tuple[str, ...] = ()
 
 
@@ -380,6 +434,7 @@ SUPPORTER_COLUMNS: tuple[str, ...] = (
     "timezone",
     "sms_opt_in",
     "email_opt_in",
+    "fields",
 )
 
 
@@ -730,6 +785,27 @@ class RateLimiter(Protocol):
 
     def throttle(self, shared_key: str) -> float:
         """A provider said 429 for this key: slow it down; returns the new rate factor."""
+        ...
+
+
+class CapLedger(Protocol):
+    """Who has used up their frequency cap (``SMS_FREQUENCY_CAP``, ``EMAIL_FREQUENCY_CAP``):
+    checked and taken in one atomic step, fleet-wide (``queues/flow/caps.py``)."""
+
+    def reserve(
+        self,
+        channel: str,
+        blast_id: str,
+        supporter_ids: Sequence[int],
+        cap: FrequencyCap,
+        *,
+        dry_run: bool = False,
+    ) -> set[int]:
+        """Take a slot for ``blast_id`` for each supporter; return those over the cap.
+
+        A supporter for whom this blast already holds a slot is never capped (a retried
+        page), and ``dry_run`` only counts.
+        """
         ...
 
 

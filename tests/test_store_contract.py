@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -448,3 +448,109 @@ def test_provider_events_service_runs_on_every_backend(stores: Stores) -> None:
     assert stores.suppressions.lookup("email", "p1@example.org") is not None
     counts = stores.blasts.state_counts(["a-1"])["a-1"]
     assert counts["email"] == {RowState.FAILED: 1, RowState.PENDING: 1}
+
+
+# --- quiet hours fallback, frequency caps, topic quiet windows (issue #15) -------------------
+
+
+def test_capped_rows_are_written_capped_in_the_page(stores: Stores) -> None:
+    # Given four subscribers, and a cap screen that finds supporters 2 and 4 over their cap
+    seed(stores, [person(i) for i in range(1, 5)])
+    the_alert = alert()
+    stores.blasts.create(the_alert, TOPIC, None)
+    asked: list[tuple[str, list[int]]] = []
+
+    def capped(channel: str, pending: list[int]) -> set[int]:
+        asked.append((channel, list(pending)))
+        return set(pending[1::2])  # the second and fourth
+
+    step = stores.ledger.expand_page(
+        "a-1", the_alert, TOPIC, 0, 100, lambda *_: None, capped=capped
+    )
+    assert step is not None
+    page = step[1]["sms"]
+    # Then the screen saw the page's pending rows, and its answer is written capped
+    assert [len(ids) for _, ids in asked] == [4]
+    assert page.by_state == {RowState.PENDING: 2, RowState.CAPPED: 2}
+    assert page.pending_ids == sorted(asked[0][1][0::2])
+    assert stores.blasts.state_counts(["a-1"])["a-1"]["sms"] == page.by_state
+    # And a dry run counts them the same way and writes nothing
+    dry = alert("d", dry_run=True)
+    stores.blasts.create(dry, TOPIC, None)
+    found = stores.ledger.dry_run("d", dry, TOPIC, 100, lambda _: {}, lambda: None, capped=capped)
+    assert found.would_send == {"sms": {RowState.PENDING: 2, RowState.CAPPED: 2}}
+    assert stores.blasts.state_counts(["d"]) == {"d": {}}
+
+
+def test_email_fallback_reaches_consenting_unsuppressed_addresses_once(stores: Stores) -> None:
+    # Given a blast with both parts: 1 and 2 (a household sharing one address) consent to
+    # email, 3 does not, 4's address is suppressed, 5 consents after the blast was expanded
+    seed(
+        stores,
+        [
+            person(1),
+            person(2, email="p1@example.org"),
+            person(3, email_opt_in=False),
+            person(4),
+            person(5, email_opt_in=False),
+        ],
+    )
+    stores.suppressions.add("email", "p4@example.org", reason="bounce", source="sg")
+    the_alert = alert(email={"subject": "S", "text": "T"}, quiet_hours_fallback="email")
+    expand_all(stores, the_alert)
+    sms = ids_of(stores, "a-1")
+    email_before = ids_of(stores, "a-1", "email")
+    assert len(sms) == 5 and len(email_before) == 1
+    seed(stores, [person(5)])
+    # When the SMS of all five would wait for quiet hours
+    reached, added = stores.ledger.email_fallback("a-1", sms)
+    # Then 1 and 2 are reached by the email the blast already holds, 5 by a new pending row,
+    # and 3 (no consent) and 4 (suppressed) are not
+    assert added == [sms[4]]
+    assert reached == {sms[0], sms[1], sms[4]}
+    assert sorted(ids_of(stores, "a-1", "email")) == sorted([*email_before, sms[4]])
+    # And asking again writes nothing more
+    assert stores.ledger.email_fallback("a-1", sms) == (reached, [])
+    # And an email already sent still reaches them: no second row
+    stores.ledger.claim("a-1", "email", email_before)
+    stores.ledger.record("a-1", "email", [Outcome(email_before[0], RowState.SENT)])
+    assert stores.ledger.email_fallback("a-1", sms[:2]) == ({sms[0], sms[1]}, [])
+
+
+def test_dry_run_sees_who_would_fall_back_per_time_zone(stores: Stores) -> None:
+    seed(
+        stores,
+        [
+            person(1, timezone="America/New_York"),
+            person(2, timezone="America/New_York", email_opt_in=False),
+            person(3, timezone=None),
+            person(4, timezone=None, email="p3@example.org"),  # household: p3's email goes
+        ],
+    )
+    the_alert = alert("d", dry_run=True, email={"subject": "S", "text": "T"})
+    stores.blasts.create(the_alert, TOPIC, None)
+    seen: dict[str, Any] = {}
+
+    def estimate(pending: PendingView) -> dict[str, Any]:
+        seen["with_email"] = pending.sms_with_email_by_timezone()
+        return {}
+
+    stores.ledger.dry_run("d", the_alert, TOPIC, 10, estimate, lambda: None)
+    assert seen["with_email"] == {"America/New_York": 1, None: 2}
+
+
+def test_topics_keep_a_quiet_window_of_their_own(stores: Stores) -> None:
+    from config.settings import QuietHours
+
+    late = QuietHours(time(23, 0), time(8, 0))
+    stores.topics.register("debate")
+    stores.topics.register("news")
+    # When one topic gets its own window
+    assert stores.topics.set_quiet_hours("debate", late)
+    assert not stores.topics.set_quiet_hours("missing", late)
+    # Then it reads back, the other topic keeps the fleet's, and None restores the fleet's
+    assert stores.topics.quiet_hours("debate") == late
+    assert stores.topics.quiet_hours("news") is None
+    assert {t.name: t.quiet_hours for t in stores.topics.list()} == {"debate": late, "news": None}
+    assert stores.topics.set_quiet_hours("debate", None)
+    assert stores.topics.quiet_hours("debate") is None

@@ -10,6 +10,7 @@ queries need. Schema changes go through Alembic (``migrations/``), never ``creat
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     false,
     text,
 )
+from sqlalchemy.dialects import postgresql
 
 #: Constraint names are deterministic so Alembic migrations can refer to them.
 metadata = MetaData(
@@ -38,6 +40,10 @@ metadata = MetaData(
 
 #: SQLite only auto-increments an ``INTEGER PRIMARY KEY``; PostgreSQL gets a bigint identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+
+#: Custom fields of an import (migration 0009): JSONB on PostgreSQL, where a GIN index serves
+#: ``audience.fields`` containment filters; JSON text on SQLite.
+FieldsJson = JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 #: Longest email address RFC 5321 allows.
 EMAIL_LEN = 320
@@ -70,8 +76,16 @@ supporters = Table(
     _ts("first_sms_at"),
     _ts("created_at", nullable=False),
     _ts("updated_at", nullable=False),
+    # The import's other columns, ``{"name": "value"}`` (contract §5; migration 0009).
+    Column("fields", FieldsJson),
     Index(None, "phone"),
     Index(None, "email"),
+    Index(
+        "ix_supporters_fields",
+        "fields",
+        postgresql_using="gin",
+        postgresql_ops={"fields": "jsonb_path_ops"},
+    ),
 )
 
 alert_topics = Table(
@@ -80,6 +94,8 @@ alert_topics = Table(
     Column("name", String(64), primary_key=True),
     Column("sns_topic_arn", String(256)),
     _ts("created_at", nullable=False),
+    #: ``HH:MM-HH:MM``: the topic's own SMS quiet window; NULL: the fleet's ``QUIET_HOURS``.
+    Column("quiet_hours", String(11)),
 )
 
 # No foreign key to alert_topics: an import may name a topic before it is provisioned; the
@@ -169,6 +185,10 @@ deliveries = Table(
     _ts("updated_at", nullable=False),
     _ts("sent_at"),
     _ts("delivered_at"),
+    # Migration 0009: the recipient's first click on a tracked link, and the alert variant
+    # the row got (NULL: the alert has no variants).
+    _ts("clicked_at"),
+    Column("variant", SmallInteger),
     # Progress counts and the re-drive sweep both ask "which rows of this blast are in state S".
     Index(None, "blast_id", "channel", "state"),
     # Status callbacks and event webhooks find their row by the provider's id.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from config.settings import QuietHours, parse_quiet_hours
 from messaging.audit import Actor, AuditAction, Source
 from messaging.suppression import classify
 from workers.app import App
@@ -56,10 +57,36 @@ def topics() -> None:
     """Manage alert topics."""
 
 
+#: ``--quiet-hours default``: the topic goes back to the fleet's ``QUIET_HOURS``.
+FLEET_WINDOW = "default"
+
+
+def _quiet_window(
+    _ctx: click.Context, _param: click.Parameter, raw: str | None
+) -> QuietHours | str | None:
+    """``--quiet-hours``: a window, :data:`FLEET_WINDOW`, or None when not given."""
+    if raw is None:
+        return None
+    if raw.strip().lower() == FLEET_WINDOW:
+        return FLEET_WINDOW
+    try:
+        return parse_quiet_hours(raw)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @topics.command("create")
 @click.argument("name")
+@click.option(
+    "--quiet-hours",
+    callback=_quiet_window,
+    metavar="HH:MM-HH:MM",
+    help="This topic's own SMS quiet window, in each subscriber's local time (e.g. "
+    "23:00-08:00 for live alerts on debate night); 'default' goes back to QUIET_HOURS. "
+    "Unset: the topic keeps the window it has.",
+)
 @pass_app
-def topics_create(app: App, name: str) -> None:
+def topics_create(app: App, name: str, quiet_hours: QuietHours | str | None) -> None:
     """Create alert topic NAME (SNS topic subscribed to the intake queue)."""
     from messaging.topics import validate_topic_name
 
@@ -67,7 +94,11 @@ def topics_create(app: App, name: str) -> None:
     report = provision_all(app, (name,))
     arns = report["topics"]
     assert isinstance(arns, dict)
-    click.echo(f"{name}\t{arns[name]}")
+    if quiet_hours is not None:
+        own = quiet_hours if isinstance(quiet_hours, QuietHours) else None
+        app.stores.topics.set_quiet_hours(name, own)
+    window = app.stores.topics.quiet_hours(name)
+    click.echo(f"{name}\t{arns[name]}\tquiet hours {window or app.settings.quiet_hours}")
 
 
 @topics.command("list")
@@ -80,16 +111,26 @@ def topics_list(app: App, as_json: bool) -> None:
     if as_json:
         echo_json(
             [
-                {"name": t.name, "sns_topic_arn": t.sns_topic_arn, "subscribers": t.subscribers}
+                {
+                    "name": t.name,
+                    "sns_topic_arn": t.sns_topic_arn,
+                    "subscribers": t.subscribers,
+                    "quiet_hours": str(t.quiet_hours or app.settings.quiet_hours),
+                }
                 for t in items
             ]
         )
         return
     table(
         "Alert topics",
-        ["topic", "subscribers", "SNS topic"],
+        ["topic", "subscribers", "quiet hours", "SNS topic"],
         [
-            (t.name, t.subscribers, t.sns_topic_arn or "(not provisioned: run rapid provision)")
+            (
+                t.name,
+                t.subscribers,
+                str(t.quiet_hours or app.settings.quiet_hours),
+                t.sns_topic_arn or "(not provisioned: run rapid provision)",
+            )
             for t in items
         ],
     )

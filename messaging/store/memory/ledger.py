@@ -6,9 +6,18 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from messaging import states
 from messaging.alert import Alert
-from messaging.ports import TEMPLATE_FIELDS, Claimed, DryRun, ExpandedPage, Outcome, SendingRow
+from messaging.lifecycle import OPEN, BlastStatus, RowState
+from messaging.ports import (
+    TEMPLATE_FIELDS,
+    CapScreen,
+    Claimed,
+    DryRun,
+    ExpandedPage,
+    Outcome,
+    SendingRow,
+)
+from messaging.store.memory.audience import AudienceFilter
 from messaging.store.memory.tables import MemoryTables, Row
 
 LOST_IN_FLIGHT = "lost_in_flight"
@@ -46,18 +55,10 @@ class _Audience:
             ]
         else:
             ids = [sid for topic, sid in t.subscriptions if topic == self._topic]
-        return sorted(sid for sid in ids if sid in t.supporters and self._matches(sid))
-
-    def _matches(self, sid: int) -> bool:
-        audience, person = self.alert.audience, self._t.supporters[sid]
-        if audience is None:
-            return True
-        if audience.postal_codes and person.get("postal_code") not in audience.postal_codes:
-            return False
-        if audience.states and person.get("state") not in audience.states:
-            return False
-        tags = person.get("tags") or ""
-        return not audience.tags or any(f";{tag};" in tags for tag in audience.tags)
+        keep = AudienceFilter(t, alert.audience)
+        return sorted(
+            sid for sid in ids if sid in t.supporters and keep.matches(sid, t.supporters[sid])
+        )
 
     def page(self, after: int, page_size: int) -> list[int]:
         return [sid for sid in self.members() if sid > after][:page_size]
@@ -92,12 +93,13 @@ class MemoryLedger:
         blast_id: str,
         channel: str,
         ids: list[int],
+        capped: CapScreen | None = None,
     ) -> dict[str, list[int]]:
         now = datetime.now(UTC)
         live = {
             r.destination
             for (b, c, _), r in into.items()
-            if b == blast_id and c == channel and r.state != states.DUPLICATE
+            if b == blast_id and c == channel and r.state != RowState.DUPLICATE
         }
         written: dict[str, list[int]] = {}
         for sid in ids:
@@ -108,16 +110,22 @@ class MemoryLedger:
             if (blast_id, channel, sid) in into:  # a re-run of the page writes nothing
                 continue
             if destination in live:
-                state = states.DUPLICATE
+                state = RowState.DUPLICATE
             elif (channel, destination) in self._t.suppressions:
-                state = states.SUPPRESSED
+                state = RowState.SUPPRESSED
             else:
-                state = states.PENDING
+                state = RowState.PENDING
             live.add(destination)
             into[(blast_id, channel, sid)] = Row(
                 blast_id, channel, sid, destination, state, now, now
             )
             written.setdefault(state, []).append(sid)
+        over = capped(channel, written.get(RowState.PENDING, [])) if capped else set()
+        for sid in over:
+            into[(blast_id, channel, sid)].state = RowState.CAPPED
+        if over:
+            written[RowState.PENDING] = [i for i in written[RowState.PENDING] if i not in over]
+            written[RowState.CAPPED] = sorted(over)
         return written
 
     def expand_page(
@@ -128,6 +136,8 @@ class MemoryLedger:
         after: int,
         page_size: int,
         before_commit: Callable[[str, ExpandedPage], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> tuple[int, dict[str, ExpandedPage]] | None:
         with self._t.lock:
             ids = _Audience(self._t, alert, topic).page(after, page_size)
@@ -135,9 +145,9 @@ class MemoryLedger:
                 return None
             pages: dict[str, ExpandedPage] = {}
             for channel in alert.channels:
-                written = self._write_page(self._t.deliveries, blast_id, channel, ids)
+                written = self._write_page(self._t.deliveries, blast_id, channel, ids, capped)
                 pages[channel] = ExpandedPage(
-                    sorted(written.get(states.PENDING, [])),
+                    sorted(written.get(RowState.PENDING, [])),
                     {state: len(i) for state, i in written.items()},
                 )
                 before_commit(channel, pages[channel])
@@ -159,6 +169,8 @@ class MemoryLedger:
         page_size: int,
         estimate: Callable[[Any], dict[str, Any]],
         heartbeat: Callable[[], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> DryRun:
         with self._t.lock:
             audience = _Audience(self._t, alert, topic)
@@ -167,12 +179,20 @@ class MemoryLedger:
             cursor, pages = 0, 0
             while ids := audience.page(cursor, page_size):
                 for channel in alert.channels:
-                    for state, sids in self._write_page(scratch, blast_id, channel, ids).items():
+                    written = self._write_page(scratch, blast_id, channel, ids, capped)
+                    for state, sids in written.items():
                         counts[channel][state] = counts[channel].get(state, 0) + len(sids)
                 cursor, pages = ids[-1], pages + 1
                 heartbeat()
             view = _MemoryPendingView(self._t, list(scratch.values()))
             return DryRun(pages, counts, audience.stats(), estimate(view))
+
+    def inspect_pending(
+        self, blast_id: str, report: Callable[[Any], dict[str, Any]]
+    ) -> dict[str, Any]:
+        with self._t.lock:
+            rows = [r for k, r in self._t.deliveries.items() if k[0] == blast_id]
+            return report(_MemoryPendingView(self._t, rows))
 
     def refresh_statistics(self, rows_written: int) -> bool:
         return False
@@ -185,9 +205,9 @@ class MemoryLedger:
         with self._t.lock:
             for sid in sorted(set(supporter_ids)):
                 row = self._t.deliveries.get((blast_id, channel, sid))
-                if row is None or row.state != states.PENDING:
+                if row is None or row.state != RowState.PENDING:
                     continue
-                row.state, row.attempts, row.updated_at = states.SENDING, row.attempts + 1, now
+                row.state, row.attempts, row.updated_at = RowState.SENDING, row.attempts + 1, now
                 person = self._t.supporters.get(sid, {})
                 fields = {f: person.get(f) or "" for f in TEMPLATE_FIELDS}
                 claimed.append(
@@ -200,7 +220,7 @@ class MemoryLedger:
         with self._t.lock:
             for o in outcomes:
                 row = self._t.deliveries.get((blast_id, channel, o.supporter_id))
-                if row is None or row.state != states.SENDING:
+                if row is None or row.state != RowState.SENDING:
                     continue
                 row.state, row.provider_message_id, row.sender = (
                     o.state,
@@ -209,11 +229,11 @@ class MemoryLedger:
                 )
                 row.error_code, row.error = o.error_code, (o.error or None) and o.error[:1000]
                 row.segments, row.deferred_until, row.updated_at = o.segments, o.deferred_until, now
-                row.sent_at = now if o.state == states.SENT else None
+                row.sent_at = now if o.state == RowState.SENT else None
                 parked = self._t.early_statuses.pop(o.provider_message_id or "", None)
-                if channel == "sms" and o.state == states.SENT and parked is not None:
+                if channel == "sms" and o.state == RowState.SENT and parked is not None:
                     row.state, row.updated_at = parked["state"], parked["received_at"]
-                    if parked["state"] == states.DELIVERED:
+                    if parked["state"] == RowState.DELIVERED:
                         row.delivered_at = parked["received_at"]
                     else:
                         row.error_code, row.error = parked["error_code"], parked["error"]
@@ -263,11 +283,11 @@ class MemoryLedger:
     ) -> int:
         with self._t.lock:
             rows = [self._t.deliveries.get((blast_id, channel, sid)) for sid in set(supporter_ids)]
-            return self._move([r for r in rows if r and r.state == states.PENDING], to_state)
+            return self._move([r for r in rows if r and r.state == RowState.PENDING], to_state)
 
     def has_open(self, blast_id: str) -> bool:
         with self._t.lock:
-            return any(r.state in states.OPEN for r in self._t.rows_of(blast_id))
+            return any(r.state in OPEN for r in self._t.rows_of(blast_id))
 
     def has_state(self, blast_id: str, state: str) -> bool:
         with self._t.lock:
@@ -276,13 +296,13 @@ class MemoryLedger:
     def release_due(self, now: datetime, limit: int) -> list[tuple[str, str, int]]:
         with self._t.lock:
             sending = {
-                b for b, blast in self._t.blasts.items() if blast["status"] == states.SENDING_BLAST
+                b for b, blast in self._t.blasts.items() if blast["status"] == BlastStatus.SENDING
             }
             due = sorted(
                 (
                     r
                     for r in self._t.deliveries.values()
-                    if r.state == states.DEFERRED
+                    if r.state == RowState.DEFERRED
                     and r.blast_id in sending
                     and r.deferred_until is not None
                     and r.deferred_until <= now
@@ -290,26 +310,56 @@ class MemoryLedger:
                 key=lambda r: (r.deferred_until, r.supporter_id),
             )[:limit]
             for r in due:
-                r.state, r.updated_at = states.PENDING, now
+                r.state, r.updated_at = RowState.PENDING, now
             return [(r.blast_id, r.channel, r.supporter_id) for r in due]
+
+    def email_fallback(
+        self, blast_id: str, supporter_ids: Sequence[int]
+    ) -> tuple[set[int], list[int]]:
+        reaching = (RowState.PENDING, RowState.SENDING, RowState.SENT, RowState.DELIVERED)
+        with self._t.lock:
+            eligible: dict[int, str] = {}
+            for sid in sorted(set(supporter_ids)):
+                person = self._t.supporters.get(sid, {})
+                address = _destination("email", person)
+                consents = _opted_in("email", person) and address is not None
+                if consents and ("email", address) not in self._t.suppressions:
+                    eligible[sid] = str(address)
+            live = {
+                r.destination: r.state
+                for r in self._t.rows_of(blast_id)
+                if r.channel == "email" and r.state != RowState.DUPLICATE
+            }
+            reached = {sid for sid, a in eligible.items() if live.get(a) in reaching}
+            added: list[int] = []
+            now = datetime.now(UTC)
+            for sid, address in eligible.items():
+                if (blast_id, "email", sid) in self._t.deliveries or address in live:
+                    continue
+                self._t.deliveries[(blast_id, "email", sid)] = Row(
+                    blast_id, "email", sid, address, RowState.PENDING, now, now
+                )
+                live[address] = RowState.PENDING
+                added.append(sid)
+            return reached | set(added), added
 
     def fail_stuck(self, blast_id: str, claimed_before: datetime) -> int:
         with self._t.lock:
             rows = [
                 r
                 for r in self._t.rows_of(blast_id)
-                if r.state == states.SENDING and r.updated_at < claimed_before
+                if r.state == RowState.SENDING and r.updated_at < claimed_before
             ]
             for r in rows:
                 r.error_code = LOST_IN_FLIGHT
                 r.error = "worker lost between claim and outcome; not re-sent to avoid a duplicate"
-            return self._move(rows, states.FAILED)
+            return self._move(rows, RowState.FAILED)
 
     def sending_rows(self, blast_id: str, claimed_before: datetime) -> list[SendingRow]:
         with self._t.lock:
             out = []
             for r in self._t.rows_of(blast_id):
-                if r.state != states.SENDING or r.updated_at >= claimed_before:
+                if r.state != RowState.SENDING or r.updated_at >= claimed_before:
                     continue
                 person = self._t.supporters.get(r.supporter_id) or {}
                 fields = {f: person.get(f) or "" for f in TEMPLATE_FIELDS}
@@ -328,7 +378,7 @@ class _MemoryPendingView:
         self._rows = sorted(rows, key=lambda r: r.supporter_id)
 
     def _pending(self, channel: str) -> list[Row]:
-        return [r for r in self._rows if r.channel == channel and r.state == states.PENDING]
+        return [r for r in self._rows if r.channel == channel and r.state == RowState.PENDING]
 
     def pending_count(self, channel: str) -> int:
         return len(self._pending(channel))
@@ -339,9 +389,23 @@ class _MemoryPendingView:
             ({f: p.get(f) or "" for f in TEMPLATE_FIELDS}, p.get("first_sms_at")) for p in people
         ]
 
+    def sample(self, channel: str, limit: int) -> list[dict[str, Any]]:
+        people = [self._t.supporters[r.supporter_id] for r in self._pending(channel)[:limit]]
+        return [{f: p.get(f) or "" for f in TEMPLATE_FIELDS} for p in people]
+
     def sms_by_timezone(self) -> dict[str | None, int]:
+        return self._by_timezone(self._pending("sms"))
+
+    def sms_with_email_by_timezone(self) -> dict[str | None, int]:
+        emails = {r.supporter_id: r.destination for r in self._rows if r.channel == "email"}
+        live = {r.destination for r in self._pending("email")}
+        return self._by_timezone(
+            [r for r in self._pending("sms") if emails.get(r.supporter_id) in live]
+        )
+
+    def _by_timezone(self, rows: list[Row]) -> dict[str | None, int]:
         zones: dict[str | None, int] = {}
-        for r in self._pending("sms"):
+        for r in rows:
             tz = self._t.supporters[r.supporter_id].get("timezone")
             zones[tz] = zones.get(tz, 0) + 1
         return zones

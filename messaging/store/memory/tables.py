@@ -32,6 +32,9 @@ class Row:
     sent_at: datetime | None = None
     delivered_at: datetime | None = None
     deferred_until: datetime | None = None
+    #: First click on a tracked link; the alert variant the row got (migration 0009).
+    clicked_at: datetime | None = None
+    variant: int | None = None
 
 
 @dataclass
@@ -47,6 +50,8 @@ class MemoryTables:
     subscriptions: set[tuple[str, int]] = field(default_factory=set)
     #: ``{name: (sns_topic_arn, created_at)}``.
     topics: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
+    #: ``{name: "HH:MM-HH:MM"}``: topics with a quiet window of their own.
+    topic_quiet_hours: dict[str, str] = field(default_factory=dict)
     #: ``{(channel, value): (reason, source, created_at)}``.
     suppressions: dict[tuple[str, str], tuple[str, str, datetime]] = field(default_factory=dict)
     #: The append-only audit trail of suppressions.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from config.settings import QuietHours, parse_quiet_hours
 from messaging.ports import TopicInfo
 from messaging.store.memory.tables import MemoryTables
 from messaging.topics import validate_topic_name
@@ -26,6 +27,21 @@ class MemoryTopicStore:
                 self._t.topics[name] = (sns_topic_arn, known[1])
             return False
 
+    def set_quiet_hours(self, name: str, window: QuietHours | None) -> bool:
+        with self._t.lock:
+            if name not in self._t.topics:
+                return False
+            if window is None:
+                self._t.topic_quiet_hours.pop(name, None)
+            else:
+                self._t.topic_quiet_hours[name] = str(window)
+            return True
+
+    def quiet_hours(self, name: str) -> QuietHours | None:
+        with self._t.lock:
+            raw = self._t.topic_quiet_hours.get(name)
+        return parse_quiet_hours(raw) if raw else None
+
     def names(self) -> list[str]:
         with self._t.lock:
             return sorted(self._t.topics)
@@ -38,7 +54,14 @@ class MemoryTopicStore:
             counts: dict[str, int] = {}
             for topic, _ in self._t.subscriptions:
                 counts[topic] = counts.get(topic, 0) + 1
+            quiet = self._t.topic_quiet_hours
             return [
-                TopicInfo(name, arn, counts.get(name, 0), created)
+                TopicInfo(
+                    name,
+                    arn,
+                    counts.get(name, 0),
+                    created,
+                    parse_quiet_hours(quiet[name]) if name in quiet else None,
+                )
                 for name, (arn, created) in sorted(self._t.topics.items())
             ]

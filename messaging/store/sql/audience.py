@@ -14,7 +14,9 @@ from sqlalchemy import Connection, and_, case, func, literal, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from messaging.alert import Alert
+from messaging.alert import Audience as AudienceFilter
 from messaging.lifecycle import RowState
+from messaging.ports import CapScreen
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
 
@@ -22,7 +24,7 @@ from messaging.store.sql.dialect import SqlDialect
 class Audience:
     """The SQL shape of one blast's audience: topic subscribers (or test recipients) ∩ filter."""
 
-    def __init__(self, alert: Alert, topic: str) -> None:
+    def __init__(self, alert: Alert, topic: str, dialect: SqlDialect) -> None:
         self.alert = alert
         if alert.test_recipients:
             # A test send goes to the named supporters wherever they subscribe; consent and
@@ -48,24 +50,8 @@ class Audience:
         self._keys: tuple[Any, ...] = (
             (self.key,) if self.key is supporters.c.id else (self.key, supporters.c.id)
         )
-        audience = alert.audience
-        if audience is not None:
-            if audience.postal_codes:
-                self.where.append(supporters.c.postal_code.in_(audience.postal_codes))
-            if audience.states:
-                self.where.append(supporters.c.state.in_(audience.states))
-            if audience.tags:
-                # Tags are stored as ";a;b;". Whole-tag match with LIKE's wildcards escaped:
-                # a tag is a name, never a pattern (``no_sms`` must not match ``noxsms``,
-                # ``%`` must not match everyone).
-                self.where.append(
-                    or_(
-                        *(
-                            supporters.c.tags.contains(f";{t};", autoescape=True)
-                            for t in audience.tags
-                        )
-                    )
-                )
+        if alert.audience is not None:
+            self.where += audience_filter(alert.audience, dialect)
 
     def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
         """The highest key of the next page after ``after``, or None when the audience is done."""
@@ -106,6 +92,50 @@ class Audience:
         return result
 
 
+def _has_tag(tag: str) -> ColumnElement[bool]:
+    # Tags are stored as ";a;b;". Whole-tag match with LIKE's wildcards escaped: a tag is a
+    # name, never a pattern (``no_sms`` must not match ``noxsms``, ``%`` must not match
+    # everyone). NULL tags hold no tag (and must not make ``NOT LIKE`` unknown).
+    return func.coalesce(supporters.c.tags, "").contains(f";{tag};", autoescape=True)
+
+
+#: Ledger states of a recipient an earlier blast reached (``from_blast``).
+REACHED: tuple[str, ...] = (RowState.SENT, RowState.DELIVERED)
+
+
+def audience_filter(audience: AudienceFilter, dialect: SqlDialect) -> list[ColumnElement[bool]]:
+    """The alert's ``audience`` as conditions on ``supporters`` (all must hold), for the
+    ``WHERE`` of the page and stats queries; ``audience.from_blast`` reads the ledger."""
+    where: list[ColumnElement[bool]] = []
+    if audience.postal_codes:
+        where.append(supporters.c.postal_code.in_(audience.postal_codes))
+    if audience.states:
+        where.append(supporters.c.state.in_(audience.states))
+    for any_of in (audience.tags, audience.tags_any):
+        if any_of:
+            where.append(or_(*(_has_tag(t) for t in any_of)))
+    where += [_has_tag(t) for t in audience.tags_all]
+    where += [~_has_tag(t) for t in audience.tags_none]
+    # JSONB containment on PostgreSQL (the GIN index), json_extract on SQLite.
+    where += [
+        dialect.json_field_in(supporters.c.fields, name, values)
+        for name, values in audience.fields.items()
+    ]
+    if audience.from_blast is not None:
+        earlier = audience.from_blast
+        reached = select(deliveries.c.supporter_id).where(
+            deliveries.c.blast_id == earlier.id, deliveries.c.state.in_(REACHED)
+        )
+        clicked = reached.where(deliveries.c.clicked_at.is_not(None))
+        if earlier.clicked is None:
+            where.append(supporters.c.id.in_(reached))
+        elif earlier.clicked:
+            where.append(supporters.c.id.in_(clicked))
+        else:
+            where += [supporters.c.id.in_(reached), supporters.c.id.not_in(clicked)]
+    return where
+
+
 def _consent_columns(channel: str) -> tuple[Any, Any]:
     if channel == "sms":
         return supporters.c.sms_opt_in, supporters.c.phone
@@ -125,13 +155,16 @@ def insert_page(
     audience: Audience,
     after: int,
     upto: int,
+    capped: CapScreen | None = None,
 ) -> dict[str, list[int]]:
     """The INSERT … SELECT of one page and channel; returns the supporter ids written, by
     state.
 
     Household duplicates (a destination already live in this blast, or an earlier
     supporter in this page with the same destination) are written as ``duplicate``;
-    suppressed destinations as ``suppressed``. A re-run of the same page writes nothing.
+    suppressed destinations as ``suppressed``; the pending rows ``capped`` names (over
+    their frequency cap) as ``capped``, in the same transaction. A re-run of the same page
+    writes nothing.
     """
     opt_in, address = _consent_columns(channel)
     destination = _destination(channel)
@@ -199,4 +232,17 @@ def insert_page(
     by_state: dict[str, list[int]] = {}
     for sid, st in conn.execute(stmt):
         by_state.setdefault(str(st), []).append(int(sid))
+    over = capped(channel, by_state.get(RowState.PENDING, [])) if capped else set()
+    if over:
+        conn.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.blast_id == blast_id,
+                deliveries.c.channel == channel,
+                dialect.among(deliveries.c.supporter_id, sorted(over)),
+            )
+            .values(state=RowState.CAPPED)
+        )
+        by_state[RowState.PENDING] = [i for i in by_state[RowState.PENDING] if i not in over]
+        by_state[RowState.CAPPED] = sorted(over)
     return by_state

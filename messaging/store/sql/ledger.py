@@ -14,10 +14,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from messaging import states
 from messaging.alert import Alert
+from messaging.lifecycle import OPEN, BlastStatus, RowState
 from messaging.ports import (
     TEMPLATE_FIELDS,
+    CapScreen,
     Claimed,
     DryRun,
     ExpandedPage,
@@ -28,6 +29,7 @@ from messaging.ports import (
 from messaging.store.schema import blasts, deliveries, early_statuses, supporters
 from messaging.store.sql.audience import Audience, insert_page
 from messaging.store.sql.dialect import SqlDialect, dialect_for
+from messaging.store.sql.fallback import email_fallback, fallback_by_timezone
 
 #: Why a row claimed long ago and never settled is failed rather than sent again.
 LOST_IN_FLIGHT = "lost_in_flight"
@@ -52,19 +54,23 @@ class SqlLedger:
         after: int,
         page_size: int,
         before_commit: Callable[[str, ExpandedPage], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> tuple[int, dict[str, ExpandedPage]] | None:
         """Write the next page's rows for every channel and move the blast's cursor, in one
         transaction; ``(new cursor, pages)``, or None when the audience is done."""
-        audience = Audience(alert, topic)
+        audience = Audience(alert, topic, self._dialect)
         pages: dict[str, ExpandedPage] = {}
         with self.engine.begin() as conn:
             upto = audience.page_upper_bound(conn, after, page_size)
             if upto is None:
                 return None
             for channel in alert.channels:
-                ids = insert_page(conn, self._dialect, blast_id, channel, audience, after, upto)
+                ids = insert_page(
+                    conn, self._dialect, blast_id, channel, audience, after, upto, capped
+                )
                 pages[channel] = ExpandedPage(
-                    sorted(ids.get(states.PENDING, [])),
+                    sorted(ids.get(RowState.PENDING, [])),
                     {state: len(i) for state, i in ids.items()},
                 )
                 before_commit(channel, pages[channel])
@@ -78,7 +84,7 @@ class SqlLedger:
     def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
         """How the audience divides per channel: eligible, without consent, without address."""
         with self.engine.connect() as conn:
-            return Audience(alert, topic).stats(conn)
+            return Audience(alert, topic, self._dialect).stats(conn)
 
     def dry_run(
         self,
@@ -88,16 +94,18 @@ class SqlLedger:
         page_size: int,
         estimate: Callable[[PendingView], dict[str, Any]],
         heartbeat: Callable[[], None],
+        *,
+        capped: CapScreen | None = None,
     ) -> DryRun:
         """Expand inside one transaction, let ``estimate`` look, and roll back."""
-        audience = Audience(alert, topic)
+        audience = Audience(alert, topic, self._dialect)
         counts: dict[str, dict[str, int]] = {c: {} for c in alert.channels}
         cursor, pages = 0, 0
         with self.engine.connect() as conn, conn.begin() as tx:
             while (upto := audience.page_upper_bound(conn, cursor, page_size)) is not None:
                 for channel in alert.channels:
                     written = insert_page(
-                        conn, self._dialect, blast_id, channel, audience, cursor, upto
+                        conn, self._dialect, blast_id, channel, audience, cursor, upto, capped
                     )
                     for state, ids in written.items():
                         counts[channel][state] = counts[channel].get(state, 0) + len(ids)
@@ -108,6 +116,13 @@ class SqlLedger:
             report = estimate(_SqlPendingView(conn, blast_id))
             tx.rollback()
         return DryRun(pages=pages, would_send=counts, stats=stats, estimate=report)
+
+    def inspect_pending(
+        self, blast_id: str, report: Callable[[PendingView], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """``report`` over a blast's committed pending rows."""
+        with self.engine.connect() as conn:
+            return report(_SqlPendingView(conn, blast_id))
 
     def refresh_statistics(self, rows_written: int) -> bool:
         """ANALYZE the ledger when this expansion has outgrown the planner's picture of it.
@@ -164,7 +179,7 @@ class SqlLedger:
         sids = [
             o.provider_message_id
             for o in outcomes
-            if o.state == states.SENT and o.provider_message_id
+            if o.state == RowState.SENT and o.provider_message_id
         ]
         with self.engine.begin() as conn:
             self._dialect.record_outcomes(conn, blast_id, channel, outcomes, now)
@@ -179,7 +194,7 @@ class SqlLedger:
         ).all()
         for p in parked:
             values: dict[str, Any] = {"state": p.state, "updated_at": p.received_at}
-            if p.state == states.DELIVERED:
+            if p.state == RowState.DELIVERED:
                 values["delivered_at"] = p.received_at
             else:
                 values.update(error_code=p.error_code, error=p.error)
@@ -188,7 +203,7 @@ class SqlLedger:
                 .where(
                     deliveries.c.blast_id == blast_id,
                     deliveries.c.provider_message_id == p.provider_message_id,
-                    deliveries.c.state == states.SENT,
+                    deliveries.c.state == RowState.SENT,
                 )
                 .values(**values)
             )
@@ -241,7 +256,7 @@ class SqlLedger:
                 # Naming every channel lets the (blast, channel, state) index be probed
                 # directly instead of scanning a finished blast's million rows.
                 deliveries.c.channel.in_(["sms", "email"]),
-                deliveries.c.state.in_(sorted(states.OPEN)),
+                deliveries.c.state.in_(sorted(OPEN)),
             )
             .limit(1)
         )
@@ -261,7 +276,7 @@ class SqlLedger:
                     deliveries.c.blast_id == blast_id,
                     deliveries.c.channel == channel,
                     deliveries.c.supporter_id.in_(list(supporter_ids)),
-                    deliveries.c.state == states.PENDING,
+                    deliveries.c.state == RowState.PENDING,
                 )
                 .values(state=to_state, updated_at=datetime.now(UTC))
                 .returning(deliveries.c.supporter_id)
@@ -278,9 +293,9 @@ class SqlLedger:
             select(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.supporter_id)
             .join(blasts, blasts.c.blast_id == deliveries.c.blast_id)
             .where(
-                deliveries.c.state == states.DEFERRED,
+                deliveries.c.state == RowState.DEFERRED,
                 deliveries.c.deferred_until <= now,
-                blasts.c.status == states.SENDING_BLAST,
+                blasts.c.status == BlastStatus.SENDING,
             )
             .order_by(deliveries.c.deferred_until, deliveries.c.supporter_id)
             .limit(limit)
@@ -298,9 +313,9 @@ class SqlLedger:
                         deliveries.c.blast_id == blast_id,
                         deliveries.c.channel == channel,
                         deliveries.c.supporter_id.in_(ids),
-                        deliveries.c.state == states.DEFERRED,
+                        deliveries.c.state == RowState.DEFERRED,
                     )
-                    .values(state=states.PENDING, updated_at=now)
+                    .values(state=RowState.PENDING, updated_at=now)
                     .returning(deliveries.c.supporter_id)
                 ).all()
                 taken_ids = {int(t[0]) for t in taken}
@@ -353,6 +368,15 @@ class SqlLedger:
                 .values(first_sms_at=None)
             )
 
+    def email_fallback(
+        self, blast_id: str, supporter_ids: Sequence[int]
+    ) -> tuple[set[int], list[int]]:
+        """See :meth:`~messaging.ports.LedgerClaims.email_fallback`."""
+        if not supporter_ids:
+            return set(), []
+        with self.engine.begin() as conn:
+            return email_fallback(conn, self._dialect, blast_id, supporter_ids)
+
     def fail_stuck(self, blast_id: str, claimed_before: datetime) -> int:
         """Rows ``sending`` since before ``claimed_before`` end ``failed`` (lost_in_flight).
 
@@ -365,11 +389,11 @@ class SqlLedger:
                 .where(
                     deliveries.c.blast_id == blast_id,
                     deliveries.c.channel.in_(["sms", "email"]),
-                    deliveries.c.state == states.SENDING,
+                    deliveries.c.state == RowState.SENDING,
                     deliveries.c.updated_at < claimed_before,
                 )
                 .values(
-                    state=states.FAILED,
+                    state=RowState.FAILED,
                     error_code=LOST_IN_FLIGHT,
                     error="worker lost between claim and outcome; not re-sent to avoid a duplicate",
                     updated_at=datetime.now(UTC),
@@ -396,7 +420,7 @@ class SqlLedger:
                 )
                 .where(
                     deliveries.c.blast_id == blast_id,
-                    deliveries.c.state == states.SENDING,
+                    deliveries.c.state == RowState.SENDING,
                     deliveries.c.updated_at < claimed_before,
                 )
                 .order_by(deliveries.c.channel, deliveries.c.supporter_id)
@@ -435,7 +459,7 @@ class _SqlPendingView:
         return (
             deliveries.c.blast_id == self._blast_id,
             deliveries.c.channel == channel,
-            deliveries.c.state == states.PENDING,
+            deliveries.c.state == RowState.PENDING,
         )
 
     def pending_count(self, channel: str) -> int:
@@ -454,6 +478,19 @@ class _SqlPendingView:
             for first, *values in self._conn.execute(query)
         ]
 
+    def sample(self, channel: str, limit: int) -> list[dict[str, Any]]:
+        query = (
+            select(*(supporters.c[f] for f in TEMPLATE_FIELDS))
+            .select_from(deliveries.join(supporters, supporters.c.id == deliveries.c.supporter_id))
+            .where(*self._pending(channel))
+            .order_by(deliveries.c.supporter_id)
+            .limit(limit)
+        )
+        return [
+            {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)}
+            for values in self._conn.execute(query)
+        ]
+
     def sms_by_timezone(self) -> dict[str | None, int]:
         query = (
             select(supporters.c.timezone, func.count())
@@ -462,3 +499,6 @@ class _SqlPendingView:
             .group_by(supporters.c.timezone)
         )
         return {tz: int(n) for tz, n in self._conn.execute(query)}
+
+    def sms_with_email_by_timezone(self) -> dict[str | None, int]:
+        return fallback_by_timezone(self._conn, self._blast_id)

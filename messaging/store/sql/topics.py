@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
+from config.settings import QuietHours, parse_quiet_hours
 from messaging.ports import TopicInfo
 from messaging.store.schema import alert_topics, subscriptions
 from messaging.store.sql.dialect import SqlDialect, dialect_for
@@ -38,6 +39,23 @@ class SqlTopicStore:
                 )
         return inserted is not None
 
+    def set_quiet_hours(self, name: str, window: QuietHours | None) -> bool:
+        """Give a registered topic its own quiet window (None: the fleet's)."""
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                alert_topics.update()
+                .where(alert_topics.c.name == name)
+                .values(quiet_hours=str(window) if window else None)
+                .returning(alert_topics.c.name)
+            ).first()
+        return changed is not None
+
+    def quiet_hours(self, name: str) -> QuietHours | None:
+        """The topic's own quiet window, or None (a primary-key lookup)."""
+        with self._engine.connect() as conn:
+            raw = conn.scalar(select(alert_topics.c.quiet_hours).where(alert_topics.c.name == name))
+        return parse_quiet_hours(raw) if raw else None
+
     def names(self) -> list[str]:
         """Every registered topic name, sorted."""
         with self._engine.connect() as conn:
@@ -60,9 +78,13 @@ class SqlTopicStore:
                 alert_topics.c.sns_topic_arn,
                 func.coalesce(counts.c.n, 0),
                 alert_topics.c.created_at,
+                alert_topics.c.quiet_hours,
             )
             .select_from(alert_topics.outerjoin(counts, counts.c.topic == alert_topics.c.name))
             .order_by(alert_topics.c.name)
         )
         with self._engine.connect() as conn:
-            return [TopicInfo(r[0], r[1], int(r[2]), r[3]) for r in conn.execute(query)]
+            return [
+                TopicInfo(r[0], r[1], int(r[2]), r[3], parse_quiet_hours(r[4]) if r[4] else None)
+                for r in conn.execute(query)
+            ]

@@ -11,18 +11,21 @@ from __future__ import annotations
 import csv
 import random
 import secrets
+import signal
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings
+from config.settings import QuietHours, Settings
 from messaging.errors import ConfigError, ServiceUnavailableError
 
 #: Synthetic supporters, spread over US area codes (and so time zones).
@@ -45,6 +48,28 @@ SENDGRID_KEY = "SG.demo.key"
 FROM_NUMBERS = ("+15005550001", "+15005550002", "+15005550003", "+15005550004")
 #: The intake records a published blast within a second or two; a stuck one fails the demo.
 BLAST_RECORDED_WITHIN_S = 60.0
+#: Zones the demo's supporters live in: the US ones, and enough others that it is daytime
+#: in some of them at any hour (UTC-10 to UTC+10, no gap wider than ~4 h).
+DEMO_ZONES = (
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Phoenix",
+    "America/Los_Angeles",
+    "America/Anchorage",
+    "Pacific/Honolulu",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Berlin",
+    "Africa/Lagos",
+    "Asia/Kolkata",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+)
+#: Every n-th supporter lives where it is quiet now, so the report shows deferral at work.
+QUIET_EVERY = 10
+#: A zone counts as awake when texts may go now and for this long (the demo's whole run).
+AWAKE_FOR = timedelta(hours=1)
 
 
 @dataclass
@@ -73,9 +98,46 @@ def _redis(console: Console, url: str) -> tuple[Any, str]:
         ), "embedded Redis stand-in (fakeredis)"
 
 
-def seed_csv(path: Path, people: int, rng: random.Random) -> Seeded:
-    """A voter-file-like CSV: consent gaps, households, typos, bad numbers."""
+def zones_now(now: datetime, quiet_hours: QuietHours) -> tuple[list[str], list[str]]:
+    """``(awake, asleep)``: the demo zones where texts may go now (and for the next
+    :data:`AWAKE_FOR`), and those inside their quiet hours."""
+    from messaging.quiet_hours import next_allowed
+
+    awake = [
+        z
+        for z in DEMO_ZONES
+        if next_allowed(now, z, quiet_hours) is None
+        and next_allowed(now + AWAKE_FOR, z, quiet_hours) is None
+    ]
+    asleep = [z for z in DEMO_ZONES if next_allowed(now, z, quiet_hours) is not None]
+    return awake, asleep
+
+
+def seed_zone(i: int, awake: list[str], asleep: list[str]) -> str:
+    """Supporter ``i``'s time zone: mostly where it is day now, every
+    :data:`QUIET_EVERY`-th where it is night (when it is night somewhere)."""
+    if asleep and i % QUIET_EVERY == QUIET_EVERY - 1:
+        return asleep[i % len(asleep)]
+    pool = awake or asleep
+    return pool[i % len(pool)]
+
+
+def seed_csv(
+    path: Path,
+    people: int,
+    rng: random.Random,
+    *,
+    now: datetime | None = None,
+    quiet_hours: QuietHours | None = None,
+) -> Seeded:
+    """A voter-file-like CSV: consent gaps, households, typos, bad numbers.
+
+    Time zones are chosen relative to ``now``: most supporters live where texts may go now,
+    a tenth where it is night, so the demo sends SMS at any hour of the day (with zones
+    derived from US phone numbers, every text waited at US night).
+    """
     codes = list(AREA_CODES)
+    awake, asleep = zones_now(now or datetime.now(UTC), quiet_hours or Settings().quiet_hours)
     invalid, twilio_invalid = 0, set()
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -90,6 +152,7 @@ def seed_csv(path: Path, people: int, rng: random.Random) -> Seeded:
                 "sms_opt_in",
                 "email_opt_in",
                 "tags",
+                "timezone",
             ]
         )
         for i in range(people):
@@ -112,6 +175,7 @@ def seed_csv(path: Path, people: int, rng: random.Random) -> Seeded:
                     "no" if i % 9 == 4 else "yes",
                     "no" if i % 8 == 3 else "yes",
                     "volunteer" if i % 3 else "donor",
+                    seed_zone(i, awake, asleep),
                 ]
             )
     return Seeded(people, invalid, twilio_invalid, set())
@@ -123,11 +187,15 @@ def run_demo(
     people: int = 3000,
     sms_rate: float = 600.0,
     as_json: bool = False,
+    serve_port: int | None = None,
 ) -> int:
     """Run one blast end to end; returns the process exit code.
 
     With ``as_json`` the narration and the progress bar are left out and the final report
-    is one JSON object on stdout (for CI and scripts).
+    is one JSON object on stdout (for CI and scripts). With ``serve_port`` the dashboard is
+    served on that port from before the blast starts (its URL and a login token printed)
+    and stays up after the report, the scheduler still releasing deferred texts, until
+    Ctrl-C.
     """
     if as_json:
         console = Console(quiet=True)
@@ -190,9 +258,10 @@ def run_demo(
     app = App(settings, redis_client=client)
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    dashboard: Any = None
     try:
         provision_all(app, ("debate-night",))
-        seeded = seed_csv(workdir / "supporters.csv", people, rng)
+        seeded = seed_csv(workdir / "supporters.csv", people, rng, quiet_hours=settings.quiet_hours)
         report = import_csv(workdir / "supporters.csv", app.stores.supporters)
         console.print(
             f"  imported {report.inserted} supporters "
@@ -216,6 +285,9 @@ def run_demo(
             )
             thread.start()
             threads.append(thread)
+
+        if serve_port is not None:
+            dashboard = _serve(app, serve_port, console)
 
         document = build_alert(
             topic="debate-night",
@@ -247,21 +319,95 @@ def run_demo(
             app.blasts,
             blast_id,
             until_idle=True,
-            timeout_s=120,
+            # Room for the slow rate of a served demo: people / rate, twice over.
+            timeout_s=120 + 2 * people / sms_rate,
             console=console,
             live=app.control.progress.read,
         )
-        return _report(
-            console, final, twilio, sendgrid, seeded, time.monotonic() - started, as_json
+        from messaging.store.sql.breakdown import SqlBreakdown
+
+        waiting = SqlBreakdown(app.engine).breakdown(blast_id).deferred
+        code = _report(
+            console,
+            final,
+            twilio,
+            sendgrid,
+            seeded,
+            time.monotonic() - started,
+            as_json,
+            waiting,
+            settings.quiet_hours,
         )
+        if dashboard is not None:
+            url = f"{dashboard.url}/dashboard"
+            _until_interrupted(
+                lambda: console.print(
+                    f"\nThe dashboard stays up at [bold]{url}[/] (the scheduler sends deferred "
+                    "texts as their quiet hours end). Ctrl-C to stop."
+                )
+            )
+        return code
     finally:
         stop.set()
+        if dashboard is not None:
+            dashboard.stop()
         for thread in threads:
             thread.join(timeout=30)
         app.close()
         twilio.stop()
         sendgrid.stop()
         moto.stop()
+
+
+def _serve(app: Any, port: int, console: Console) -> Any:
+    """``rapid web`` on ``port`` in this process, and an admin operator to log in with."""
+    from emulators.server import start_in_thread
+    from messaging.operators import Role
+    from workers.web.app import create_app
+
+    _, token = app.operators.add(f"demo-{secrets.token_hex(2)}", Role.ADMIN, created_by="demo")
+    server = start_in_thread(create_app(app), port=port)
+    console.print(
+        f"\n  [bold]War room:[/] open {server.url}/dashboard and log in with the operator token"
+        f"\n  [bold]{token}[/]\n"
+    )
+    return server
+
+
+def _until_interrupted(announce: Callable[[], None]) -> None:
+    """Announce, then block until Ctrl-C (SIGINT) or SIGTERM, which end the demo normally.
+
+    The handlers go in before the announcement: a Ctrl-C right after it must not land
+    between the two as a KeyboardInterrupt.
+    """
+    stopped = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda _signum, _frame: stopped.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        announce()
+        while not stopped.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _waiting_lines(waiting: list[Any], quiet_hours: QuietHours) -> list[str]:
+    """Why deferred texts wait, zone by zone, and when each zone's go out."""
+    if not waiting:
+        return []
+    total = sum(z.rows for z in waiting)
+    lines = [
+        f"{total:,} texts wait because it is night where their recipients live "
+        f"(no SMS inside QUIET_HOURS {quiet_hours} local time); the scheduler sends each "
+        "zone's when its quiet hours end:"
+    ]
+    for z in waiting:
+        when = f"{z.first_release:%H:%M} UTC" if z.first_release else "when the window ends"
+        lines.append(f"  {z.timezone or 'unknown zone'}: {z.rows:,} from {when}")
+    return lines
 
 
 def _report(
@@ -272,6 +418,8 @@ def _report(
     seeded: Seeded,
     elapsed_s: float,
     as_json: bool,
+    waiting: list[Any] | None = None,
+    quiet_hours: QuietHours | None = None,
 ) -> int:
     sms_to = Counter(m["to"] for m in twilio.recorder.messages())
     email_to = Counter(m["to"].lower() for m in sendgrid.recorder.messages())
@@ -326,14 +474,24 @@ def _report(
                 "opted_out": len(seeded.opted_out),
             },
             "consistent": consistent,
+            "deferred_by_zone": [
+                {
+                    "timezone": z.timezone,
+                    "rows": z.rows,
+                    "first_release": z.first_release.isoformat() if z.first_release else None,
+                }
+                for z in waiting or []
+            ],
         }
         Console(highlight=False, soft_wrap=True).print_json(json.dumps(report))
         return 0 if consistent else 1
     if consistent:
         console.print(
             "[green]Every consenting supporter was messaged at most once; the ledger matches "
-            "what the providers received.[/] Deferred texts go out when their quiet hours end."
+            "what the providers received.[/]"
         )
+        for line in _waiting_lines(waiting or [], quiet_hours or Settings().quiet_hours):
+            console.print(line)
         return 0
     console.print("[red]The ledger and the providers disagree: this is a bug, please report it.")
     return 1

@@ -47,6 +47,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+#: An address or blast id a token may name: no control characters, column-sized.
+_PLAUSIBLE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,320}")
+
 #: Shortest key accepted, in bytes (RAPID_SECRET_KEY must have 32; tests use shorter twins).
 MIN_KEY_BYTES = 16
 
@@ -92,9 +95,14 @@ class UnsubscribeTokens:
             else:
                 return None
             email, blast_id = json.loads(_unb64(payload_b64))
-            return UnsubscribeClaim(str(email), str(blast_id))
+            email, blast_id = str(email), str(blast_id)
         except (ValueError, TypeError):
             return None
+        # We only sign real addresses; anything else came from a leaked key or a bug, and
+        # must not reach the suppression list (NUL made PostgreSQL fail, a 500).
+        if not _PLAUSIBLE.fullmatch(email) or not _PLAUSIBLE.fullmatch(blast_id):
+            return None
+        return UnsubscribeClaim(email, blast_id)
 
 
 def _mac_ok(key: bytes, signed: bytes, mac_b64: str) -> bool:

@@ -225,7 +225,7 @@ class Api:
         if isinstance(who := await self._authorize(request, Permission.READ), Response):
             return who
         raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_REPLIES_LIMIT:
+        if not _in_range(raw, MAX_REPLIES_LIMIT):
             return _error(422, f"limit: a whole number from 1 to {MAX_REPLIES_LIMIT}")
         flag = request.query_params.get("needs_review", "false").lower()
         if flag not in ("true", "false", "1", "0"):

@@ -33,6 +33,20 @@ log = structlog.get_logger(__name__)
 TWIML_MEDIA_TYPE: Final = "application/xml"
 
 
+#: Longest value Twilio sends in any field but ``Body`` (SIDs are 34 characters, numbers 16);
+#: the columns hold 32 (numbers) and 64 (SIDs).
+_FIELD_MAX_CHARS = 32
+
+
+def _plausible(name: str, value: str) -> str:
+    """``value`` as the handlers may use it: without NUL (PostgreSQL text refuses it) and, but
+    for the body, empty when longer than Twilio ever sends (it overflowed a column: a 500)."""
+    value = value.replace("\x00", "")
+    if name != "Body" and len(value) > _FIELD_MAX_CHARS + (32 if name.endswith("Sid") else 0):
+        return ""
+    return value
+
+
 def _twiml(response: MessagingResponse) -> Response:
     return Response(str(response), media_type=TWIML_MEDIA_TYPE)
 
@@ -67,8 +81,7 @@ class TwilioHooks:
             log.warning("webhook.signature_rejected", provider="twilio", route=route)
             return None
         # Twilio sends each field once; the last value wins if a proxy ever repeats one.
-        # NUL never comes from a phone, and PostgreSQL text refuses it (a 500 before).
-        return {k: v.replace("\x00", "") for k, v in params.items()}
+        return {k: _plausible(k, v) for k, v in params.items()}
 
     async def status(self, request: Request) -> Response:
         """A message status callback: refines ``sent`` to ``delivered`` or ``failed``."""

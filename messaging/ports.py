@@ -539,6 +539,23 @@ class ReportStore(Protocol):
         ...
 
 
+class LedgerRetention(Protocol):
+    """The ledger's upkeep: its counts folded, its old rows dropped (issue #21).
+
+    Blast counts (``BlastReads.state_counts``) are kept with every ledger write, so neither
+    call changes what a blast reports.
+    """
+
+    def compact_counts(self, max_rows: int) -> int:
+        """Fold up to ``max_rows`` pending count deltas into the counts; how many were."""
+        ...
+
+    def prune_batch(self, ended_before: datetime, max_rows: int) -> int:
+        """Delete up to ``max_rows`` ledger rows of blasts that ended before
+        ``ended_before``, in one short transaction; how many went (0: nothing left)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NewReply:
     """An inbound SMS to store, with what it asked for (contract §12)."""

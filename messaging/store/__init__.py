@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from messaging.audit import AuditStore
+    from messaging.links import LinkStore
     from messaging.operators import OperatorStore
     from messaging.ports import (
         BlastStore,
         DeliveryEventStore,
+        LedgerRetention,
         LedgerStore,
         ReplyStore,
         ReportStore,
@@ -41,15 +43,21 @@ class Stores:
     operators: OperatorStore
     audit: AuditStore
     replies: ReplyStore
+    #: Counts folding and pruning of the ledger (issue #21).
+    retention: LedgerRetention
+    #: Tracked short links and clicks (messaging/links.py).
+    links: LinkStore
 
 
 def open_stores(engine: Engine) -> Stores:
     """The SQL stores over ``engine``."""
     from messaging.store.sql.audit import SqlAuditStore
     from messaging.store.sql.blasts import SqlBlastStore
+    from messaging.store.sql.counts import SqlLedgerRetention
     from messaging.store.sql.delivery_events import SqlDeliveryEventStore
     from messaging.store.sql.dialect import dialect_for
     from messaging.store.sql.ledger import SqlLedger
+    from messaging.store.sql.links import SqlLinkStore
     from messaging.store.sql.operators import SqlOperatorStore
     from messaging.store.sql.replies import SqlReplyStore
     from messaging.store.sql.reports import SqlReportStore
@@ -69,6 +77,8 @@ def open_stores(engine: Engine) -> Stores:
         operators=SqlOperatorStore(engine),
         audit=SqlAuditStore(engine),
         replies=SqlReplyStore(engine),
+        retention=SqlLedgerRetention(engine, dialect),
+        links=SqlLinkStore(engine, dialect),
     )
 
 
@@ -78,9 +88,11 @@ def memory_stores() -> Stores:
     from messaging.store.memory.blasts import MemoryBlastStore
     from messaging.store.memory.delivery_events import MemoryDeliveryEventStore
     from messaging.store.memory.ledger import MemoryLedger
+    from messaging.store.memory.links import MemoryLinkStore
     from messaging.store.memory.operators import MemoryOperatorStore
     from messaging.store.memory.replies import MemoryReplyStore
     from messaging.store.memory.reports import MemoryReportStore
+    from messaging.store.memory.retention import MemoryLedgerRetention
     from messaging.store.memory.supporters import MemorySupporterWriter
     from messaging.store.memory.suppressions import MemorySuppressionList
     from messaging.store.memory.tables import MemoryTables
@@ -98,4 +110,6 @@ def memory_stores() -> Stores:
         operators=MemoryOperatorStore(),
         audit=MemoryAuditStore(),
         replies=MemoryReplyStore(),
+        retention=MemoryLedgerRetention(tables),
+        links=MemoryLinkStore(tables),
     )

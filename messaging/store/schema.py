@@ -193,6 +193,14 @@ deliveries = Table(
     Index(None, "blast_id", "channel", "state"),
     # Status callbacks and event webhooks find their row by the provider's id.
     Index(None, "provider_message_id"),
+    # Clicks of a blast counted from its clicked rows only (migration 0011).
+    Index(
+        "ix_deliveries_clicked",
+        "blast_id",
+        "channel",
+        postgresql_where=text("clicked_at IS NOT NULL"),
+        sqlite_where=text("clicked_at IS NOT NULL"),
+    ),
     # Guarantee 1 held by the database itself: one message per (blast, channel, destination).
     # Household members who share a phone or an address get a row in state `duplicate`,
     # which is outside this partial index.
@@ -205,6 +213,24 @@ deliveries = Table(
         postgresql_where=text("state <> 'duplicate'"),
         sqlite_where=text("state <> 'duplicate'"),
     ),
+)
+
+# --- tracked short links (migration 0011) --------------------------------------------------
+
+#: One row per distinct URL of a blast's channel (messaging/links.py): a short link's code
+#: names the id, so the redirect finds where it points with one primary-key read. The
+#: recipient is in the code, never in a row here; the click lands on ``deliveries.clicked_at``.
+links = Table(
+    "links",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("blast_id", String(128), nullable=False),
+    Column("channel", String(8), nullable=False),
+    # SHA-256 of the URL, hex: the unique key (a URL may be longer than an index entry).
+    Column("url_hash", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    _ts("created_at", nullable=False),
+    Index("ux_links_blast_url", "blast_id", "channel", "url_hash", unique=True),
 )
 
 # --- webhooks (migration 0002) -------------------------------------------------------------
@@ -310,5 +336,35 @@ audit_log = Table(
     Column("value", String(320)),  # masked
     Column("detail", Text),
     Index(None, "at"),
+    Index(None, "blast_id"),
+)
+
+# --- ledger counts (migration 0010) --------------------------------------------------------
+
+#: Ledger rows per (blast, channel, state), kept by triggers on ``deliveries`` in the very
+#: transaction that writes the rows, so progress, metrics and reconcile read a few rows per
+#: blast instead of counting the ledger. Deleting ledger rows (``rapid ledger prune``) does
+#: not touch it: a pruned blast keeps its summary.
+blast_counts = Table(
+    "blast_counts",
+    metadata,
+    Column("blast_id", String(128), primary_key=True),
+    Column("channel", String(8), primary_key=True),
+    Column("state", String(12), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+#: PostgreSQL only: each ledger statement appends its net change per (blast, channel, state)
+#: here (append-only, so concurrent senders of one blast never wait on a shared counter row
+#: or deadlock over two), and the scheduler folds them into ``blast_counts``. Readers add
+#: both. SQLite (one writer at a time) updates ``blast_counts`` directly.
+blast_count_deltas = Table(
+    "blast_count_deltas",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("blast_id", String(128), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("n", BigInteger, nullable=False),
     Index(None, "blast_id"),
 )

@@ -45,13 +45,15 @@ class MemoryBlastStore(Summaries):
         self, alert: Alert, topic: str, sns_message_id: str | None
     ) -> tuple[BlastRecord, bool]:
         now = datetime.now(UTC)
+        scheduled = alert.scheduled(now)
         with self._t.lock:
             new = alert.alert_id not in self._t.blasts
             if new:
                 self._t.blasts[alert.alert_id] = {
                     "blast_id": alert.alert_id,
                     "topic": topic,
-                    "status": BlastStatus.EXPANDING,
+                    "status": BlastStatus.SCHEDULED if scheduled else BlastStatus.EXPANDING,
+                    "send_at": alert.send_at if scheduled else None,
                     "priority": alert.priority,
                     "alert": alert.to_json(),
                     "sns_message_id": sns_message_id,
@@ -133,6 +135,28 @@ class MemoryBlastStore(Summaries):
             row["status"] = to
             return True
 
+    def click_counts(self, blast_ids: list[str]) -> dict[str, dict[str, int]]:
+        wanted = set(blast_ids)
+        out: dict[str, dict[str, int]] = {}
+        with self._t.lock:
+            for (blast_id, channel, _), row in self._t.deliveries.items():
+                if blast_id in wanted and row.clicked_at is not None:
+                    by_channel = out.setdefault(blast_id, {})
+                    by_channel[channel] = by_channel.get(channel, 0) + 1
+        return out
+
+    def variant_counts(self, blast_id: str) -> dict[int, ByChannel]:
+        out: dict[int, ByChannel] = {}
+        with self._t.lock:
+            for row in self._t.rows_of(blast_id):
+                if row.variant is None:
+                    continue
+                by_state = out.setdefault(row.variant, {}).setdefault(row.channel, {})
+                by_state[row.state] = by_state.get(row.state, 0) + 1
+                if row.clicked_at is not None:
+                    by_state["clicked"] = by_state.get("clicked", 0) + 1
+        return out
+
     def state_counts(self, blast_ids: list[str]) -> dict[str, ByChannel]:
         result: dict[str, ByChannel] = {b: {} for b in blast_ids}
         with self._t.lock:
@@ -140,4 +164,8 @@ class MemoryBlastStore(Summaries):
                 if blast_id in result:
                     by_state = result[blast_id].setdefault(channel, {})
                     by_state[row.state] = by_state.get(row.state, 0) + 1
+            for (blast_id, channel, state), n in self._t.pruned_counts.items():
+                if blast_id in result:
+                    by_state = result[blast_id].setdefault(channel, {})
+                    by_state[state] = by_state.get(state, 0) + n
         return result

@@ -60,6 +60,9 @@ class MemoryTables:
     blasts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: ``{(blast_id, channel, supporter_id): Row}``.
     deliveries: dict[tuple[str, str, int], Row] = field(default_factory=dict)
+    #: ``{(blast_id, channel, state): rows}`` of ledger rows pruned (issue #21): a pruned
+    #: blast keeps its counts, as ``blast_counts`` keeps them in the database.
+    pruned_counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     #: ``{provider_message_id: values}``: statuses that overtook their send.
     early_statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Inbound SMS, and the MessageSids among them.

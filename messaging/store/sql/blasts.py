@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from messaging.alert import Alert
 from messaging.lifecycle import ENDED_STATUSES, BlastStatus
 from messaging.ports import BlastRecord
-from messaging.store.schema import blasts, deliveries
+from messaging.store.schema import blasts
+from messaging.store.sql.counts import state_counts_query
 from messaging.store.sql.dialect import SqlDialect, dialect_for
 from messaging.store.views import Summaries
 
@@ -59,13 +60,16 @@ class SqlBlastStore(Summaries):
         racing on one, can never make a second blast (contract §4).
         """
         now = datetime.now(UTC)
+        scheduled = alert.scheduled(now)
         with self._engine.begin() as conn:
             inserted = conn.execute(
                 self._insert(blasts)
                 .values(
                     blast_id=alert.alert_id,
                     topic=topic,
-                    status=BlastStatus.EXPANDING,
+                    # A blast due later waits, scheduled, for ``rapid scheduler``.
+                    status=BlastStatus.SCHEDULED if scheduled else BlastStatus.EXPANDING,
+                    send_at=alert.send_at if scheduled else None,
                     priority=alert.priority,
                     alert=alert.to_json(),
                     sns_message_id=sns_message_id,
@@ -164,17 +168,27 @@ class SqlBlastStore(Summaries):
             ).first()
         return moved is not None
 
+    def click_counts(self, blast_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Clicked rows per blast and channel (the partial index of clicked rows)."""
+        from messaging.store.sql.links import click_counts
+
+        with self._engine.connect() as conn:
+            return click_counts(conn, blast_ids)
+
+    def variant_counts(self, blast_id: str) -> dict[int, dict[str, dict[str, int]]]:
+        """Rows per variant, channel and state, clicks beside (one grouped read)."""
+        from messaging.store.sql.links import variant_counts
+
+        with self._engine.connect() as conn:
+            return variant_counts(conn, blast_id)
+
     def state_counts(self, blast_ids: list[str]) -> dict[str, dict[str, dict[str, int]]]:
-        """Ledger rows per blast, channel and state (one grouped query on the ledger index)."""
+        """Ledger rows per blast, channel and state, from the counts the ledger's triggers
+        keep (a few indexed rows per blast, whatever the ledger's size; ``counts.py``)."""
         result: dict[str, dict[str, dict[str, int]]] = {b: {} for b in blast_ids}
         if not blast_ids:
             return result
-        query = (
-            select(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.state, func.count())
-            .where(deliveries.c.blast_id.in_(blast_ids))
-            .group_by(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.state)
-        )
         with self._engine.connect() as conn:
-            for blast_id, channel, state, n in conn.execute(query):
+            for blast_id, channel, state, n in conn.execute(state_counts_query(blast_ids)):
                 result[blast_id].setdefault(channel, {})[state] = int(n)
         return result

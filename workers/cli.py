@@ -77,6 +77,7 @@ def _register() -> None:
         demo,
         dlq,
         doctor,
+        ledger,
         operators,
         replies,
         run,
@@ -84,7 +85,7 @@ def _register() -> None:
         web,
     )
 
-    for module in (setup, blast, run, demo, web, dlq, replies, operators, audit, doctor):
+    for module in (setup, blast, run, demo, web, dlq, replies, operators, audit, doctor, ledger):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -26,7 +26,7 @@ SERVICE_MARKERS := postgres or redis or moto or e2e or browser
 DEAD_URLS := RAPID_TEST_PG_URL=postgresql+psycopg://127.0.0.1:9/postgres \
              RAPID_TEST_REDIS_URL=redis://127.0.0.1:9/0
 
-.PHONY: install lock services browser demo test test-fast lint format bench clean release deploy-lint
+.PHONY: install lock services browser demo demo-serve screenshots test test-fast lint format bench clean release deploy-lint
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -60,6 +60,16 @@ browser:
 
 demo: install
 	$(BIN)/rapid demo
+
+# The demo with the war room: prints the dashboard's URL and a login token, runs the blast at
+# a rate you can watch, and keeps serving until Ctrl-C.
+demo-serve: install
+	$(BIN)/rapid demo --serve
+
+# The README's dashboard pictures: the browser tests save each page to docs/screenshots/.
+screenshots: install services browser
+	RAPID_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -m browser \
+	  tests/test_dashboard_browser.py; $(NO_TESTS)
 
 # pytest exits 5 when it collected no test; say so (it fails the target like any non-zero).
 NO_TESTS := s=$$?; [ $$s -ne 5 ] || echo "error: pytest ran no test" >&2; exit $$s

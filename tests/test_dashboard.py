@@ -456,3 +456,34 @@ def test_breakdown_sql(engine: Engine) -> None:
                 )
             )
     _check(SqlBreakdown(engine), now)
+
+
+def test_rates_and_etas_only_while_sending() -> None:
+    from workers.web.dashboard.live import RateBook, decorate
+
+    t = [0.0]
+    rates = RateBook(clock=lambda: t[0])
+    counts = {"targeted": 100, "pending": 60, "deferred": 0, "sent": 40}
+    summary = {
+        "blast_id": "b",
+        "status": "sending",
+        "created_at": "2026-12-03T10:00:00+00:00",
+        "ended_at": None,
+        "counts": {"sms": counts},
+    }
+    now = datetime(2026, 12, 3, 10, 0, 10, tzinfo=UTC)
+    decorate(summary, rates, now)
+    t[0] = 2.0
+    moving = decorate(
+        {**summary, "counts": {"sms": {**counts, "sent": 60, "pending": 40}}}, rates, now
+    )
+    # Given 20 sent in 2 s, then 10/s now, 6/s on average over 10 s, 4 s to go
+    assert moving["progress"]["sms"]["rate_per_s"] == 10.0
+    assert moving["progress"]["sms"]["avg_rate_per_s"] == 6.0
+    assert moving["progress"]["sms"]["eta_s"] == 4.0
+    assert moving["progress"]["sms"]["done"] == 60
+    # When it is paused, then no rate and no ETA are claimed
+    t[0] = 3.0
+    paused = decorate({**summary, "status": "paused"}, rates, now)
+    assert paused["progress"]["sms"]["rate_per_s"] == 0.0
+    assert paused["progress"]["sms"]["eta_s"] is None

@@ -61,11 +61,15 @@ def decorate(summary: dict[str, Any], rates: RateBook, now: datetime) -> dict[st
     until = datetime.fromisoformat(ended) if ended else now
     lifetime_s = max((until - created).total_seconds(), 0.001)
     running = summary["status"] not in ENDED_STATUSES
+    # Only a sending blast has a rate and an ETA; a paused one keeps its history for resume.
+    moving = summary["status"] == "sending"
     progress: dict[str, Any] = {}
     for channel, c in summary["counts"].items():
         waiting = c["pending"] + c["deferred"]
         done = max(c["targeted"] - waiting, 0)
         current = rates.add(summary["blast_id"], channel, c["sent"]) if running else 0.0
+        if not moving:
+            current = 0.0
         progress[channel] = {
             "done": done,
             "total": c["targeted"],

@@ -50,7 +50,9 @@
   function show(blast) {
     var id = blast.blast_id;
     set(id + "|status", blast.status);
-    set(id + "|pause", blast.pause_reason ? blast.pause_reason + ": " + (blast.pause_detail || "") : "");
+    set(id + "|pause", blast.status === "paused" && blast.pause_reason
+      ? "paused by " + blast.pause_reason + (blast.pause_detail ? ": " + blast.pause_detail : "")
+      : "");
     var card = document.querySelector('[data-blast="' + CSS.escape(id) + '"]');
     if (card) { card.className = card.className.replace(/status-\S+/, "status-" + blast.status); }
     Object.keys(blast.progress).forEach(function (channel) {

@@ -8,8 +8,10 @@ here, templates included.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -39,6 +41,12 @@ SMS_BODY_MAX_CHARS = SMS_RENDERED_MAX_CHARS
 EMAIL_SUBJECT_MAX_CHARS = SUBJECT_RENDERED_MAX_CHARS
 #: Longest email text or HTML template, in characters.
 EMAIL_BODY_MAX_CHARS = TEMPLATE_MAX_CHARS
+#: Longest MMS media URL we accept (Twilio takes URLs, not bodies; longer is a paste error).
+MEDIA_URL_MAX_CHARS = 2048
+#: A custom field's name: what the import keeps a column under (lower case, ``_``).
+FIELD_NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
+#: Most values one ``audience.fields`` entry may list.
+FIELD_VALUES_MAX = 1000
 
 
 class _Strict(BaseModel):
@@ -50,6 +58,23 @@ class SmsContent(_Strict):
     """The SMS part: a Jinja2 template over the supporter's fields."""
 
     body: str = Field(min_length=1, max_length=SMS_BODY_MAX_CHARS)
+    #: Contract §4: an MMS image; sent as Twilio's ``MediaUrl`` and priced as an MMS.
+    media_url: str | None = Field(default=None, max_length=MEDIA_URL_MAX_CHARS)
+
+    @field_validator("media_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError("media_url must be an https URL")
+        return value
+
+    @property
+    def is_mms(self) -> bool:
+        """True when the message carries media (billed per message, not per segment)."""
+        return self.media_url is not None
 
     @field_validator("body")
     @classmethod
@@ -80,6 +105,21 @@ class EmailContent(_Strict):
         return self
 
 
+def _as_text(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+class FromBlast(_Strict):
+    """``audience.from_blast``: the recipients an earlier blast reached."""
+
+    id: str = Field(pattern=ALERT_ID_PATTERN)
+    #: True: only those who clicked a tracked link; False: only those who did not; absent:
+    #: everyone it reached.
+    clicked: bool | None = None
+
+
 class Audience(_Strict):
     """An optional filter over the topic's subscribers; every given list must match."""
 
@@ -102,6 +142,41 @@ class Audience(_Strict):
     def _zip5(cls, value: list[str]) -> list[str]:
         return [p.strip()[:5] for p in value]
 
+    #: Contract §4: exact tag matches. Every one of ``tags_all``, at least one of
+    #: ``tags_any`` (as ``tags``), none of ``tags_none``.
+    tags_all: list[str] = Field(default_factory=list, max_length=100)
+    tags_any: list[str] = Field(default_factory=list, max_length=100)
+    tags_none: list[str] = Field(default_factory=list, max_length=100)
+    #: Contract §4: ``{"name": value or [values]}`` over the import's custom columns; every
+    #: name must match one of its values (compared as text, as the CSV held them).
+    fields: dict[str, list[str]] = Field(default_factory=dict, max_length=20)
+    #: A follow-up: only recipients a blast reached (sent or delivered), optionally only
+    #: those who clicked (or did not click) one of its tracked links.
+    from_blast: FromBlast | None = None
+
+    @field_validator("tags_all", "tags_any", "tags_none")
+    @classmethod
+    def _lower_tags(cls, value: list[str]) -> list[str]:
+        return [t.strip().lower() for t in value]
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _field_values(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # pydantic reports the type
+        out: dict[Any, Any] = {}
+        for name, wanted in value.items():
+            if not isinstance(name, str) or not re.fullmatch(FIELD_NAME_PATTERN, name.lower()):
+                raise ValueError(f"field name {name!r}: lower-case letters, digits and _")
+            values = wanted if isinstance(wanted, list) else [wanted]
+            if not values or len(values) > FIELD_VALUES_MAX:
+                raise ValueError(f"field {name!r}: 1 to {FIELD_VALUES_MAX} values")
+            if not all(isinstance(v, str | int | float | bool) for v in values):
+                raise ValueError(f"field {name!r}: values must be text or numbers")
+            # The import keeps every value as the text the CSV held.
+            out[name.lower()] = [_as_text(v) for v in values]
+        return out
+
 
 class BreakerSettings(_Strict):
     """Contract §13: this alert's circuit breakers (any subset; the rest from the fleet's)."""
@@ -123,6 +198,9 @@ class Alert(_Strict):
     email: EmailContent | None = None
     audience: Audience | None = None
     send_by: AwareDatetime | None = None
+    #: Contract §4: a scheduled blast; ``scheduled`` until then (``rapid scheduler`` releases
+    #: it), cancelable meanwhile.
+    send_at: AwareDatetime | None = None
     test_recipients: list[str] = Field(default_factory=list, max_length=100)
     dry_run: bool = False
     #: Extension: the alert topic, for raw SNS delivery where no TopicArn travels along.
@@ -133,12 +211,33 @@ class Alert(_Strict):
     requested_via: Literal["cli", "api", "dashboard"] | None = None
     #: Contract §13: thresholds of the blast's circuit breakers (messaging/breakers.py).
     breakers: BreakerSettings | None = None
+    #: Contract §4: a recipient whose SMS quiet hours would hold gets the email part now
+    #: instead (the SMS row ends ``fallback``).
+    quiet_hours_fallback: Literal["email"] | None = None
 
     @model_validator(mode="after")
     def _has_a_channel(self) -> Alert:
         if self.sms is None and self.email is None:
             raise ValueError("an alert needs at least one of sms and email")
+        if self.quiet_hours_fallback == "email" and (self.sms is None or self.email is None):
+            raise ValueError('quiet_hours_fallback "email" needs both an sms and an email part')
+        if self.send_at is not None and self.send_by is not None and self.send_at >= self.send_by:
+            raise ValueError("send_at must be before send_by")
         return self
+
+    def scheduled(self, now: datetime | None = None) -> bool:
+        """True while ``send_at`` is ahead: the blast waits, ``scheduled``. A dry run reports
+        now (its figures are what a send would do at the time of asking)."""
+        return (
+            self.send_at is not None
+            and not self.dry_run
+            and (now or datetime.now(UTC)) < self.send_at
+        )
+
+    @property
+    def falls_back_to_email(self) -> bool:
+        """True when SMS that quiet hours would hold go as the alert's email instead."""
+        return self.quiet_hours_fallback == "email"
 
     @property
     def channels(self) -> tuple[str, ...]:

@@ -49,8 +49,14 @@ log = structlog.get_logger(__name__)
 #: short enough not to hold locks for long.
 DEFAULT_BATCH_SIZE = 5_000
 
-#: Columns the import understands (contract §5); any other column is ignored.
-KNOWN_COLUMNS = frozenset({"external_id", *SUPPORTER_COLUMNS, "topics"})
+#: Columns the import understands (contract §5); any other column is kept as a custom field
+#: (``supporters.fields``), under its name lower-cased with every run of other characters
+#: than ``a-z0-9_`` made one ``_`` (``Ward #`` → ``ward``).
+KNOWN_COLUMNS = frozenset({"external_id", *SUPPORTER_COLUMNS, "topics"}) - {"fields"}
+#: Longest value a custom field keeps; longer is rejected, not truncated.
+FIELD_VALUE_MAX_CHARS = 500
+#: Most custom columns one file may bring (each is a key in every supporter's JSON).
+MAX_CUSTOM_COLUMNS = 100
 
 #: Columns of ``FILE.rejects.csv``.
 REJECTS_HEADER = ("row", "external_id", "field", "value", "reason")
@@ -147,9 +153,11 @@ def import_csv(
             ThreadPoolExecutor(1, thread_name_prefix="supporters-import") as pool,
         ):
             records = csv.reader(stream)
-            header, width = _read_header(path, records)
-            parser = _RowParser(header, default_region)
-            columns_present = frozenset(header) - {"external_id"}
+            header, custom, width = _read_header(path, records)
+            parser = _RowParser(header, default_region, custom)
+            columns_present = frozenset(header) - {"external_id"} | (
+                {"fields"} if custom else set()
+            )
             try:
                 for batch in _batches(records, parser, batch_size, path, width):
                     if pending is not None:
@@ -227,9 +235,19 @@ def _check_text(path: Path) -> None:
         raise InputError(f"{path.name} is empty: expected a header row with external_id")
 
 
-def _read_header(path: Path, records: Iterator[list[str]]) -> tuple[dict[str, int], int]:
-    """(known column name → its index, number of columns); the first row must be a header
-    naming external_id."""
+def custom_field_name(cell: str) -> str:
+    """The name a custom column is kept under (``""``: the column has no usable name)."""
+    return _NOT_NAME_RE.sub("_", cell.strip().lower()).strip("_")[:64]
+
+
+_NOT_NAME_RE = re.compile(r"[^a-z0-9_]+")
+
+
+def _read_header(
+    path: Path, records: Iterator[list[str]]
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """(known column name → its index, custom field name → its index, number of columns);
+    the first row must be a header naming external_id."""
     try:
         cells = next(records, None)
     except csv.Error as exc:
@@ -237,9 +255,13 @@ def _read_header(path: Path, records: Iterator[list[str]]) -> tuple[dict[str, in
     if not cells:
         raise InputError(f"{path.name} has no header row: expected one naming external_id")
     header: dict[str, int] = {}
+    custom: dict[str, int] = {}
     for index, cell in enumerate(cells):
         name = cell.strip().lower()
         if name not in KNOWN_COLUMNS:
+            field = custom_field_name(cell)
+            if field and field not in custom and len(custom) < MAX_CUSTOM_COLUMNS:
+                custom[field] = index  # a repeated name keeps its first column
             continue
         if name in header:
             raise InputError(f"{path.name}: column {name!r} appears twice in the header")
@@ -250,7 +272,7 @@ def _read_header(path: Path, records: Iterator[list[str]]) -> tuple[dict[str, in
             f"{path.name} has no external_id column (header: {', '.join(shown)}); "
             "the first row must name the columns"
         )
-    return header, len(cells)
+    return header, custom, len(cells)
 
 
 @dataclass(slots=True)
@@ -418,6 +440,7 @@ def _batches(
 _SLOT = {name: index for index, name in enumerate(SupporterRow._fields)}
 _PHONE, _POSTAL, _TIMEZONE = _SLOT["phone"], _SLOT["postal_code"], _SLOT["timezone"]
 _SMS, _EMAIL_OPT, _TOPICS = _SLOT["sms_opt_in"], _SLOT["email_opt_in"], _SLOT["topics"]
+_FIELDS = _SLOT["fields"]
 #: A row with nothing in it yet: every optional field None, no topics.
 _EMPTY_ROW: list[Any] = [None] * len(SupporterRow._fields)
 _EMPTY_ROW[_TOPICS] = ()
@@ -432,8 +455,13 @@ class _RowParser:
     by one while the good ones are kept.
     """
 
-    def __init__(self, header: dict[str, int], default_region: str) -> None:
+    def __init__(
+        self, header: dict[str, int], default_region: str, custom: dict[str, int] | None = None
+    ) -> None:
         self._id = header["external_id"]
+        #: Custom columns: every row keeps each of them (blank as ""), so a template's
+        #: ``{{ fields.ward }}`` renders for everyone the file named.
+        self._custom = list((custom or {}).items())
         single: dict[str, Callable[[str], Any]] = {
             "first_name": partial(normalize_text, field="first_name", max_len=_MAX_NAME),
             "last_name": partial(normalize_text, field="last_name", max_len=_MAX_NAME),
@@ -494,6 +522,16 @@ class _RowParser:
                     rejects.append(
                         _Reject(number, external_id, name, part.value or "", part.reason)
                     )
+        if self._custom:
+            fields: dict[str, str] = {}
+            for name, index in self._custom:
+                raw = cells[index] if index < width else ""
+                try:
+                    fields[name] = normalize_text(raw, name, FIELD_VALUE_MAX_CHARS)
+                except FieldRejected as exc:
+                    rejects.append(_Reject(number, external_id, name, raw.strip(), exc.reason))
+                    fields[name] = ""
+            values[_FIELDS] = fields
         if values[_TIMEZONE] is None and self._derive:
             values[_TIMEZONE] = derive_timezone(values[_PHONE], values[_POSTAL])
         # Blank or unusable opt-in: no consent (contract §5).

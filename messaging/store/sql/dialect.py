@@ -39,6 +39,12 @@ class SqlDialect(Protocol):
         """``column IN values``, bound the cheapest way this database allows."""
         ...
 
+    def json_field_in(
+        self, column: ColumnElement[Any], name: str, values: Sequence[str]
+    ) -> ColumnElement[bool]:
+        """The JSON object in ``column`` has ``name`` equal to one of ``values`` (text)."""
+        ...
+
     def claim(
         self,
         conn: Connection,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     literal,
+    or_,
     text,
     true,
 )
@@ -86,6 +87,13 @@ class PostgresDialect:
         # One bound array instead of one parameter per value: a batch binds hundreds, and
         # compiling them cost more than the query.
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+
+    def json_field_in(
+        self, column: ColumnElement[Any], name: str, values: Sequence[str]
+    ) -> ColumnElement[bool]:
+        # Containment, ``fields @> '{"ward": "7"}'``, is what the GIN index
+        # (jsonb_path_ops) answers; ``fields ->> 'ward' = '7'`` would scan every supporter.
+        return or_(*(column.op("@>")(literal({name: v}, postgresql.JSONB())) for v in values))
 
     def claim(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -30,6 +31,13 @@ from messaging.ports import SUPPORTER_COLUMNS, SupporterRow
 from messaging.store.schema import alert_topics, subscriptions, supporters
 from messaging.store.sql.supporters import ROW_WIDTH, supporter_upsert
 
+
+def _scratch_type(name: str) -> Any:
+    if name == "fields":
+        return postgresql.JSONB
+    return Boolean if name.endswith("_opt_in") else String
+
+
 # Per-transaction scratch tables, dropped at commit. Their own MetaData: they are not part
 # of the schema, and migrations must never see them. ``existed`` marks what the batch's
 # existence query found, so new and known supporters take different statements.
@@ -38,7 +46,7 @@ _batch_rows = Table(
     "rapid_import_rows",
     _scratch,
     Column("external_id", String, nullable=False),
-    *(Column(name, Boolean if name.endswith("_opt_in") else String) for name in SUPPORTER_COLUMNS),
+    *(Column(name, _scratch_type(name)) for name in SUPPORTER_COLUMNS),
     Column("existed", Boolean, nullable=False),
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DROP",
@@ -88,7 +96,9 @@ def write_postgres(
     _batch_rows.create(conn)
     with driver.cursor() as cursor, cursor.copy(_copy_sql(_batch_rows)) as copy:
         for row in rows:
-            copy.write_row((*row[:ROW_WIDTH], row.external_id in existing))
+            # ``fields`` (the last column) travels as JSON text; psycopg adapts no dict.
+            fields = Jsonb(row.fields) if row.fields is not None else None
+            copy.write_row((*row[: ROW_WIDTH - 1], fields, row.external_id in existing))
     names = ["external_id", *SUPPORTER_COLUMNS]
     columns = [*names, "created_at", "updated_at"]
     source = select(

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     bindparam,
     exists,
+    func,
     select,
 )
 from sqlalchemy.dialects import sqlite
@@ -41,6 +42,12 @@ class SqliteDialect:
 
     def among(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         return column.in_(list(values))
+
+    def json_field_in(
+        self, column: ColumnElement[Any], name: str, values: Sequence[str]
+    ) -> ColumnElement[bool]:
+        # ``name`` is [a-z0-9_] (the alert's rule), so quoting it in the path is safe.
+        return func.json_extract(column, f'$."{name}"').in_(list(values))
 
     def claim(
         self,

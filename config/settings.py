@@ -68,6 +68,11 @@ class Settings:
     sms_frequency_cap: FrequencyCap | None = None
     email_frequency_cap: FrequencyCap | None = None
     public_base_url: str = "http://127.0.0.1:8000"
+    #: Where tracked short links point, ``{base}/l/{code}`` (a short domain routed to
+    #: ``rapid web``); None: ``public_base_url``.
+    short_link_base_url: str | None = None
+    #: The query parameter a short link's redirect adds with the blast id (ActBlue's).
+    link_refcode_param: str = "refcode"
     #: Messages per second per From number (1 long code, 3 toll-free, 100 short code).
     sms_rate_per_sender: float = 1.0
     #: Messages per second across the fleet and the whole sender pool.
@@ -179,6 +184,12 @@ def _http_url(raw: str) -> str:
 def _sid(raw: str) -> str:
     if not _SID_RE.match(raw):
         raise ValueError("not a Twilio SID (AC… or MG… followed by 32 hex digits)")
+def _query_param(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", raw):
+        raise ValueError("must be a URL query parameter name (letters, digits, _ . -)")
+    return raw
+
+
     return raw
 
 
@@ -343,6 +354,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMS_RATE_PER_SENDER": ("sms_rate_per_sender", _rate),
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),
     "EMAIL_RATE": ("email_rate", _rate),
+    "SHORT_LINK_BASE_URL": ("short_link_base_url", _http_url),
+    "LINK_REFCODE_PARAM": ("link_refcode_param", _query_param),
     "QUIET_HOURS": ("quiet_hours", parse_quiet_hours),
     "RAPID_API_TOKEN": ("api_token", _api_token),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),

@@ -88,6 +88,9 @@ class EmailContent(_Strict):
     subject: str = Field(min_length=1, max_length=EMAIL_SUBJECT_MAX_CHARS)
     text: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
     html: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
+    #: Opt-in: its http(s) links become tracked short links, as SMS links always do
+    #: (messaging/links.py); off by default, mail clients show the long link's domain.
+    track_links: bool = False
 
     @model_validator(mode="after")
     def _has_a_body(self) -> EmailContent:
@@ -189,6 +192,18 @@ class BreakerSettings(_Strict):
     optout_rate: float | None = Field(default=None, gt=0, le=1)
 
 
+class Variant(_Strict):
+    """One of an alert's A/B variants: its own SMS and/or email part; a part it leaves out
+    is the alert's own."""
+
+    sms: SmsContent | None = None
+    email: EmailContent | None = None
+
+
+#: Contract §4: an alert's variants, 2 to 5.
+VARIANTS_MIN, VARIANTS_MAX = 2, 5
+
+
 class Alert(_Strict):
     """A validated alert. ``alert_id`` is filled in by intake when the publisher left it out."""
 
@@ -214,9 +229,32 @@ class Alert(_Strict):
     #: Contract §4: a recipient whose SMS quiet hours would hold gets the email part now
     #: instead (the SMS row ends ``fallback``).
     quiet_hours_fallback: Literal["email"] | None = None
+    #: Contract §4: recipients split evenly and reproducibly between these (messaging/
+    #: variants.py); a channel the alert itself leaves out is taken from the first variant.
+    variants: list[Variant] | None = Field(
+        default=None, min_length=VARIANTS_MIN, max_length=VARIANTS_MAX
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_from_variants(cls, data: Any) -> Any:
+        # Every part of the pipeline that asks "does this alert send SMS" reads alert.sms;
+        # a variants-only alert answers it with its first variant's parts.
+        if isinstance(data, dict) and isinstance(data.get("variants"), list):
+            first = data["variants"][0] if data["variants"] else None
+            if isinstance(first, dict):
+                data = dict(data)
+                for channel in ("sms", "email"):
+                    if data.get(channel) is None and first.get(channel) is not None:
+                        data[channel] = first[channel]
+        return data
 
     @model_validator(mode="after")
     def _has_a_channel(self) -> Alert:
+        for i, variant in enumerate(self.variants or ()):
+            for channel in ("sms", "email"):
+                if getattr(variant, channel) is not None and getattr(self, channel) is None:
+                    raise ValueError(f"variants.{i} has {channel} but the first variant has not")
         if self.sms is None and self.email is None:
             raise ValueError("an alert needs at least one of sms and email")
         if self.quiet_hours_fallback == "email" and (self.sms is None or self.email is None):

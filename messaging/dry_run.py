@@ -12,10 +12,12 @@ from typing import Any
 
 from config.settings import QuietHours
 from messaging.alert import Alert
+from messaging.links import preview_links
 from messaging.ports import PendingView
 from messaging.quiet_hours import next_allowed
 from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.templates import RenderError, render
+from messaging.variants import sms_content
 
 #: Recipients whose SMS is rendered to measure segments; the average is extrapolated.
 SEGMENT_SAMPLE = 1000
@@ -31,6 +33,9 @@ class DryRunConfig:
     sms_price_per_segment: float = 0.0079
     email_price: float = 0.0006
     quiet_hours: QuietHours | None = None
+    #: Where tracked short links point: the sample's URLs are measured as short links
+    #: (messaging/links.py); None: as written.
+    short_link_base_url: str | None = None
 
 
 def estimate(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, Any]:
@@ -53,12 +58,17 @@ def _sms(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, 
     recipients = pending.pending_count("sms")
     # Segments: render a sample as the sender would (first-contact text included).
     segments, rendered, failed = 0, 0, 0
-    for fields, first_sms_at in pending.sms_sample(SEGMENT_SAMPLE):
+    links = preview_links(alert, config.short_link_base_url)
+    for i, (fields, first_sms_at) in enumerate(pending.sms_sample(SEGMENT_SAMPLE)):
+        # Variants are split evenly: the sample takes them in turn.
+        part = sms_content(alert, i) if alert.variants else alert.sms
+        assert part is not None
         try:
-            body = render(alert.sms.body, fields)
+            body = render(part.body, fields)
         except RenderError:
             failed += 1
             continue
+        body = links.rewrite(body, 0) if links is not None else body
         if first_sms_at is None:
             body = f"{config.org_name}: {body}\nReply STOP to opt out"
         segments += segment_info(normalize_for_gsm(body)).segments

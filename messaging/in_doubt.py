@@ -26,7 +26,10 @@ from typing import Protocol
 
 import structlog
 
+from messaging.alert import Alert
 from messaging.lifecycle import RowState
+from messaging.links import ShortLinks
+from messaging.personalize import sms_body
 from messaging.ports import (
     IN_FLIGHT_GRACE_S,
     BlastRecord,
@@ -41,7 +44,7 @@ from messaging.ports import (
 from messaging.providers.base import LoggedSms, SmsLog
 from messaging.sending.sms import SmsConfig, first_contact_text
 from messaging.sms_encoding import normalize_for_gsm
-from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
+from messaging.templates import RenderError
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +97,7 @@ class InDoubtSettler:
         *,
         sms_log: SmsLog | None = None,
         sms_config: SmsConfig | None = None,
+        links: ShortLinks | None = None,
         grace_s: float = IN_FLIGHT_GRACE_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -102,6 +106,8 @@ class InDoubtSettler:
         self._progress = progress
         self._sms_log = sms_log
         self._sms_config = sms_config
+        #: The senders' short links: the text looked for has the same links.
+        self._links = links
         self._grace_s = grace_s
         self._clock = clock
 
@@ -161,7 +167,6 @@ class InDoubtSettler:
             return 0
         assert self._sms_log is not None and self._sms_config is not None
         config, sms_log = self._sms_config, self._sms_log
-        body_template = blast.alert.sms.body
 
         def lookup(row: SendingRow) -> tuple[SendingRow, list[LoggedSms] | None]:
             since = row.claimed_at.timestamp() - CLOCK_SLACK_S
@@ -183,7 +188,7 @@ class InDoubtSettler:
                 report.lookups_failed += 1
                 continue
             c = row.claimed
-            match = _find(logged, _bodies(config, body_template, c))
+            match = _find(logged, _bodies(config, blast.alert, c, self._links))
             if match is not None:
                 sent.append(
                     Outcome(
@@ -215,10 +220,10 @@ class InDoubtSettler:
         return len(sent) + len(again)
 
 
-def _bodies(config: SmsConfig, template: str, c: Claimed) -> set[str]:
+def _bodies(config: SmsConfig, alert: Alert, c: Claimed, links: ShortLinks | None) -> set[str]:
     """The bodies the row's text could have had: plain, or as the supporter's first text."""
     try:
-        body = render(template, c.fields, max_chars=SMS_RENDERED_MAX_CHARS)
+        body = sms_body(alert, c.supporter_id, c.fields, links)
     except RenderError:
         return set()
     return {normalize_for_gsm(body), normalize_for_gsm(first_contact_text(config.org_name, body))}

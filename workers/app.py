@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from messaging.compliance.replies import ReplyHandler
     from messaging.in_doubt import InDoubtSettler
     from messaging.intake import Intake
+    from messaging.links import ShortLinks
     from messaging.operators import Operators
     from messaging.ports import AlertPublisher, BlastStore, LedgerStore
     from messaging.provider_auth import ProviderAuthPause
@@ -203,6 +204,7 @@ class App:
             sms_price_per_segment=s.sms_segment_price,
             email_price=s.email_price,
             quiet_hours=s.quiet_hours,
+            short_link_base_url=s.short_link_base_url or s.public_base_url,
         )
         from queues.envelope import unwrap
 
@@ -301,8 +303,32 @@ class App:
                 messaging_service_sid=s.twilio_messaging_service_sid,
             )
         return InDoubtSettler(
-            self.ledger, self.lanes, self.control.progress, sms_log=sms_log, sms_config=sms_config
+            self.ledger,
+            self.lanes,
+            self.control.progress,
+            sms_log=sms_log,
+            sms_config=sms_config,
+            links=self.links,
         )
+
+    @cached_property
+    def links(self) -> ShortLinks | None:
+        """Tracked short links (contract §7) under ``RAPID_SECRET_KEY``; None when there is
+        no key (production without one: SMS go with their URLs as written, and say so)."""
+        import structlog
+
+        from messaging.links import LinkCodes, ShortLinks
+
+        s = self.settings
+        try:
+            keys = s.unsubscribe_keys()
+        except ConfigError:
+            structlog.get_logger(__name__).warning(
+                "links.untracked", reason="RAPID_SECRET_KEY is not set"
+            )
+            return None
+        base_url = s.short_link_base_url or s.public_base_url
+        return ShortLinks(LinkCodes(keys[0], keys[1:]), self.stores.links, base_url)
 
     def _require(self, **values: Any) -> None:
         for name, value in values.items():
@@ -342,7 +368,7 @@ class App:
             rate_account_per_s=s.sms_rate_account,
             quiet_hours=s.quiet_hours,
         )
-        return SmsSender(self.send_context, transport, config)
+        return SmsSender(self.send_context, transport, config, links=self.links)
 
     def email_sender(self) -> EmailSender:
         """The email sender on the official SendGrid client (fails at start if unconfigured)."""
@@ -373,7 +399,7 @@ class App:
             base_url=s.sendgrid_api_base_url,
             on_throttle=lambda _wait_s: self.send_context.limiter.throttle(email_key),
         )
-        return EmailSender(self.send_context, transport, config)
+        return EmailSender(self.send_context, transport, config, links=self.links)
 
     def close(self) -> None:
         """Release pooled connections and provider sessions."""

@@ -12,6 +12,7 @@ import structlog
 from messaging.alert import EmailContent
 from messaging.errors import PermanentSendError, ProviderAuthError, TransientSendError
 from messaging.lifecycle import RowState
+from messaging.links import ShortLinks, tracked_templates
 from messaging.ports import BlastRecord, Claimed, Outcome, SendWork
 from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport, SharedBodies
 from messaging.sending.common import (
@@ -34,6 +35,7 @@ from messaging.templates import (
     render,
 )
 from messaging.unsubscribe import UnsubscribeTokens
+from messaging.variants import email_content, recipient_variant
 
 log = structlog.get_logger(__name__)
 
@@ -143,8 +145,17 @@ def _recipient(
 class EmailSender:
     """Sends email batches through an :class:`EmailTransport`."""
 
-    def __init__(self, ctx: SendContext, transport: EmailTransport, config: EmailConfig) -> None:
+    def __init__(
+        self,
+        ctx: SendContext,
+        transport: EmailTransport,
+        config: EmailConfig,
+        *,
+        links: ShortLinks | None = None,
+    ) -> None:
         self._ctx = ctx
+        #: Tracked short links, for email parts that opt in (``track_links``).
+        self._links = links
         self._transport = transport
         self._config = config
         self._from_name, self._from_email = parseaddr(config.email_from)
@@ -154,7 +165,12 @@ class EmailSender:
         if blast_id not in self._plans:
             blast = self._ctx.blast(blast_id)
             assert blast is not None and blast.alert.email is not None
-            self._plans[blast_id] = shared_plan(self._config, blast.alert.email)
+            alert = blast.alert
+            # Variants and tracked links differ per recipient: each gets bodies of its own.
+            personal = alert.variants or (self._links and tracked_templates(alert, "email"))
+            self._plans[blast_id] = (
+                None if personal or alert.email is None else shared_plan(self._config, alert.email)
+            )
         return self._plans[blast_id]
 
     def _shared_recipient(self, plan: SharedPlan, blast_id: str, c: Claimed) -> EmailRecipient:
@@ -188,10 +204,16 @@ class EmailSender:
     def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:
         blast = self._ctx.blast(blast_id)
         assert blast is not None and blast.alert.email is not None
-        content = blast.alert.email
+        alert = blast.alert
+        content = email_content(alert, recipient_variant(alert, c.supporter_id)) or alert.email
+        assert content is not None
         subject = header_line(render(content.subject, c.fields))
         text = render(content.text, c.fields) if content.text else None
         body_html = render(content.html, c.fields, html=True) if content.html else None
+        if self._links is not None and content.track_links:
+            links = self._links.for_alert(alert, "email")
+            text = links.rewrite(text, c.supporter_id) if text else None
+            body_html = links.rewrite(body_html, c.supporter_id) if body_html else None
         url = self._config.unsubscribe_url(c.destination, blast_id)
         text, body_html = with_footer(self._config, text, body_html, url)
         return _recipient(blast_id, c, url, subject, text, body_html, {})

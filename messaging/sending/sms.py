@@ -20,6 +20,8 @@ from messaging.errors import (
     TransientSendError,
 )
 from messaging.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
+from messaging.links import ShortLinks
+from messaging.personalize import sms_body
 from messaging.ports import BlastRecord, Claimed, Outcome, Reservation, SendWork
 from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
 from messaging.quiet_hours import next_allowed
@@ -35,7 +37,7 @@ from messaging.sending.common import (
 )
 from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.supporters.normalize import derive_timezone
-from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
+from messaging.templates import RenderError
 
 log = structlog.get_logger(__name__)
 
@@ -99,12 +101,15 @@ class SmsSender:
         config: SmsConfig,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        links: ShortLinks | None = None,
     ) -> None:
         self._ctx = ctx
         self._transport = transport
         self._config = config
         #: The wall clock quiet hours are judged by (injected so tests can set the hour).
         self._clock = clock
+        #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
+        self._links = links
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work.
@@ -188,7 +193,7 @@ class SmsSender:
         messages: list[tuple[int, SmsMessage, int]] = []
         for c in to_send:
             try:
-                body = render(alert.sms.body, c.fields, max_chars=SMS_RENDERED_MAX_CHARS)
+                body = sms_body(alert, c.supporter_id, c.fields, self._links)
             except RenderError as exc:
                 outcomes.append(
                     Outcome(c.supporter_id, RowState.FAILED, error_code="render", error=str(exc))

@@ -18,6 +18,15 @@ class Summaries:
     def state_counts(self, blast_ids: list[str]) -> dict[str, ByChannel]:
         raise NotImplementedError
 
+    def click_counts(self, blast_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Recipients who clicked a tracked link, per blast and channel (from the ledger:
+        a click moves no row, so the state counts and live counters do not hold it)."""
+        return {}
+
+    def variant_counts(self, blast_id: str) -> dict[int, ByChannel]:
+        """``{variant: {channel: {state: rows, "clicked": rows}}}`` of a blast's ledger."""
+        return {}
+
     def summaries(
         self, records: list[BlastRecord], live: LiveCounts | None = None
     ) -> list[dict[str, Any]]:
@@ -37,18 +46,30 @@ class Summaries:
         from_ledger = self.state_counts(
             [r.blast_id for r in records if counted.get(r.blast_id) is None]
         )
+        clicks = self.click_counts([r.blast_id for r in records])
         result = []
         for r in records:
             live_counts = counted.get(r.blast_id)
             by_channel = live_counts if live_counts is not None else from_ledger[r.blast_id]
             result.append(
-                summary(r, by_channel, source="ledger" if live_counts is None else "live")
+                summary(
+                    r,
+                    by_channel,
+                    source="ledger" if live_counts is None else "live",
+                    clicks=clicks.get(r.blast_id),
+                    variants=self.variant_counts(r.blast_id) if r.alert.variants else None,
+                )
             )
         return result
 
 
 def summary(
-    record: BlastRecord, by_channel: dict[str, dict[str, int]], *, source: str = "ledger"
+    record: BlastRecord,
+    by_channel: dict[str, dict[str, int]],
+    *,
+    source: str = "ledger",
+    clicks: dict[str, int] | None = None,
+    variants: dict[int, ByChannel] | None = None,
 ) -> dict[str, Any]:
     """``{"blast_id", "topic", "status", "created_at", "counts": {...}, ...}``.
 
@@ -64,6 +85,11 @@ def summary(
             extra[name] = getattr(record, name)
     if record.send_at is not None:
         extra["send_at"] = record.send_at.isoformat()
+    if variants is not None:  # contract §4: every count also per variant
+        extra["variants"] = {
+            str(v): {c: _counts(variants.get(v, {}).get(c, {})) for c in channels}
+            for v in range(len(record.alert.variants or ()))
+        }
     return {
         "blast_id": record.blast_id,
         "topic": record.topic,
@@ -74,8 +100,17 @@ def summary(
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "dry_run": record.alert.dry_run,
         "test": bool(record.alert.test_recipients),
-        "counts": {c: counts_from_states(by_channel.get(c, {})) for c in channels},
+        "counts": {
+            c: counts_from_states(by_channel.get(c, {}), clicked=(clicks or {}).get(c, 0))
+            for c in channels
+        },
         "audience": record.stats,
         "counts_source": source,
         **extra,
     }
+
+
+def _counts(by_state: dict[str, int]) -> dict[str, int]:
+    """The contract's counts from states with a ``clicked`` pseudo-state beside them."""
+    states = dict(by_state)
+    return counts_from_states(states, clicked=states.pop("clicked", 0))

@@ -10,11 +10,13 @@ import structlog
 from starlette.applications import Starlette
 
 from messaging.delivery_events import DeliveryEvents
+from messaging.links import LinkCodes
 from messaging.unsubscribe import UnsubscribeTokens
 from queues.metrics import build_registry
 from workers.app import App
 from workers.web.api import Api
 from workers.web.health import Health, MetricsPortOnly
+from workers.web.links import ShortLinkRoute
 from workers.web.security import (
     AUTH_FAILURE_LIMIT,
     AUTH_FAILURE_WINDOW_S,
@@ -54,6 +56,11 @@ def create_app(app: App) -> Starlette:
         UnsubscribePages(UnsubscribeTokens(keys[0], keys[1:]), app.suppressions, settings.org_name),
         Api(app, auth),
         Health(app.stores.reports, app.redis, registry, app.blasts),
+        ShortLinkRoute(
+            LinkCodes(keys[0], keys[1:]),
+            app.stores.links,
+            refcode_param=settings.link_refcode_param,
+        ),
     )
     from workers.web.dashboard import dashboard_for
 

@@ -19,6 +19,7 @@ from messaging.ports import (
 )
 from messaging.store.memory.audience import AudienceFilter
 from messaging.store.memory.tables import MemoryTables, Row
+from messaging.variants import variant_of
 
 LOST_IN_FLIGHT = "lost_in_flight"
 
@@ -94,8 +95,13 @@ class MemoryLedger:
         channel: str,
         ids: list[int],
         capped: CapScreen | None = None,
+        variants: int = 0,
     ) -> dict[str, list[int]]:
         now = datetime.now(UTC)
+
+        def variant(sid: int) -> int | None:
+            return variant_of(blast_id, sid, variants) if variants else None
+
         live = {
             r.destination
             for (b, c, _), r in into.items()
@@ -117,7 +123,7 @@ class MemoryLedger:
                 state = RowState.PENDING
             live.add(destination)
             into[(blast_id, channel, sid)] = Row(
-                blast_id, channel, sid, destination, state, now, now
+                blast_id, channel, sid, destination, state, now, now, variant=variant(sid)
             )
             written.setdefault(state, []).append(sid)
         over = capped(channel, written.get(RowState.PENDING, [])) if capped else set()
@@ -145,7 +151,9 @@ class MemoryLedger:
                 return None
             pages: dict[str, ExpandedPage] = {}
             for channel in alert.channels:
-                written = self._write_page(self._t.deliveries, blast_id, channel, ids, capped)
+                written = self._write_page(
+                    self._t.deliveries, blast_id, channel, ids, capped, len(alert.variants or ())
+                )
                 pages[channel] = ExpandedPage(
                     sorted(written.get(RowState.PENDING, [])),
                     {state: len(i) for state, i in written.items()},
@@ -179,7 +187,9 @@ class MemoryLedger:
             cursor, pages = 0, 0
             while ids := audience.page(cursor, page_size):
                 for channel in alert.channels:
-                    written = self._write_page(scratch, blast_id, channel, ids, capped)
+                    written = self._write_page(
+                        scratch, blast_id, channel, ids, capped, len(alert.variants or ())
+                    )
                     for state, sids in written.items():
                         counts[channel][state] = counts[channel].get(state, 0) + len(sids)
                 cursor, pages = ids[-1], pages + 1

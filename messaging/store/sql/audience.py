@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, or_, select, true
+from sqlalchemy import Connection, and_, case, func, literal, null, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from messaging.alert import Alert
@@ -19,6 +19,7 @@ from messaging.lifecycle import RowState
 from messaging.ports import CapScreen
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
+from messaging.variants import PRIME, coefficients
 
 
 class Audience:
@@ -147,6 +148,14 @@ def _destination(channel: str) -> Any:
     return supporters.c.phone if channel == "sms" else func.lower(supporters.c.email)
 
 
+def _variant(alert: Alert, supporter_id: Any) -> Any:
+    """The row's A/B variant (messaging/variants.py), computed in the INSERT; NULL without."""
+    if not alert.variants:
+        return null()
+    a, c = coefficients(alert.alert_id)
+    return (supporter_id % PRIME * a + c) % PRIME % len(alert.variants)
+
+
 def insert_page(
     conn: Connection,
     dialect: SqlDialect,
@@ -207,6 +216,7 @@ def insert_page(
             state,
             literal(now),
             literal(now),
+            _variant(audience.alert, page.c.supporter_id),
         )
         .select_from(source)
         .where(true())
@@ -222,6 +232,7 @@ def insert_page(
                 "state",
                 "created_at",
                 "updated_at",
+                "variant",
             ],
             rows,
         )

@@ -1,0 +1,41 @@
+"""In-memory twin of :class:`messaging.store.sql.links.SqlLinkStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from messaging.links import Link
+from messaging.store.memory.tables import MemoryTables
+
+
+class MemoryLinkStore:
+    """Links in a dict; clicks on the shared ledger rows."""
+
+    def __init__(self, tables: MemoryTables) -> None:
+        self._t = tables
+        self._links: dict[int, Link] = {}
+        self._ids: dict[tuple[str, str, str], int] = {}
+
+    def register(self, blast_id: str, channel: str, urls: Sequence[str]) -> dict[str, int]:
+        with self._t.lock:
+            out = {}
+            for url in urls:
+                key = (blast_id, channel, url)
+                if key not in self._ids:
+                    link_id = len(self._links) + 1
+                    self._ids[key] = link_id
+                    self._links[link_id] = Link(link_id, blast_id, channel, url)
+                out[url] = self._ids[key]
+            return out
+
+    def get(self, link_id: int) -> Link | None:
+        return self._links.get(link_id)
+
+    def click(self, blast_id: str, channel: str, supporter_id: int) -> bool:
+        with self._t.lock:
+            row = self._t.deliveries.get((blast_id, channel, supporter_id))
+            if row is None or row.clicked_at is not None:
+                return False
+            row.clicked_at = datetime.now(UTC)
+            return True

@@ -1,0 +1,121 @@
+"""Tracked short links (:class:`messaging.links.LinkStore`) and counts per A/B variant."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, func, select
+
+from messaging.links import Link
+from messaging.ports import ByChannel
+from messaging.store.schema import deliveries, links
+from messaging.store.sql.dialect import SqlDialect, dialect_for
+
+
+def url_hash(url: str) -> str:
+    """The unique key of a URL within a blast's channel."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+class SqlLinkStore:
+    """:class:`~messaging.links.LinkStore` on the ``links`` table and the ledger."""
+
+    def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
+        self._engine = engine
+        self._dialect = dialect or dialect_for(engine)
+
+    def register(self, blast_id: str, channel: str, urls: Sequence[str]) -> dict[str, int]:
+        """Insert what is new (a racing sender's insert wins the same row), then read all."""
+        if not urls:
+            return {}
+        now = datetime.now(UTC)
+        by_hash = {url_hash(u): u for u in urls}
+        with self._engine.begin() as conn:
+            conn.execute(
+                self._dialect.insert(links)
+                .values(
+                    [
+                        {
+                            "blast_id": blast_id,
+                            "channel": channel,
+                            "url_hash": h,
+                            "url": u,
+                            "created_at": now,
+                        }
+                        for h, u in by_hash.items()
+                    ]
+                )
+                .on_conflict_do_nothing()
+            )
+            rows = conn.execute(
+                select(links.c.url_hash, links.c.id).where(
+                    links.c.blast_id == blast_id,
+                    links.c.channel == channel,
+                    links.c.url_hash.in_(list(by_hash)),
+                )
+            ).all()
+        return {by_hash[h]: int(i) for h, i in rows}
+
+    def get(self, link_id: int) -> Link | None:
+        """One primary-key read."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(links.c.blast_id, links.c.channel, links.c.url).where(links.c.id == link_id)
+            ).first()
+        return Link(link_id, row.blast_id, row.channel, row.url) if row else None
+
+    def click(self, blast_id: str, channel: str, supporter_id: int) -> bool:
+        """One conditional update on the ledger's primary key: only the first click sets it."""
+        now = datetime.now(UTC)
+        with self._engine.begin() as conn:
+            moved = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel == channel,
+                    deliveries.c.supporter_id == supporter_id,
+                    deliveries.c.clicked_at.is_(None),
+                )
+                .values(clicked_at=now)
+            ).rowcount
+        return bool(moved)
+
+
+def click_counts(conn: Connection, blast_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Clicked rows per blast and channel, read through the partial index of clicked rows."""
+    if not blast_ids:
+        return {}
+    query = (
+        select(deliveries.c.blast_id, deliveries.c.channel, func.count())
+        .where(deliveries.c.blast_id.in_(blast_ids), deliveries.c.clicked_at.is_not(None))
+        .group_by(deliveries.c.blast_id, deliveries.c.channel)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for blast_id, channel, n in conn.execute(query):
+        out.setdefault(blast_id, {})[channel] = int(n)
+    return out
+
+
+def variant_counts(conn: Connection, blast_id: str) -> dict[int, ByChannel]:
+    """``{variant: {channel: {state: rows, "clicked": rows}}}`` of a blast with variants
+    (one grouped read of its ledger rows)."""
+    query = (
+        select(
+            deliveries.c.variant,
+            deliveries.c.channel,
+            deliveries.c.state,
+            func.count(),
+            func.count(deliveries.c.clicked_at),
+        )
+        .where(deliveries.c.blast_id == blast_id, deliveries.c.variant.is_not(None))
+        .group_by(deliveries.c.variant, deliveries.c.channel, deliveries.c.state)
+    )
+    out: dict[int, ByChannel] = {}
+    for variant, channel, state, n, clicked in conn.execute(query):
+        by_state = out.setdefault(int(variant), {}).setdefault(channel, {})
+        by_state[state] = int(n)
+        if clicked:
+            by_state["clicked"] = by_state.get("clicked", 0) + int(clicked)
+    return out

@@ -1,0 +1,58 @@
+"""A/B variants of an alert (contract §4 ``variants``): who gets which, reproducibly.
+
+A supporter's variant is a hash of (blast, supporter) reduced to ``n`` buckets:
+``((supporter_id mod P) * a + c) mod P mod n`` with a prime ``P`` and ``a``, ``c`` drawn
+from a SHA-256 of the blast id. It is the same for the same supporter on every retry,
+redelivery and re-expansion of a blast (no state to lose), different blasts split the same
+people differently, and it is plain integer arithmetic, so the expansion computes it inside
+its ``INSERT … SELECT`` on PostgreSQL and SQLite alike (and the twin in Python) and stores it
+on the ledger row: counts per variant are then one ``GROUP BY``.
+
+Products stay below 2**62 (``P`` < 2**31, ``a`` < 2**31), inside a signed 64-bit integer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from messaging.alert import Alert, EmailContent, SmsContent
+
+#: The Mersenne prime 2**31 - 1: the hash's modulus.
+PRIME = 2_147_483_647
+
+
+def coefficients(blast_id: str) -> tuple[int, int]:
+    """``(a, c)`` of a blast's hash: ``1 <= a < P``, ``0 <= c < P``."""
+    digest = hashlib.sha256(b"rapid-variant:" + blast_id.encode()).digest()
+    a = int.from_bytes(digest[:8], "big") % (PRIME - 1) + 1
+    c = int.from_bytes(digest[8:16], "big") % PRIME
+    return a, c
+
+
+def variant_of(blast_id: str, supporter_id: int, n: int) -> int:
+    """The variant (``0 .. n-1``) supporter ``supporter_id`` gets in blast ``blast_id``."""
+    a, c = coefficients(blast_id)
+    return ((supporter_id % PRIME) * a + c) % PRIME % n
+
+
+def sms_content(alert: Alert, variant: int | None) -> SmsContent | None:
+    """The SMS part a recipient of ``variant`` gets (the alert's own without variants)."""
+    if alert.variants and variant is not None:
+        return alert.variants[variant % len(alert.variants)].sms or alert.sms
+    return alert.sms
+
+
+def email_content(alert: Alert, variant: int | None) -> EmailContent | None:
+    """The email part a recipient of ``variant`` gets (the alert's own without variants)."""
+    if alert.variants and variant is not None:
+        return alert.variants[variant % len(alert.variants)].email or alert.email
+    return alert.email
+
+
+def recipient_variant(alert: Alert, supporter_id: int) -> int | None:
+    """The variant of one recipient of ``alert``'s blast; None when it has no variants."""
+    if not alert.variants:
+        return None
+    return variant_of(alert.alert_id, supporter_id, len(alert.variants))

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from messaging.approval import ApprovalGate
+from messaging.approval import ApprovalGate, render_sample
 from messaging.dry_run import DryRunConfig, estimate
 from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
@@ -202,12 +202,17 @@ class Expander:
             blast.alert,
             blast.topic,
             self._page_size,
-            lambda pending: estimate(pending, blast.alert, config),
+            # What the operator reads before sending: the figures and two rendered messages.
+            lambda pending: {
+                "estimate": estimate(pending, blast.alert, config),
+                "sample": render_sample(pending, blast.alert),
+            },
             self._heartbeat,
         )
         result.pages += found.pages
         stats: dict[str, Any] = dict(found.stats)
-        stats["estimate"] = found.estimate
+        stats["estimate"] = found.estimate["estimate"]
+        stats["sample"] = found.estimate["sample"]
         stats["would_send"] = found.would_send
         self._lifecycle.finish_expansion(blast.blast_id, stats)
         self._lifecycle.complete(blast.blast_id)  # nothing was written: nothing is owed

@@ -285,6 +285,8 @@ def test_compose_with_a_dry_run(site: Site, as_operator: Any) -> None:
     text = preview.inner_text()
     assert "completed" in text and "recipients" in text
     assert f"{PER_TAG}" in text and "estimated cost" in text
+    # with two messages rendered for real recipients
+    assert "Rendered samples" in text and "Hi Pat300, did you see that answer?" in text
     # The form keeps what was typed, ready for a test send or the real one
     assert page.get_by_label("Tags").input_value() == "oh"
     assert _sms_received(site) == before

@@ -17,7 +17,7 @@ from messaging.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Source
 from messaging.dry_run import DryRunConfig
 from messaging.errors import InputError
 from messaging.expansion import Expander
-from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle
+from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus
 from messaging.ports import BlastControl, BlastRecord, BlastStore, LedgerStore, SendQueue, Unwrap
 
 log = structlog.get_logger(__name__)
@@ -86,6 +86,20 @@ class Intake:
                 self._audit.record(
                     requested_actor(alert), AuditAction.ALERT_SENT, blast_id=blast.blast_id
                 )
+        if blast.status == BlastStatus.SCHEDULED:
+            # Kept in the blasts table until ``send_at``; the scheduler releases and expands
+            # it (:mod:`messaging.scheduled`), so the queue message is done with.
+            bound.info("intake.scheduled", send_at=str(blast.send_at))
+            return blast
+        return self.expand(blast, heartbeat)
+
+    def expand(
+        self, blast: BlastRecord, heartbeat: Callable[[], None] = lambda: None
+    ) -> BlastRecord:
+        """Expand ``blast`` into the ledger and queue its work (or resume an expansion cut
+        short), then complete or expire it as its audience and deadline say. Also how the
+        scheduler sends a released scheduled blast."""
+        alert = blast.alert
         Expander(
             self._ledger,
             self._blasts,

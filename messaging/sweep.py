@@ -11,6 +11,8 @@ Run periodically by ``rapid scheduler`` (several may run: every action is idempo
 - A blast with nothing left owing: ``completed``.
 - Deferred SMS whose quiet window has ended: back to pending and onto their lane, in the
   order they were deferred (the senders' rate limits pace them).
+- Scheduled blasts whose ``send_at`` has come: released and expanded
+  (:mod:`messaging.scheduled`; the scheduler also asks between sweeps, to be on time).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from messaging.errors import ServiceUnavailableError
 from messaging.in_doubt import InDoubtReport, InDoubtSettler
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import InFlightView, enqueue_in_batches
+from messaging.scheduled import ScheduledReleases
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +56,8 @@ class SweepReport:
     in_doubt: InDoubtReport = field(default_factory=InDoubtReport)
     #: Blasts a circuit breaker paused.
     paused: list[str] = field(default_factory=list)
+    #: Scheduled blasts released (their ``send_at`` came) and handed to expansion.
+    scheduled: list[str] = field(default_factory=list)
 
 
 class Sweeper:
@@ -68,8 +73,11 @@ class Sweeper:
         in_doubt: InDoubtSettler | None = None,
         inflight: InFlightView | None = None,
         breakers: Breakers | None = None,
+        scheduled: ScheduledReleases | None = None,
     ) -> None:
         self._a = actions
+        #: Releases scheduled blasts when due (None: they wait; tests of other parts).
+        self.scheduled = scheduled
         self._stall_s = stall_s
         self._stuck_s = stuck_s
         #: Settles rows no live sender holds within a minute (both or neither are given;
@@ -84,6 +92,8 @@ class Sweeper:
     def run_once(self) -> SweepReport:
         """Sweep every blast that still owes work once."""
         report = SweepReport()
+        if self.scheduled is not None:
+            report.scheduled = self.scheduled.release_due()
         report.released = self.release_deferred()
         report.reconciled = self.reconcile_live()
         self.settle_in_doubt(report.in_doubt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ import structlog
 from workers.app import App
 
 if TYPE_CHECKING:
+    from messaging.ports import BlastRecord
+    from messaging.scheduled import ScheduledReleases
     from queues.leader import Leadership
 
 pass_app = click.make_pass_decorator(App)
@@ -199,11 +202,35 @@ def run_scheduler(
     """Sweep every ``interval_s`` (and publish the scaling metrics every
     ``publish_metrics_s``, when positive) until ``stop`` is set, while this process holds
     the scheduler's lease (``leadership``, default: the Redis lease)."""
+    from messaging.scheduled import ScheduledReleases
     from messaging.sweep import STALL_S, STUCK_S, Sweeper
     from queues.aws import make_cloudwatch
     from queues.capacity import publish_metrics
     from queues.leader import RedisLeaderLease
 
+    # Scheduled blasts are expanded by one worker thread, so a large one does not hold up
+    # the sweeps (in-doubt rows must settle within a minute).
+    expansions = ThreadPoolExecutor(1, thread_name_prefix="scheduled-expansion")
+    expanding: dict[str, Future[object]] = {}
+
+    def between_pages() -> None:
+        # SIGTERM: stop after this page (exit within 30 s); the next leader resumes the
+        # expansion from its cursor (messaging.scheduled.ORPHAN_S).
+        if stop.is_set():
+            raise InterruptedError("scheduler stopping")
+
+    def expand(blast: BlastRecord) -> None:
+        expanding[blast.blast_id] = expansions.submit(app.intake.expand, blast, between_pages)
+
+    def running() -> set[str]:
+        for blast_id, future in list(expanding.items()):
+            if future.done():
+                del expanding[blast_id]
+                if (error := future.exception()) is not None:  # resumed as an orphan later
+                    log.error("scheduler.expansion_failed", blast_id=blast_id, error=str(error))
+        return set(expanding)
+
+    releases = ScheduledReleases(app.blasts, app.actions.lifecycle, expand, running=running)
     sweeper = Sweeper(
         app.actions,
         stall_s=stall_s or STALL_S,
@@ -211,6 +238,7 @@ def run_scheduler(
         in_doubt=app.in_doubt_settler(),
         inflight=app.inflight,
         breakers=app.breakers(),
+        scheduled=releases,
     )
     cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
     rates = {"sms": app.settings.sms_rate_account, "email": app.settings.email_rate}
@@ -254,7 +282,8 @@ def run_scheduler(
         except Exception as exc:
             log.error("scheduler.failed", error=str(exc), error_type=type(exc).__name__)
         _compact_counts(app)
-        stop.wait(interval_s)
+        _until_next_sweep(releases, stop, interval_s)
+    expansions.shutdown(wait=True)
     try:
         lease.release()
     except Exception as exc:  # the lease lapses by itself within its TTL
@@ -277,6 +306,21 @@ def _compact_counts(app: App) -> None:
                 return
     except Exception as exc:
         log.warning("scheduler.compact_failed", error=str(exc), error_type=type(exc).__name__)
+
+
+def _until_next_sweep(
+    releases: ScheduledReleases, stop: threading.Event, interval_s: float
+) -> None:
+    """Wait ``interval_s`` for the next sweep, releasing scheduled blasts meanwhile the
+    moment they are due (contract §4: within a second of ``send_at``)."""
+    deadline = time.monotonic() + interval_s
+    while (left := deadline - time.monotonic()) > 0:
+        if stop.wait(releases.seconds_until_due(left)):
+            return
+        try:
+            releases.release_due()
+        except Exception as exc:  # the next wake-up, or the sweep, tries again
+            log.error("scheduler.release_failed", error=str(exc), error_type=type(exc).__name__)
 
 
 @click.command()

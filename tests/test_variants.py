@@ -1,0 +1,214 @@
+"""A/B variants (issue #19 item 2, contract §4 ``variants``).
+
+Recipients are split evenly and reproducibly: the variant is a hash of (blast, supporter)
+computed by the expansion itself (in SQL on PostgreSQL and SQLite, in Python in the twin,
+all three agreeing), stored on the ledger row, and the same on every redelivery. Every
+count is also reported per variant. The end-to-end test sends a two-variant alert through
+intake, senders and the Twilio emulator and redelivers it midway.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from emulators.server import start_sendgrid, start_twilio
+from messaging.alert import parse_alert
+from messaging.errors import InputError
+from messaging.intake import Intake
+from messaging.memory import InMemoryBlastControl, InMemorySendQueue
+from messaging.ports import Delivery, SupporterRow
+from messaging.store import Stores, memory_stores, open_stores
+from messaging.store.db import create_db_engine, migrate
+from messaging.store.memory.tables import MemoryTables
+from messaging.store.schema import deliveries
+from messaging.variants import variant_of
+from tests.fleet import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SENDGRID_KEY,
+    Fleet,
+    aws_clients,
+    fleet_env,
+    rapid,
+    topic_arn,
+    wait_ended,
+    wait_until,
+    write_people,
+)
+
+TWO = [{"sms": {"body": "A: watch the clip"}}, {"sms": {"body": "B: chip in tonight"}}]
+
+
+# --- the alert ------------------------------------------------------------------------------
+
+
+def test_variants_take_two_to_five_with_the_same_channels() -> None:
+    alert = parse_alert(json.dumps({"variants": TWO}), fallback_id="a")
+    # A variants-only alert sends on its variants' channels
+    assert alert.channels == ("sms",) and alert.sms is not None and len(alert.variants or ()) == 2
+    for bad in ([TWO[0]], TWO * 3):
+        with pytest.raises(InputError, match="variants"):
+            parse_alert(json.dumps({"variants": bad}), fallback_id="a")
+    mixed = [TWO[0], {"email": {"subject": "s", "text": "t"}}]
+    with pytest.raises(InputError, match="email"):
+        parse_alert(json.dumps({"variants": mixed}), fallback_id="a")
+    # Round trip: what is stored with the blast parses to the same alert
+    assert parse_alert(alert.to_json(), fallback_id="x") == alert
+
+
+def test_the_hash_is_even_and_differs_between_blasts() -> None:
+    for n in (2, 3, 5):
+        split = Counter(variant_of("debate-1", sid, n) for sid in range(1, 10_001))
+        assert all(abs(k - 10_000 / n) <= 0.03 * 10_000 / n for k in split.values()), split
+    same = sum(variant_of("a", s, 2) == variant_of("b", s, 2) for s in range(1, 10_001))
+    assert 4_500 < same < 5_500  # another blast splits the same people independently
+
+
+# --- the split on every backend -------------------------------------------------------------
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("sqlite", marks=pytest.mark.integration),
+        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stores, object]]:
+    if request.param == "memory":
+        stores = memory_stores()
+        yield stores, stores.ledger._t  # type: ignore[attr-defined]
+        return
+    if request.param == "sqlite":
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
+        migrate(engine)
+    else:
+        from tests.conftest import _reset
+
+        pg_engine = request.getfixturevalue("_pg_engine")
+        _reset(pg_engine)
+        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
+    yield open_stores(engine), engine
+    engine.dispose()
+
+
+def _variants_written(where: object, blast_id: str) -> dict[int, int | None]:
+    if isinstance(where, MemoryTables):
+        return {r.supporter_id: r.variant for r in where.rows_of(blast_id)}
+    assert isinstance(where, Engine)
+    with where.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.supporter_id, deliveries.c.variant).where(
+                deliveries.c.blast_id == blast_id
+            )
+        ).all()
+    return {int(s): v for s, v in rows}
+
+
+def _intake(stores: Stores) -> Intake:
+    def unwrap(body: str) -> Delivery:
+        return Delivery(body, "t", "m-1", "raw")
+
+    return Intake(unwrap, stores.blasts, stores.ledger, InMemorySendQueue(), InMemoryBlastControl())
+
+
+def test_ten_thousand_recipients_split_evenly_and_stay_put_on_redelivery(
+    backend: tuple[Stores, object],
+) -> None:
+    stores, where = backend
+    # Given 10,000 opted-in supporters
+    rows = [
+        SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
+        for i in range(10_000)
+    ]
+    stores.supporters.write_batch(rows, frozenset({"phone", "sms_opt_in", "topics"}))
+    three = [*TWO, {"sms": {"body": "C: call your senator"}}]
+    document = json.dumps({"alert_id": "ab-1", "variants": three})
+    # When the alert is taken in
+    intake = _intake(stores)
+    record = intake.handle(document)
+    written = _variants_written(where, "ab-1")
+    # Then each variant got a third, within 3 %
+    split = Counter(written.values())
+    assert len(written) == 10_000 and set(split) == {0, 1, 2}
+    assert all(abs(n - 10_000 / 3) <= 0.03 * 10_000 / 3 for n in split.values()), split
+    # And the database computed what the hash says (SQL and Python agree)
+    assert all(v == variant_of("ab-1", sid, 3) for sid, v in written.items())
+    # And a redelivery of the same alert changes nobody's variant
+    again = intake.handle(document)
+    assert again.blast_id == record.blast_id
+    assert _variants_written(where, "ab-1") == written
+    # And blast show reports every count per variant
+    (summary,) = stores.blasts.summaries([stores.blasts.get("ab-1")])  # type: ignore[list-item]
+    per_variant = summary["variants"]
+    assert set(per_variant) == {"0", "1", "2"}
+    assert [per_variant[str(v)]["sms"]["targeted"] for v in range(3)] == [
+        split[v] for v in range(3)
+    ]
+    assert sum(per_variant[v]["sms"]["pending"] for v in per_variant) == 10_000
+
+
+def test_an_alert_without_variants_has_no_variant_rows(backend: tuple[Stores, object]) -> None:
+    stores, where = backend
+    stores.supporters.write_batch(
+        [SupporterRow("p1", phone="+14122000001", sms_opt_in=True, topics=("t",))],
+        frozenset({"phone", "sms_opt_in", "topics"}),
+    )
+    _intake(stores).handle(json.dumps({"alert_id": "plain", "sms": {"body": "hi"}}))
+    assert set(_variants_written(where, "plain").values()) == {None}
+    (summary,) = stores.blasts.summaries([stores.blasts.get("plain")])  # type: ignore[list-item]
+    assert "variants" not in summary
+
+
+# --- end to end -----------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_variants_go_end_to_end_each_recipient_once_across_a_redelivery(
+    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+) -> None:
+    with (
+        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
+        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
+    ):
+        env = fleet_env(
+            db_url=pg_url,
+            moto_url=moto_url,
+            prefix=prefix,
+            twilio_url=twilio.url,
+            sendgrid_url=sendgrid.url,
+        )
+        rapid(env, "provision", "--topic", "debate")
+        phones = write_people(tmp_path / "people.csv", 200, "debate")
+        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+        sns, _ = aws_clients(moto_url)
+        arn = topic_arn(sns, prefix, "debate")
+        fleet = Fleet(env, tmp_path)
+        fleet.start("intake", "intake", "--wait-time", "1")
+        fleet.start("sender", "sender", "--threads", "4")
+        try:
+            # Given a two-variant alert, published, and published again midway (redelivery)
+            alert = json.dumps({"alert_id": "ab-e2e", "variants": TWO})
+            sns.publish(TopicArn=arn, Message=alert)
+            wait_until(lambda: len(twilio.recorder.messages()) >= 20, "the first texts")
+            sns.publish(TopicArn=arn, Message=alert)
+            summary = wait_ended(env, "ab-e2e", timeout_s=90)
+        finally:
+            fleet.stop()
+        texts = twilio.recorder.messages()
+    # Then every recipient got exactly one text, of one variant
+    assert sorted(m["to"] for m in texts) == sorted(phones)
+    bodies = Counter(m["body"].split(":", 2)[1].strip()[:1] for m in texts)
+    assert set(bodies) == {"A", "B"} and all(60 <= n <= 140 for n in bodies.values()), bodies
+    # And the counts per variant add up to the blast's and match what was sent
+    per_variant = summary["variants"]
+    assert per_variant["0"]["sms"]["sent"] + per_variant["1"]["sms"]["sent"] == 200
+    assert summary["counts"]["sms"]["sent"] == 200
+    assert sorted(v["sms"]["sent"] for v in per_variant.values()) == sorted(bodies.values())

@@ -38,8 +38,6 @@ from workers.web.dashboard.sessions import (
     Sessions,
 )
 
-pytestmark = pytest.mark.integration
-
 BOOTSTRAP_TOKEN = "bootstrap-token-for-the-dashboard-tests-0123456789"
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 

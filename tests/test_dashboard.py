@@ -485,3 +485,25 @@ def test_rates_and_etas_only_while_sending() -> None:
     paused = decorate({**summary, "status": "paused"}, rates, now)
     assert paused["progress"]["sms"]["rate_per_s"] == 0.0
     assert paused["progress"]["sms"]["eta_s"] is None
+
+
+def test_a_blast_with_variants_shows_counts_per_variant(web: Web, tokens: dict[Role, str]) -> None:
+    from messaging.alert import parse_alert
+
+    alert = parse_alert(
+        json.dumps(
+            {
+                "alert_id": "ab-1",
+                "variants": [{"sms": {"body": "Hi A"}}, {"sms": {"body": "Hi B"}}],
+            }
+        ),
+        fallback_id="ab-1",
+        topic="news",
+    )
+    web.app.blasts.create(alert, "news", None)
+    client = web.make_client()
+    login(client, tokens[Role.VIEWER])
+    page = client.get("/dashboard/blasts/ab-1").text
+    assert "Counts by variant" in page
+    assert re.search(r'<th scope="row">A</th><td>sms</td>', page)
+    assert re.search(r'<th scope="row">B</th><td>sms</td>', page)

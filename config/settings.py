@@ -107,6 +107,9 @@ class Settings:
     #: Dry-run estimates: price of one SMS segment and of one email, in USD.
     sms_segment_price: float = 0.0079
     email_price: float = 0.0006
+    #: Dry-run estimates: price of one MMS (``sms.media_url``), in USD: billed per message,
+    #: whatever its length (Twilio US list price).
+    mms_price: float = 0.02
     #: ``json`` (production), ``console`` (a person at a terminal) or ``auto``.
     log_format: str = "auto"
     log_level: str = "INFO"
@@ -368,6 +371,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PORT": ("port", _port),
     "RAPID_SMS_SEGMENT_PRICE": ("sms_segment_price", _price),
     "RAPID_EMAIL_PRICE": ("email_price", _price),
+    "RAPID_MMS_PRICE": ("mms_price", _price),
     "RAPID_LOG_FORMAT": ("log_format", _one_of("auto", "json", "console")),
     "RAPID_LOG_LEVEL": ("log_level", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
 }

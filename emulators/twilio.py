@@ -63,12 +63,16 @@ ERROR_MESSAGES: dict[int, str] = {
     "number: {from_} via SMS.",
     21614: "'To' number is not a valid mobile number",
     21617: "The concatenated message body exceeds the 1600 character limit.",
+    21620: "Invalid media URL(s)",
+    21623: "Number of media files exceeds allowed limit",
     21624: "Invalid validity period value",
     21705: "The Messaging Service is invalid",
 }
 
 #: Longest body Twilio accepts, in characters.
 MAX_BODY_CHARS = 1600
+#: Most ``MediaUrl`` parameters one message may carry (the API description: "up to ten").
+MAX_MEDIA = 10
 #: ``ValidityPeriod`` bounds, in seconds.
 VALIDITY_PERIOD_RANGE = (1, 36_000)
 #: Twilio gives a webhook 15 s to answer before it gives up on it.
@@ -104,6 +108,16 @@ def count_segments(body: str) -> int:
         return 1 if septets <= 160 else math.ceil(septets / 153)
     units = len(body.encode("utf-16-le")) // 2  # an emoji is two UTF-16 code units
     return 1 if units <= 70 else math.ceil(units / 67)
+
+
+def _valid_media_url(url: str) -> bool:
+    """A ``MediaUrl`` Twilio can fetch: an absolute http(s) URL with a host (the API
+    description types it ``format: uri``; Twilio fetches it from the public internet)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in url
 
 
 def rfc2822(ts: float) -> str:
@@ -298,6 +312,10 @@ class TwilioEmulator:
             return error_reply(21705)
         if len(text) > MAX_BODY_CHARS:
             return error_reply(21617)
+        if len(media) > MAX_MEDIA:
+            return error_reply(21623)
+        if not all(_valid_media_url(url) for url in media):
+            return error_reply(21620)
         low, high = VALIDITY_PERIOD_RANGE
         if validity and not (validity.isdigit() and low <= int(validity) <= high):
             return error_reply(21624)

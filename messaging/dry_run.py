@@ -32,6 +32,8 @@ class DryRunConfig:
     email_rate_per_s: float = 1000.0
     sms_price_per_segment: float = 0.0079
     email_price: float = 0.0006
+    #: One MMS (``sms.media_url``): priced per message, not per segment.
+    mms_price: float = 0.02
     quiet_hours: QuietHours | None = None
     #: Where tracked short links point: the sample's URLs are measured as short links
     #: (messaging/links.py); None: as written.
@@ -86,7 +88,13 @@ def _sms(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, 
         "recipients": recipients,
         "segments_per_message": round(per_message, 2),
         "segments": total_segments,
-        "estimated_cost": round(total_segments * config.sms_price_per_segment, 2),
+        "mms": alert.sms.is_mms,
+        "estimated_cost": round(
+            recipients * config.mms_price
+            if alert.sms.is_mms
+            else total_segments * config.sms_price_per_segment,
+            2,
+        ),
         "deferred_for_quiet_hours": quiet_now,
         "template_failures_in_sample": failed,
         "eta_s": round(sendable_now / config.sms_rate_per_s, 1),

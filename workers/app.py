@@ -203,6 +203,7 @@ class App:
             email_rate_per_s=s.email_rate,
             sms_price_per_segment=s.sms_segment_price,
             email_price=s.email_price,
+            mms_price=s.mms_price,
             quiet_hours=s.quiet_hours,
             short_link_base_url=s.short_link_base_url or s.public_base_url,
         )

@@ -25,6 +25,8 @@ class SmsMessage:
     #: Seconds the provider may keep trying; after that the carrier must drop it (send_by).
     validity_period_s: int | None = None
     send_at_s: float = 0.0
+    #: An MMS image (https), sent as Twilio's ``MediaUrl``; None: a plain SMS.
+    media_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

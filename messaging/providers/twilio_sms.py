@@ -290,6 +290,8 @@ class TwilioSms:
             kwargs["status_callback"] = message.status_callback
         if message.validity_period_s:
             kwargs["validity_period"] = message.validity_period_s
+        if message.media_url:
+            kwargs["media_url"] = [message.media_url]  # Twilio takes up to ten
         first_slot = message.send_at_s
         attempts = 0
         called = False

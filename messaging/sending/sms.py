@@ -210,6 +210,7 @@ class SmsSender:
                 messaging_service_sid=config.messaging_service_sid,
                 status_callback=config.status_callback_url,
                 validity_period_s=validity,
+                media_url=alert.sms.media_url,
             )
             messages.append((c.supporter_id, message, segment_info(body).segments))
 

@@ -38,6 +38,7 @@ LEAST_ROLE: dict[tuple[str, str], Role] = {
     ("POST", "/api/alerts"): Role.SENDER,
     ("GET", "/api/blasts"): Role.VIEWER,
     ("GET", "/api/blasts/{blast_id}"): Role.VIEWER,
+    ("GET", "/api/blasts/{blast_id}/export"): Role.VIEWER,
     ("GET", "/api/audit"): Role.VIEWER,
     ("POST", "/api/blasts/{blast_id}/pause"): Role.SENDER,
     ("POST", "/api/blasts/{blast_id}/resume"): Role.APPROVER,

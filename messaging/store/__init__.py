@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from messaging.audit import AuditStore
+    from messaging.export import ExportStore
     from messaging.links import LinkStore
     from messaging.operators import OperatorStore
     from messaging.ports import (
@@ -47,6 +48,8 @@ class Stores:
     retention: LedgerRetention
     #: Tracked short links and clicks (messaging/links.py).
     links: LinkStore
+    #: Per-recipient export of a blast (messaging/export.py).
+    exports: ExportStore
 
 
 def open_stores(engine: Engine) -> Stores:
@@ -56,6 +59,7 @@ def open_stores(engine: Engine) -> Stores:
     from messaging.store.sql.counts import SqlLedgerRetention
     from messaging.store.sql.delivery_events import SqlDeliveryEventStore
     from messaging.store.sql.dialect import dialect_for
+    from messaging.store.sql.export import SqlExportStore
     from messaging.store.sql.ledger import SqlLedger
     from messaging.store.sql.links import SqlLinkStore
     from messaging.store.sql.operators import SqlOperatorStore
@@ -79,6 +83,7 @@ def open_stores(engine: Engine) -> Stores:
         replies=SqlReplyStore(engine),
         retention=SqlLedgerRetention(engine, dialect),
         links=SqlLinkStore(engine, dialect),
+        exports=SqlExportStore(engine),
     )
 
 
@@ -87,6 +92,7 @@ def memory_stores() -> Stores:
     from messaging.store.memory.audit import MemoryAuditStore
     from messaging.store.memory.blasts import MemoryBlastStore
     from messaging.store.memory.delivery_events import MemoryDeliveryEventStore
+    from messaging.store.memory.export import MemoryExportStore
     from messaging.store.memory.ledger import MemoryLedger
     from messaging.store.memory.links import MemoryLinkStore
     from messaging.store.memory.operators import MemoryOperatorStore
@@ -112,4 +118,5 @@ def memory_stores() -> Stores:
         replies=MemoryReplyStore(),
         retention=MemoryLedgerRetention(tables),
         links=MemoryLinkStore(tables),
+        exports=MemoryExportStore(tables),
     )

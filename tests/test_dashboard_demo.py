@@ -100,3 +100,40 @@ def test_demo_serve_shows_the_blast_until_ctrl_c() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.e2e
+def test_demo_serve_on_a_busy_port_says_so_in_one_line() -> None:
+    import socket
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
+    }
+    env["REDIS_URL"] = REDIS_TEST_URL
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "workers",
+                "demo",
+                "--serve",
+                "--people",
+                "50",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"--port {port}: cannot serve the dashboard there" in result.stderr
+    assert "Traceback" not in result.stderr

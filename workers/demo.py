@@ -365,8 +365,14 @@ def _serve(app: Any, port: int, console: Console) -> Any:
     from messaging.operators import Role
     from workers.web.app import create_app
 
+    try:
+        server = start_in_thread(create_app(app), port=port)
+    except OSError as exc:
+        raise ConfigError(
+            f"--port {port}: cannot serve the dashboard there ({exc.strerror or exc}); "
+            "pick another with --port"
+        ) from None
     _, token = app.operators.add(f"demo-{secrets.token_hex(2)}", Role.ADMIN, created_by="demo")
-    server = start_in_thread(create_app(app), port=port)
     console.print(
         f"\n  [bold]War room:[/] open {server.url}/dashboard and log in with the operator token"
         f"\n  [bold]{token}[/]\n"

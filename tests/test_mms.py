@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -160,6 +161,32 @@ def test_dry_run_prices_mms_per_message_at_the_mms_price() -> None:
         as_sms["segments"] * 0.01, 2
     )
     assert as_mms["mms"] is True and as_mms["estimated_cost"] == round(40 * 0.025, 2)
+
+
+def test_alert_send_builds_mms_and_scheduled_alerts() -> None:
+    from workers.commands.blast import build_alert
+
+    common: dict[str, Any] = {
+        "topic": "t",
+        "alert_id": "a1",
+        "email_subject": None,
+        "email_text": None,
+        "email_html": None,
+        "priority": "normal",
+        "send_by": None,
+        "audience_json": None,
+        "test_recipients": (),
+        "dry_run": False,
+    }
+    document = build_alert(
+        **common, sms_body="Watch", media_url=IMAGE, send_at="2030-01-01T00:00:00Z"
+    )
+    assert document["sms"] == {"body": "Watch", "media_url": IMAGE}
+    assert document["send_at"] == "2030-01-01T00:00:00Z"
+    with pytest.raises(InputError, match="--media-url needs --sms-body"):
+        build_alert(**common, sms_body=None, media_url=IMAGE)
+    with pytest.raises(InputError, match="media_url"):
+        build_alert(**common, sms_body="Watch", media_url="http://insecure.example/a.png")
 
 
 def test_mms_price_comes_from_the_environment() -> None:

@@ -33,6 +33,8 @@ def build_alert(
     test_recipients: tuple[str, ...],
     dry_run: bool,
     requested_by: str | None = None,
+    send_at: str | None = None,
+    media_url: str | None = None,
 ) -> dict[str, Any]:
     """The alert document of ``rapid alert send`` (validated before anything is published)."""
     from messaging.suppression import classify
@@ -45,8 +47,12 @@ def build_alert(
     if requested_by:
         document["requested_by"] = requested_by
         document["requested_via"] = "cli"
+    if media_url and not sms_body:
+        raise InputError("--media-url needs --sms-body: an MMS is the SMS part with an image")
     if sms_body:
         document["sms"] = {"body": sms_body}
+        if media_url:
+            document["sms"]["media_url"] = media_url
     if email_subject or email_text or email_html:
         document["email"] = {
             k: v
@@ -55,6 +61,8 @@ def build_alert(
         }
     if send_by:
         document["send_by"] = send_by
+    if send_at:
+        document["send_at"] = send_at
     if audience_json:
         try:
             document["audience"] = json.loads(audience_json)
@@ -91,6 +99,10 @@ def alert() -> None:
 @click.option(
     "--test-recipient", "test_recipients", multiple=True, help="Send only to this phone/email."
 )
+@click.option(
+    "--send-at", help="Schedule it: ISO 8601, e.g. 2026-11-27T02:00:00Z (cancelable until then)."
+)
+@click.option("--media-url", help="An https image: the SMS goes as an MMS.")
 @click.option("--dry-run", is_flag=True, help="Count the audience, send nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
@@ -106,6 +118,8 @@ def alert_send(
     send_by: str | None,
     audience_json: str | None,
     test_recipients: tuple[str, ...],
+    send_at: str | None,
+    media_url: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -123,6 +137,8 @@ def alert_send(
         test_recipients=test_recipients,
         dry_run=dry_run,
         requested_by=app.settings.operator,
+        send_at=send_at,
+        media_url=media_url,
     )
     message_id = publish_alert(app.stores.topics, app.publisher, topic, document)
     blast_id = document["alert_id"]

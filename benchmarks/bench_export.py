@@ -37,13 +37,6 @@ BLAST_ID = "bench-export-1"
 SEED_BATCH = 20_000
 
 
-class _NoQueue:
-    """The send queue of a blast nobody will send: the export reads the ledger only."""
-
-    def enqueue(self, work: Any) -> None:
-        """Drop the work."""
-
-
 def seed_blast(database_url: str, rows: int, blast_id: str = BLAST_ID) -> None:
     """``rows`` supporters subscribed to one topic, and an expanded SMS blast over them,
     with a tenth of its rows settled (sent, delivered, failed) and a hundredth clicked."""
@@ -52,6 +45,7 @@ def seed_blast(database_url: str, rows: int, blast_id: str = BLAST_ID) -> None:
     from messaging.alert import parse_alert
     from messaging.expansion import Expander
     from messaging.lifecycle import RowState
+    from messaging.memory import InMemorySendQueue
     from messaging.ports import SupporterRow
     from messaging.store import open_stores
     from messaging.store.db import create_db_engine
@@ -78,7 +72,8 @@ def seed_blast(database_url: str, rows: int, blast_id: str = BLAST_ID) -> None:
     document = {"alert_id": blast_id, "sms": {"body": "Hi {{ first_name }}"}}
     alert = parse_alert(json.dumps(document), fallback_id=blast_id)
     blast, _ = stores.blasts.create(alert, TOPIC, None)
-    Expander(stores.ledger, stores.blasts, _NoQueue()).expand(blast)
+    # Nobody sends this blast: its work is collected and dropped.
+    Expander(stores.ledger, stores.blasts, InMemorySendQueue()).expand(blast)
     now_ms = int(time.time() * 1000)
     with engine.begin() as conn:
         settled = deliveries.c.blast_id == blast_id

@@ -57,7 +57,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
 
 
 #: The table of supporters every expression runs against: name, tags, custom fields.
-PEOPLE: list[tuple[str, str, dict[str, str] | None]] = [
+PEOPLE: list[tuple[str, str | None, dict[str, str] | None]] = [
     ("ann", ";volunteer;donor;", {"ward": "7", "precinct": "7-2", "union": "yes"}),
     ("bo", ";volunteer;", {"ward": "7", "precinct": "7-1", "union": ""}),
     ("cy", ";donor;", {"ward": "12", "precinct": "12-1", "union": "yes"}),

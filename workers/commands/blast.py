@@ -379,13 +379,15 @@ def _action(name: str, help_text: str) -> click.Command:
 def blast_export(app: App, blast_id: str, out: Path | None) -> None:
     """One CSV row per recipient and channel: external_id, channel, destination, state,
     error code, sent/delivered/clicked times, variant. Streams: any size, little memory."""
+    import sys
+
     from messaging.export import write_csv
 
     if app.blasts.get(blast_id) is None:
         raise InputError(f"no blast {blast_id!r}")
     rows = app.stores.exports.export_rows(blast_id)
     if out is None:
-        write_csv(rows, click.get_text_stream("stdout"))
+        write_csv(rows, sys.stdout)
         return
     with out.open("w", encoding="utf-8", newline="") as stream:
         n = write_csv(rows, stream)

@@ -77,13 +77,8 @@ def _sms(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, 
         rendered += 1
     per_message = segments / rendered if rendered else 0.0
     total_segments = round(per_message * recipients)
-    # Quiet hours now, per time zone (unknown zones get the conservative window).
-    quiet_now = 0
-    if config.quiet_hours is not None:
-        now = datetime.now(UTC)
-        by_zone = pending.sms_by_timezone().items()
-        quiet_now = sum(int(n) for tz, n in by_zone if next_allowed(now, tz, config.quiet_hours))
-    sendable_now = recipients - quiet_now
+    quiet = _quiet_now(pending, alert, config)
+    sendable_now = recipients - sum(quiet.values())
     return {
         "recipients": recipients,
         "segments_per_message": round(per_message, 2),
@@ -95,7 +90,30 @@ def _sms(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, 
             else total_segments * config.sms_price_per_segment,
             2,
         ),
-        "deferred_for_quiet_hours": quiet_now,
+        **quiet,
         "template_failures_in_sample": failed,
         "eta_s": round(sendable_now / config.sms_rate_per_s, 1),
     }
+
+
+def _quiet_now(pending: PendingView, alert: Alert, config: DryRunConfig) -> dict[str, int]:
+    """Recipients that quiet hours would stop now, per time zone (unknown zones get the
+    conservative window), by what happens to them: they wait for the window's end, get the
+    alert's email instead (``quiet_hours_fallback``), or expire (the window ends after
+    ``send_by``)."""
+    quiet = dict.fromkeys(
+        ("deferred_for_quiet_hours", "fallback_for_quiet_hours", "expired_for_quiet_hours"), 0
+    )
+    if config.quiet_hours is None:
+        return quiet
+    now = datetime.now(UTC)
+    with_email = pending.sms_with_email_by_timezone() if alert.falls_back_to_email else {}
+    for tz, n in pending.sms_by_timezone().items():
+        until = next_allowed(now, tz, config.quiet_hours)
+        if until is None:
+            continue
+        email = with_email.get(tz, 0)
+        quiet["fallback_for_quiet_hours"] += email
+        late = alert.send_by is not None and until >= alert.send_by
+        quiet["expired_for_quiet_hours" if late else "deferred_for_quiet_hours"] += n - email
+    return quiet

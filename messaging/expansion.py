@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
 
 from messaging.approval import ApprovalGate, render_sample
+from messaging.compliance.frequency_caps import FrequencyCaps
 from messaging.dry_run import DryRunConfig, estimate
 from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
@@ -28,6 +29,7 @@ from messaging.ports import (
     LedgerStore,
     ProgressCounters,
     SendQueue,
+    TopicStore,
     enqueue_in_batches,
 )
 
@@ -66,8 +68,14 @@ class Expander:
         progress: ProgressCounters | None = None,
         lifecycle: BlastLifecycle | None = None,
         approval: ApprovalGate | None = None,
+        caps: FrequencyCaps | None = None,
+        topics: TopicStore | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Cross-blast frequency caps; None: nobody is capped.
+        self._caps = caps
+        #: Where a topic's own quiet window is (the dry run's quiet-hours figures).
+        self._topics = topics
         #: The two-person rule; None: no blast waits (tests, benchmarks).
         self._approval = approval
         self._progress = progress or InMemoryProgressCounters()
@@ -165,6 +173,7 @@ class Expander:
                 page_size,
                 # Counted before the commit, as senders count (see finish_batch).
                 lambda channel, page: self._progress.add(blast.blast_id, channel, page.by_state),
+                capped=self._caps.screen(blast.alert) if self._caps else None,
             )
             if expanded is None:
                 break
@@ -197,6 +206,9 @@ class Expander:
     def _dry_run(self, blast: BlastRecord, result: ExpansionResult) -> ExpansionResult:
         """Expand inside one transaction, count, and roll back: the ledger stays empty."""
         config = self._dry_run_config
+        own_window = self._topics.quiet_hours(blast.topic) if self._topics else None
+        if own_window is not None:
+            config = replace(config, quiet_hours=own_window)
         found = self._ledger.dry_run(
             blast.blast_id,
             blast.alert,
@@ -208,6 +220,7 @@ class Expander:
                 "sample": render_sample(pending, blast.alert),
             },
             self._heartbeat,
+            capped=self._caps.screen(blast.alert) if self._caps else None,
         )
         result.pages += found.pages
         stats: dict[str, Any] = dict(found.stats)

@@ -14,11 +14,20 @@ import structlog
 from messaging.alert import Alert, parse_alert
 from messaging.approval import ApprovalGate
 from messaging.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Source
+from messaging.compliance.frequency_caps import FrequencyCaps
 from messaging.dry_run import DryRunConfig
 from messaging.errors import InputError
 from messaging.expansion import Expander
 from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus
-from messaging.ports import BlastControl, BlastRecord, BlastStore, LedgerStore, SendQueue, Unwrap
+from messaging.ports import (
+    BlastControl,
+    BlastRecord,
+    BlastStore,
+    LedgerStore,
+    SendQueue,
+    TopicStore,
+    Unwrap,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -45,8 +54,12 @@ class Intake:
         *,
         approval: ApprovalGate | None = None,
         audit: AuditLog | None = None,
+        caps: FrequencyCaps | None = None,
+        topics: TopicStore | None = None,
     ) -> None:
         self._dry_run = dry_run
+        self._caps = caps
+        self._topics = topics
         self._approval = approval
         self._audit = audit
         #: The transport's envelope reader (``queues.envelope.unwrap``), injected.
@@ -109,6 +122,8 @@ class Intake:
             progress=self._control.progress,
             lifecycle=self._lifecycle,
             approval=self._approval,
+            caps=self._caps,
+            topics=self._topics,
         ).expand(blast)
         if alert.expired():
             # Published after its own deadline: every recipient ends expired, nothing goes out.

@@ -142,8 +142,11 @@ def test_dry_run_estimates_segments_cost_quiet_hours_and_eta(engine: Engine) -> 
         "recipients": 3,
         "segments_per_message": 2.0,
         "segments": 6,
+        "mms": False,
         "estimated_cost": 0.06,
         "deferred_for_quiet_hours": 2,
+        "fallback_for_quiet_hours": 0,
+        "expired_for_quiet_hours": 0,
         "template_failures_in_sample": 0,
         "eta_s": 0.5,
     }

@@ -7,9 +7,12 @@ expanding at once cannot both take a supporter's last slot.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,6 +21,7 @@ from config.names import Names
 from messaging.compliance.frequency_caps import (
     CapLedger,
     FrequencyCap,
+    FrequencyCaps,
     InMemoryCapLedger,
     parse_frequency_cap,
 )
@@ -161,3 +165,129 @@ def test_settings_read_the_caps_and_name_a_malformed_one() -> None:
     assert load_settings({}).sms_frequency_cap is None  # the contract's default: off
     with pytest.raises(ConfigError, match=r"^EMAIL_FREQUENCY_CAP: "):
         load_settings({"EMAIL_FREQUENCY_CAP": "3 a day"})
+
+
+# --- wired into expansion -------------------------------------------------------------------
+
+
+def _expand(stores: Any, caps: FrequencyCaps, alert: dict[str, Any]) -> Any:
+    from messaging.alert import parse_alert
+    from messaging.expansion import Expander
+    from messaging.memory import InMemoryProgressCounters, InMemorySendQueue
+
+    record, _ = stores.blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)
+    queue, progress = InMemorySendQueue(), InMemoryProgressCounters()
+    Expander(stores.ledger, stores.blasts, queue, page_size=2, caps=caps, progress=progress).expand(
+        record
+    )
+    queued = sorted(sid for w in queue.items for sid in w.supporter_ids)
+    return (
+        queued,
+        progress.read([record.blast_id])[record.blast_id],
+        stores.blasts.get(record.blast_id),
+    )
+
+
+def test_expansion_writes_supporters_over_the_cap_capped_and_queues_nothing_for_them() -> None:
+    from messaging.lifecycle import RowState
+    from messaging.ports import SupporterRow
+    from messaging.store import memory_stores
+
+    # Given three subscribers, one of whom (1) was already texted by another blast today,
+    # and a cap of one text a day
+    stores = memory_stores()
+    columns = frozenset({"phone", "sms_opt_in", "topics"})
+    stores.supporters.write_batch(
+        [
+            SupporterRow(f"e{i}", phone=f"+1412555000{i}", sms_opt_in=True, topics=("t",))
+            for i in (1, 2, 3)
+        ],
+        columns,
+    )
+    ledger = InMemoryCapLedger()
+    caps = FrequencyCaps(ledger, {"sms": FrequencyCap(1, 86_400)})
+    ledger.reserve("sms", "earlier", [1], caps.by_channel["sms"])
+    # When a dry run looks first, then the blast is sent
+    _, _, dry = _expand(stores, caps, {"alert_id": "d", "sms": {"body": "x"}, "dry_run": True})
+    queued, live, blast = _expand(stores, caps, {"alert_id": "b", "sms": {"body": "x"}})
+    # Then the dry run counted 1 as capped without taking anyone's slot
+    assert dry.stats["would_send"]["sms"] == {RowState.PENDING: 2, RowState.CAPPED: 1}
+    # And the blast writes 1 capped, queues only 2 and 3, and counts it live
+    assert queued == [2, 3]
+    assert stores.blasts.state_counts(["b"])["b"]["sms"] == {
+        RowState.PENDING: 2,
+        RowState.CAPPED: 1,
+    }
+    assert live["sms"] == {RowState.PENDING: 2, RowState.CAPPED: 1}
+    assert blast.stats["sms"]["eligible"] == 3
+    # And a test send to a capped supporter is neither capped nor uses a slot
+    queued, _, _ = _expand(
+        stores, caps, {"alert_id": "t1", "sms": {"body": "x"}, "test_recipients": ["+14125550001"]}
+    )
+    assert queued == [1]
+    assert ledger.reserve("sms", "later", [2, 3], caps.by_channel["sms"], dry_run=True) == {2, 3}
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from tests.fleet import (
+        EmulatorProcess,
+        Fleet,
+        aws_clients,
+        fleet_env,
+        rapid,
+        topic_arn,
+        wait_ended,
+        write_people,
+    )
+
+    emulators = EmulatorProcess()
+    # Given a fleet capped at one text per supporter a day, two intake workers, and 300
+    # subscribers who have had no text yet
+    env = fleet_env(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        twilio_url=emulators.twilio_url,
+        sendgrid_url=emulators.sendgrid_url,
+        SMS_FREQUENCY_CAP="1/24h",
+    )
+    fleet = Fleet(env, tmp_path)
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        rapid(env, "provision", "--topic", "debate-night")
+        phones = write_people(tmp_path / "people.csv", 300, "debate-night")
+        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+        fleet.start("intake-a", "intake", "--wait-time", "1")
+        fleet.start("intake-b", "intake", "--wait-time", "1")
+        fleet.start("sender", "sender", "--threads", "4")
+        # When two blasts are published at once
+        sns, _ = aws_clients(moto_url)
+        arn = topic_arn(sns, prefix, "debate-night")
+        for blast in ("cap-1", "cap-2"):
+            sns.publish(
+                TopicArn=arn, Message=json.dumps({"alert_id": blast, "sms": {"body": blast}})
+            )
+        counts = [wait_ended(env, blast)["counts"]["sms"] for blast in ("cap-1", "cap-2")]
+        # Then every supporter got exactly one of the two texts, the other blast counted
+        # them capped, and blast show says so
+        texted = Counter(m["to"] for m in emulators.sms())
+        assert set(texted) == set(phones) and max(texted.values()) == 1
+        assert sum(c["sent"] for c in counts) == 300
+        assert sum(c["capped"] for c in counts) == 300
+        assert all(c["targeted"] == c["sent"] + c["capped"] for c in counts)
+        # And a dry run counts everyone as capped, and blast show has the column
+        third = ["alert", "send", "--topic", "debate-night", "--sms-body", "third"]
+        dry = json.loads(rapid(env, *third, "--dry-run", "--json").stdout)
+        assert {k: n for k, n in dry["would_send"]["sms"].items() if n} == {"capped": 300}
+        assert "capped" in rapid({**env, "COLUMNS": "200"}, "blast", "show", "cap-2").stdout
+    finally:
+        fleet.stop()
+        emulators.close()
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

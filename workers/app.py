@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from messaging.audit import AuditLog
     from messaging.blast_control import BlastActions
     from messaging.breakers import Breakers
+    from messaging.compliance.frequency_caps import FrequencyCaps
     from messaging.compliance.replies import ReplyHandler
     from messaging.in_doubt import InDoubtSettler
     from messaging.intake import Intake
@@ -219,7 +220,23 @@ class App:
             dry_run,
             approval=ApprovalGate(s.approval_threshold, dry_run),
             audit=self.audit,
+            caps=self.frequency_caps,
+            topics=self.stores.topics,
         )
+
+    @cached_property
+    def frequency_caps(self) -> FrequencyCaps | None:
+        """``SMS_FREQUENCY_CAP`` / ``EMAIL_FREQUENCY_CAP`` over the fleet's Redis; None when
+        both are off."""
+        from messaging.compliance.frequency_caps import FrequencyCaps
+        from queues.flow.caps import RedisCapLedger
+
+        s = self.settings
+        caps = {"sms": s.sms_frequency_cap, "email": s.email_frequency_cap}
+        by_channel = {channel: cap for channel, cap in caps.items() if cap is not None}
+        if not by_channel:
+            return None
+        return FrequencyCaps(RedisCapLedger(self.redis, self.names), by_channel)
 
     @cached_property
     def send_context(self) -> SendContext:
@@ -369,7 +386,13 @@ class App:
             rate_account_per_s=s.sms_rate_account,
             quiet_hours=s.quiet_hours,
         )
-        return SmsSender(self.send_context, transport, config, links=self.links)
+        return SmsSender(
+            self.send_context,
+            transport,
+            config,
+            topics=self.stores.topics,
+            links=self.links,
+        )
 
     def email_sender(self) -> EmailSender:
         """The email sender on the official SendGrid client (fails at start if unconfigured)."""

@@ -2,7 +2,8 @@
 
 A supporter who has already been messaged by ``N`` blasts on a channel within the window is
 not messaged by another one: their ledger row ends ``capped``. The decision is taken when a
-blast is expanded, one page at a time, by :class:`CapLedger.reserve`, which both checks and
+blast is expanded, one page at a time, by :meth:`CapLedger.reserve` (the port, in
+``messaging/ports.py``; Redis in ``queues/flow/caps.py``), which both checks and
 takes the slots in one atomic step fleet-wide (two blasts expanding at once cannot both take
 a supporter's last slot). A dry run asks the same question with ``dry_run=True`` and takes
 nothing.
@@ -16,32 +17,51 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from config.caps import FrequencyCap, parse_frequency_cap
+from messaging.ports import CapLedger, CapScreen
 
-__all__ = ["CapLedger", "FrequencyCap", "InMemoryCapLedger", "parse_frequency_cap"]
+if TYPE_CHECKING:
+    from messaging.alert import Alert
+
+__all__ = [
+    "CapLedger",
+    "FrequencyCap",
+    "FrequencyCaps",
+    "InMemoryCapLedger",
+    "parse_frequency_cap",
+]
 
 
-class CapLedger(Protocol):
-    """Who has used up their cap: the fleet-wide, atomic part of frequency capping."""
+@dataclass(frozen=True, slots=True)
+class FrequencyCaps:
+    """The fleet's caps per channel, and the ledger their slots are kept in."""
 
-    def reserve(
-        self,
-        channel: str,
-        blast_id: str,
-        supporter_ids: Sequence[int],
-        cap: FrequencyCap,
-        *,
-        dry_run: bool = False,
-    ) -> set[int]:
-        """Take a slot for ``blast_id`` for each supporter; return those over the cap.
+    ledger: CapLedger
+    #: ``{channel: cap}``; a channel without one is not capped.
+    by_channel: Mapping[str, FrequencyCap]
 
-        A supporter for whom this blast already holds a slot is never capped (a retried
-        page), and ``dry_run`` only counts.
-        """
-        ...
+    def screen(self, alert: Alert) -> CapScreen | None:
+        """What expansion asks of each page of ``alert``'s blast: the pending supporters
+        over their cap (a dry run only counts). None when nothing caps this blast: no
+        channel of the alert has a cap, or it is a test send (staff checking a message
+        must not use up supporters' slots, nor be refused their own test)."""
+        caps = {c: cap for c, cap in self.by_channel.items() if c in alert.channels}
+        if not caps or alert.test_recipients:
+            return None
+
+        def capped(channel: str, supporter_ids: list[int]) -> set[int]:
+            cap = caps.get(channel)
+            if cap is None or not supporter_ids:
+                return set()
+            return self.ledger.reserve(
+                channel, alert.alert_id, supporter_ids, cap, dry_run=alert.dry_run
+            )
+
+        return capped
 
 
 class InMemoryCapLedger:

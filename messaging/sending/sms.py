@@ -22,10 +22,19 @@ from messaging.errors import (
 from messaging.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
 from messaging.links import ShortLinks
 from messaging.personalize import sms_body
-from messaging.ports import BlastRecord, Claimed, Outcome, Reservation, SendWork
+from messaging.ports import (
+    BlastRecord,
+    Claimed,
+    Outcome,
+    Reservation,
+    SendWork,
+    TopicStore,
+    enqueue_in_batches,
+)
 from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
 from messaging.quiet_hours import next_allowed
 from messaging.sending.common import (
+    BLAST_CACHE_TTL_S,
     PACING_HORIZON_S,
     BatchReport,
     LateSuppressions,
@@ -101,6 +110,7 @@ class SmsSender:
         config: SmsConfig,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        topics: TopicStore | None = None,
         links: ShortLinks | None = None,
     ) -> None:
         self._ctx = ctx
@@ -108,6 +118,9 @@ class SmsSender:
         self._config = config
         #: The wall clock quiet hours are judged by (injected so tests can set the hour).
         self._clock = clock
+        #: Where topics with a quiet window of their own say so; None: the fleet's for all.
+        self._topics = topics
+        self._windows: dict[str, tuple[float, QuietHours | None]] = {}
         #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
         self._links = links
 
@@ -183,7 +196,7 @@ class SmsSender:
         assert alert.sms is not None
         late = LateSuppressions(ctx, "sms")  # before the check: a STOP after it moves the version
         to_send, outcomes = send_time_checks(ctx, blast, "sms", claimed, report)
-        to_send, deferred = self._quiet_hours(to_send, alert.send_by, report)
+        to_send, deferred = self._quiet_hours(to_send, blast, report)
         outcomes += deferred
 
         firsts = ctx.ledger.claim_first_contact(
@@ -295,15 +308,31 @@ class SmsSender:
             horizon_s=horizon_s,
         )
 
+    def _window(self, topic: str) -> QuietHours | None:
+        """The blast's quiet window: its topic's own (read every few seconds), else the
+        fleet's."""
+        if self._topics is None or self._config.quiet_hours is None:
+            return self._config.quiet_hours
+        now = time.monotonic()
+        hit = self._windows.get(topic)
+        if hit is None or now - hit[0] >= BLAST_CACHE_TTL_S:
+            hit = (now, self._topics.quiet_hours(topic))
+            self._windows[topic] = hit
+        return hit[1] or self._config.quiet_hours
+
     def _quiet_hours(
-        self, claimed: list[Claimed], send_by: datetime | None, report: BatchReport
+        self, claimed: list[Claimed], blast: BlastRecord, report: BatchReport
     ) -> tuple[list[Claimed], list[Outcome]]:
-        """Defer recipients for whom it is quiet hours now (or expire them if that is too late)."""
-        window = self._config.quiet_hours
+        """Hold recipients for whom it is quiet hours now: their SMS waits for the window's
+        end (``deferred``), or ends ``expired`` when that is past ``send_by``; with
+        ``quiet_hours_fallback`` those the blast's email reaches end ``fallback`` instead."""
+        window = self._window(blast.topic)
         if window is None:
             return claimed, []
+        send_by = blast.alert.send_by
         now = self._clock()
-        go, held = [], []
+        go: list[Claimed] = []
+        quiet: dict[int, datetime] = {}
         # One answer per time zone per batch: a batch's recipients share a handful of zones.
         by_zone: dict[str | None, datetime | None] = {}
         for c in claimed:
@@ -316,15 +345,35 @@ class SmsSender:
             until = by_zone[zone]
             if until is None:
                 go.append(c)
+            else:
+                quiet[c.supporter_id] = until
+        emailed = self._fall_back(blast, list(quiet)) if quiet else set()
+        held: list[Outcome] = []
+        for sid, until in quiet.items():
+            if sid in emailed:
+                held.append(Outcome(sid, RowState.FALLBACK, error="quiet hours: sent by email"))
+                report.add(RowState.FALLBACK)
             elif send_by is not None and until >= send_by:
-                held.append(
-                    Outcome(c.supporter_id, RowState.EXPIRED, error="quiet hours last past send_by")
-                )
+                held.append(Outcome(sid, RowState.EXPIRED, error="quiet hours last past send_by"))
                 report.add(RowState.EXPIRED)
             else:
-                held.append(Outcome(c.supporter_id, RowState.DEFERRED, deferred_until=until))
+                held.append(Outcome(sid, RowState.DEFERRED, deferred_until=until))
                 report.add(RowState.DEFERRED)
         return go, held
+
+    def _fall_back(self, blast: BlastRecord, supporter_ids: list[int]) -> set[int]:
+        """``quiet_hours_fallback: "email"``: which of these the blast's email reaches now
+        (new email rows are written and queued here); none without the fallback."""
+        if not blast.alert.falls_back_to_email:
+            return set()
+        ctx = self._ctx
+        reached, added = ctx.ledger.email_fallback(blast.blast_id, supporter_ids)
+        if added:
+            # Counted after the commit (rows a reconcile already read are counted twice
+            # until the next one): the batch cannot know the new rows before writing them.
+            ctx.control.progress.add(blast.blast_id, "email", {RowState.PENDING: len(added)})
+            enqueue_in_batches(ctx.queue, blast.blast_id, "email", blast.priority, added)
+        return reached
 
 
 def _outcome(

@@ -33,6 +33,7 @@ def build_alert(
     test_recipients: tuple[str, ...],
     dry_run: bool,
     requested_by: str | None = None,
+    quiet_hours_fallback: str | None = None,
     send_at: str | None = None,
     media_url: str | None = None,
 ) -> dict[str, Any]:
@@ -72,6 +73,8 @@ def build_alert(
         document["test_recipients"] = [classify(v)[1] for v in test_recipients]
     if dry_run:
         document["dry_run"] = True
+    if quiet_hours_fallback:
+        document["quiet_hours_fallback"] = quiet_hours_fallback
     parse_alert(json.dumps(document), fallback_id=document["alert_id"], topic=topic)
     return document
 
@@ -100,6 +103,11 @@ def alert() -> None:
     "--test-recipient", "test_recipients", multiple=True, help="Send only to this phone/email."
 )
 @click.option(
+    "--quiet-hours-fallback",
+    type=click.Choice(["email"]),
+    help="Whoever quiet hours would hold gets the email part now instead of a late text.",
+)
+@click.option(
     "--send-at", help="Schedule it: ISO 8601, e.g. 2026-11-27T02:00:00Z (cancelable until then)."
 )
 @click.option("--media-url", help="An https image: the SMS goes as an MMS.")
@@ -118,6 +126,7 @@ def alert_send(
     send_by: str | None,
     audience_json: str | None,
     test_recipients: tuple[str, ...],
+    quiet_hours_fallback: str | None,
     send_at: str | None,
     media_url: str | None,
     dry_run: bool,
@@ -137,6 +146,7 @@ def alert_send(
         test_recipients=test_recipients,
         dry_run=dry_run,
         requested_by=app.settings.operator,
+        quiet_hours_fallback=quiet_hours_fallback,
         send_at=send_at,
         media_url=media_url,
     )
@@ -186,7 +196,10 @@ def _print_dry_run(app: App, blast_id: str, as_json: bool) -> None:
                 audience.get("no_consent", 0),
                 would.get("suppressed", 0),
                 would.get("duplicate", 0),
+                would.get("capped", 0),
                 e.get("deferred_for_quiet_hours", "-"),
+                e.get("fallback_for_quiet_hours", "-"),
+                e.get("expired_for_quiet_hours", "-"),
                 e.get("segments", "-"),
                 f"${e.get('estimated_cost', 0):,.2f}",
                 f"{e.get('eta_s', 0):,.0f} s",
@@ -200,7 +213,10 @@ def _print_dry_run(app: App, blast_id: str, as_json: bool) -> None:
             "no consent",
             "suppressed",
             "households",
-            "quiet hours now",
+            "capped",
+            "quiet: wait",
+            "quiet: email",
+            "quiet: expire",
             "segments",
             "cost",
             "ETA",

@@ -23,10 +23,16 @@ class InMemorySendQueue:
 
     def __init__(self) -> None:
         self.items: list[SendWork] = []
+        #: What :meth:`others_waiting` answers: the list has no lanes to take turns on.
+        self.contended = False
 
     def enqueue(self, work: SendWork) -> None:
         """See :class:`~messaging.ports.SendQueue`."""
         self.items.append(work)
+
+    def others_waiting(self, work: SendWork) -> bool:
+        """See :class:`~messaging.ports.SendQueue`."""
+        return self.contended
 
 
 class InMemoryProgressCounters:

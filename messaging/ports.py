@@ -700,6 +700,12 @@ class SendQueue(Protocol):
         """Queue ``work`` on its lane (after ``work.delay_s``)."""
         ...
 
+    def others_waiting(self, work: SendWork) -> bool:
+        """True when other blasts wait for a thread on ``work``'s lane: a unit that paces
+        itself gives its thread up between pieces then, and re-queues the rest behind them
+        (the blasts of a priority take turns, issue #21)."""
+        ...
+
 
 def enqueue_in_batches(
     queue: SendQueue, blast_id: str, channel: str, priority: str, supporter_ids: Sequence[int]

@@ -6,7 +6,10 @@ declaration serves the processes that only enqueue (intake, scheduler, CLI) and 
 sender processes, which attach the handlers.
 
 Urgent work overtakes normal and bulk work already queued (contract §4): each lane has its
-own consumer, and a worker runs the highest-priority message it holds first.
+own consumer, and a worker runs the highest-priority message it holds first. Within a lane
+the blasts take turns (``queues/flow/fair.py``): a blast has one unit in the lane at a time
+and its next joins the back when that one starts, so a blast published behind a large one
+of the same priority starts sending at once instead of after it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dramatiq.middleware import (
 from config.names import Names
 from messaging.errors import ConfigError, InputError, PermanentSendError
 from messaging.ports import PRIORITIES, SendWork
+from queues.flow.fair import FAIR_WINDOW, FairShare
 
 #: dramatiq priority per lane: lower runs first.
 LANE_PRIORITY = {"urgent": 0, "normal": 50, "bulk": 100}
@@ -44,6 +48,8 @@ ACTOR_MAX_BACKOFF_MS = 60_000
 NEVER_RETRIED: tuple[type[Exception], ...] = (InputError, ConfigError, PermanentSendError)
 
 Handler = Callable[[SendWork], Any]
+
+log = structlog.get_logger(__name__)
 
 
 def lane_name(channel: str, priority: str) -> str:
@@ -62,8 +68,15 @@ def make_broker(client: Any, names: Names) -> RedisBroker:
 class Lanes:
     """The send lanes: enqueue :class:`SendWork`, and (in senders) dispatch it to handlers."""
 
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, *, fair_window: int = FAIR_WINDOW) -> None:
+        """``fair_window``: units of one blast in a lane at once (0: plain FIFO lanes)."""
         self.broker = broker
+        #: Turns between the blasts of a lane; None: first in, first out.
+        self.fair = (
+            FairShare(broker.client, f"{broker.namespace}:fair:v1", fair_window)
+            if fair_window > 0
+            else None
+        )
         self._handlers: dict[str, Handler] = {}
         self._actors: dict[tuple[str, str], dramatiq.Actor[Any, Any]] = {}
         for channel in ("sms", "email"):
@@ -71,10 +84,12 @@ class Lanes:
                 self._actors[channel, priority] = self._declare(channel, priority)
 
     def _declare(self, channel: str, priority: str) -> dramatiq.Actor[Any, Any]:
-        def send_batch(blast_id: str, supporter_ids: list[int]) -> None:
+        def send_batch(blast_id: str, supporter_ids: list[int], fair: bool = False) -> None:
             handler = self._handlers.get(channel)
             if handler is None:
                 raise RuntimeError(f"no {channel} handler in this process")
+            if fair:  # its blast's next unit joins the back of the lane, behind the others
+                self._started(channel, priority, blast_id)
             # Every log line of the batch, in whichever module, names its blast and lane.
             with structlog.contextvars.bound_contextvars(
                 blast_id=blast_id, channel=channel, priority=priority
@@ -101,12 +116,41 @@ class Lanes:
         self._handlers[channel] = handler
 
     def enqueue(self, work: SendWork) -> None:
-        """See :class:`~messaging.ports.SendQueue`."""
+        """See :class:`~messaging.ports.SendQueue`. Work for now takes its blast's turn in
+        the lane; delayed work (retries, re-queued waits) goes on the lane when due."""
         actor = self._actors[work.channel, work.priority]
-        actor.send_with_options(
-            args=(work.blast_id, list(work.supporter_ids)),
-            delay=int(work.delay_s * 1000) if work.delay_s > 0 else None,
-        )
+        if self.fair is None or work.delay_s > 0:
+            actor.send_with_options(
+                args=(work.blast_id, list(work.supporter_ids)),
+                delay=int(work.delay_s * 1000) if work.delay_s > 0 else None,
+            )
+            return
+        lane = lane_name(work.channel, work.priority)
+        unit = self.fair.push(lane, work.blast_id, work.supporter_ids)
+        if unit is not None:
+            actor.send_with_options(args=(*unit, True))
+
+    def others_waiting(self, work: SendWork) -> bool:
+        """See :class:`~messaging.ports.SendQueue`: one round trip (``fair_others.lua``);
+        False when the lanes are plain FIFO or Redis does not answer."""
+        if self.fair is None:
+            return False
+        try:
+            lane = lane_name(work.channel, work.priority)
+            return self.fair.others_waiting(lane, work.blast_id) > 0
+        except Exception as exc:  # not worth failing a batch over: it keeps its thread
+            log.warning("lanes.fair_others_failed", error=str(exc), error_type=type(exc).__name__)
+            return False
+
+    def _started(self, channel: str, priority: str, blast_id: str) -> None:
+        if self.fair is None:
+            return
+        try:
+            unit = self.fair.started(lane_name(channel, priority), blast_id)
+            if unit is not None:
+                self._actors[channel, priority].send_with_options(args=(*unit, True))
+        except Exception as exc:  # the unit itself still runs; the sweep re-drives the rest
+            log.warning("lanes.fair_next_failed", error=str(exc), error_type=type(exc).__name__)
 
     def queue_names(
         self, channels: tuple[str, ...] = ("sms", "email"), priorities: tuple[str, ...] = PRIORITIES

@@ -1,0 +1,89 @@
+"""Fair share of a lane between the blasts in it (issue #21, item 2).
+
+A lane (channel x priority) is one FIFO queue on the broker, so two same-priority blasts
+used to go out one after the other: the second waited behind every unit of the first.
+Now a blast keeps at most :data:`FAIR_WINDOW` units in the lane; the rest wait in the
+blast's own Redis list, and when a worker starts one of its units the blast's next unit
+joins the *back* of the lane. The lane therefore holds a unit of every waiting blast in
+turn: round robin per blast within a priority, while the lanes' priorities still decide
+between priorities (urgent before normal before bulk, as before).
+
+Units keep travelling as ordinary broker messages (retries, redelivery after a crash and
+dead letters are the broker's, as before); only *when* a unit is enqueued changes. Both
+steps are one Lua script each (``fair_push.lua``, ``fair_next.lua``). Nothing here can
+lose work for good: a unit lost between a script and the broker's enqueue leaves rows
+pending that the sweep re-drives, and its place in the window lapses after
+:data:`COUNT_TTL_MS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+#: Units of one blast in its lane at once. One is round robin by unit; a blast still runs
+#: on every free thread, since each unit that starts lets the next one in behind the
+#: other blasts' units.
+FAIR_WINDOW = 1
+#: A blast's place count in a lane lapses this long after it last moved: longer than a
+#: unit waits in a lane that holds one unit per blast, short enough that a count left by
+#: a lost unit does not hold a blast back for long (its next unit then goes straight in).
+COUNT_TTL_MS = 60_000
+#: Waiting units outlive any pause of the senders; a re-drive re-creates lost ones.
+WAITING_TTL_MS = 86_400_000
+
+#: ``(blast_id, supporter_ids)``: a unit of work as it waits here.
+Unit = tuple[str, list[int]]
+
+
+class FairShare:
+    """Which units go on a lane now and which wait their blast's turn (Redis, Lua)."""
+
+    __slots__ = ("_key_prefix", "_next", "_others", "_push", "_window")
+
+    def __init__(self, client: Any, key_prefix: str, window: int = FAIR_WINDOW) -> None:
+        """``client``: a Redis client; ``key_prefix``: namespaced and versioned, such as
+        ``{prefix}-dramatiq:fair:v1``."""
+        lua = resources.files("queues.flow")
+        self._push = client.register_script(lua.joinpath("fair_push.lua").read_text())
+        self._next = client.register_script(lua.joinpath("fair_next.lua").read_text())
+        self._others = client.register_script(lua.joinpath("fair_others.lua").read_text())
+        self._key_prefix = key_prefix
+        self._window = window
+
+    def _keys(self, lane: str, blast_id: str) -> list[str]:
+        base = f"{self._key_prefix}:{lane}"
+        return [f"{base}:{blast_id}:queued", f"{base}:{blast_id}:waiting", f"{base}:turns"]
+
+    def push(self, lane: str, blast_id: str, supporter_ids: Sequence[int]) -> Unit | None:
+        """Offer a new unit: the unit to enqueue on ``lane`` now (this one, or the blast's
+        oldest waiting one), or None when the blast's window is full and it waits."""
+        payload = json.dumps([blast_id, list(supporter_ids)])
+        out = self._push(
+            keys=self._keys(lane, blast_id),
+            args=[self._window, payload, COUNT_TTL_MS, WAITING_TTL_MS, blast_id],
+        )
+        return _unit(out)
+
+    def started(self, lane: str, blast_id: str) -> Unit | None:
+        """A unit of the blast left the lane: its next unit to enqueue, if one waits."""
+        return _unit(self._next(keys=self._keys(lane, blast_id), args=[COUNT_TTL_MS, blast_id]))
+
+    def others_waiting(self, lane: str, blast_id: str) -> int:
+        """How many other blasts have a unit waiting in ``lane`` for a thread."""
+        turns = self._keys(lane, blast_id)[2]
+        return int(self._others(keys=[turns], args=[COUNT_TTL_MS, blast_id]))
+
+    def waiting(self, lane: str, blast_id: str) -> int:
+        """Units of the blast waiting for their turn (for tests and metrics)."""
+        client = self._push.registered_client
+        return int(client.llen(self._keys(lane, blast_id)[1]))
+
+
+def _unit(raw: Any) -> Unit | None:
+    if raw is None or raw is False:
+        return None
+    blast_id, ids = json.loads(raw)
+    return str(blast_id), [int(i) for i in ids]

@@ -159,7 +159,9 @@ class SmsSender:
             ids = (*waiting, *rest)
             if not ids:
                 return total
-            if time.monotonic() > deadline:
+            # Other blasts of this priority waiting for a thread: take turns, a piece each
+            # (the rest queues behind them, issue #21); alone, keep the thread for the budget.
+            if time.monotonic() > deadline or self._ctx.queue.others_waiting(work):
                 self._requeue(work, ids, 0.0, total)
                 return total
             if waiting and not report.by_state.get(RowState.SENT):

@@ -172,8 +172,9 @@ class LinkStore(Protocol):
         """A link by id."""
         ...
 
-    def click(self, blast_id: str, channel: str, supporter_id: int) -> bool:
-        """Mark the recipient's ledger row clicked; True only the first time."""
+    def click(self, clicks: Sequence[tuple[str, str, int]]) -> int:
+        """Mark the ledger rows ``(blast_id, channel, supporter_id)`` clicked, each only the
+        first time (one statement for the batch); returns how many were clicked now."""
         ...
 
 

@@ -32,10 +32,13 @@ class MemoryLinkStore:
     def get(self, link_id: int) -> Link | None:
         return self._links.get(link_id)
 
-    def click(self, blast_id: str, channel: str, supporter_id: int) -> bool:
+    def click(self, clicks: Sequence[tuple[str, str, int]]) -> int:
+        now = datetime.now(UTC)
+        moved = 0
         with self._t.lock:
-            row = self._t.deliveries.get((blast_id, channel, supporter_id))
-            if row is None or row.clicked_at is not None:
-                return False
-            row.clicked_at = datetime.now(UTC)
-            return True
+            for key in set(clicks):
+                row = self._t.deliveries.get(key)
+                if row is not None and row.clicked_at is None:
+                    row.clicked_at = now
+                    moved += 1
+        return moved

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from messaging.links import Link
 from messaging.ports import ByChannel
@@ -66,22 +66,19 @@ class SqlLinkStore:
             ).first()
         return Link(link_id, row.blast_id, row.channel, row.url) if row else None
 
-    def click(self, blast_id: str, channel: str, supporter_id: int) -> bool:
-        """One conditional update on the ledger's primary key: only the first click sets it."""
+    def click(self, clicks: Sequence[tuple[str, str, int]]) -> int:
+        """One conditional update over the ledger's primary key: only first clicks set it."""
+        if not clicks:
+            return 0
         now = datetime.now(UTC)
+        key = tuple_(deliveries.c.blast_id, deliveries.c.channel, deliveries.c.supporter_id)
         with self._engine.begin() as conn:
             moved = conn.execute(
                 deliveries.update()
-                .where(
-                    deliveries.c.blast_id == blast_id,
-                    deliveries.c.channel == channel,
-                    deliveries.c.supporter_id == supporter_id,
-                    deliveries.c.clicked_at.is_(None),
-                )
+                .where(key.in_(sorted(set(clicks))), deliveries.c.clicked_at.is_(None))
                 .values(clicked_at=now)
             ).rowcount
-        return bool(moved)
-
+        return int(moved or 0)
 
 def click_counts(conn: Connection, blast_ids: list[str]) -> dict[str, dict[str, int]]:
     """Clicked rows per blast and channel, read through the partial index of clicked rows."""

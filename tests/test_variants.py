@@ -41,6 +41,7 @@ from tests.fleet import (
     wait_until,
     write_people,
 )
+from workers.commands.blast import build_alert
 
 TWO = [{"sms": {"body": "A: watch the clip"}}, {"sms": {"body": "B: chip in tonight"}}]
 
@@ -60,6 +61,28 @@ def test_variants_take_two_to_five_with_the_same_channels() -> None:
         parse_alert(json.dumps({"variants": mixed}), fallback_id="a")
     # Round trip: what is stored with the blast parses to the same alert
     assert parse_alert(alert.to_json(), fallback_id="x") == alert
+
+
+def test_the_cli_builds_variants_and_email_tracking() -> None:
+    document = build_alert(
+        topic="debate-night",
+        alert_id="cli-ab",
+        sms_body=None,
+        email_subject="Did you see that?",
+        email_text="Watch https://ex.am/p1",
+        email_html=None,
+        priority="urgent",
+        send_by=None,
+        audience_json=None,
+        test_recipients=(),
+        dry_run=False,
+        variant_sms_bodies=("A: https://ex.am/p1", "B: https://ex.am/p1"),
+        track_email_links=True,
+    )
+    alert = parse_alert(json.dumps(document), fallback_id="x")
+    assert [v.sms.body[:1] for v in alert.variants or () if v.sms] == ["A", "B"]
+    assert alert.sms is not None and alert.sms.body.startswith("A:")
+    assert alert.email is not None and alert.email.track_links
 
 
 def test_the_hash_is_even_and_differs_between_blasts() -> None:

@@ -36,6 +36,8 @@ def build_alert(
     quiet_hours_fallback: str | None = None,
     send_at: str | None = None,
     media_url: str | None = None,
+    variant_sms_bodies: tuple[str, ...] = (),
+    track_email_links: bool = False,
 ) -> dict[str, Any]:
     """The alert document of ``rapid alert send`` (validated before anything is published)."""
     from messaging.suppression import classify
@@ -48,8 +50,15 @@ def build_alert(
     if requested_by:
         document["requested_by"] = requested_by
         document["requested_via"] = "cli"
-    if media_url and not sms_body:
+    if media_url and not (sms_body or variant_sms_bodies):
         raise InputError("--media-url needs --sms-body: an MMS is the SMS part with an image")
+    if variant_sms_bodies:
+        # A/B test: the variants carry the SMS; an --sms-body is not sent alongside them.
+        document["variants"] = [
+            {"sms": {"body": b, **({"media_url": media_url} if media_url else {})}}
+            for b in variant_sms_bodies
+        ]
+        sms_body = None
     if sms_body:
         document["sms"] = {"body": sms_body}
         if media_url:
@@ -60,6 +69,8 @@ def build_alert(
             for k, v in (("subject", email_subject), ("text", email_text), ("html", email_html))
             if v
         }
+        if track_email_links:
+            document["email"]["track_links"] = True
     if send_by:
         document["send_by"] = send_by
     if send_at:
@@ -111,6 +122,15 @@ def alert() -> None:
     "--send-at", help="Schedule it: ISO 8601, e.g. 2026-11-27T02:00:00Z (cancelable until then)."
 )
 @click.option("--media-url", help="An https image: the SMS goes as an MMS.")
+@click.option(
+    "--variant-sms-body",
+    "variant_sms_bodies",
+    multiple=True,
+    help="A/B test: one SMS body per variant (2-5); recipients are split evenly.",
+)
+@click.option(
+    "--track-email-links", is_flag=True, help="The email's links become tracked short links too."
+)
 @click.option("--dry-run", is_flag=True, help="Count the audience, send nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
@@ -129,6 +149,8 @@ def alert_send(
     quiet_hours_fallback: str | None,
     send_at: str | None,
     media_url: str | None,
+    variant_sms_bodies: tuple[str, ...],
+    track_email_links: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -149,6 +171,8 @@ def alert_send(
         quiet_hours_fallback=quiet_hours_fallback,
         send_at=send_at,
         media_url=media_url,
+        variant_sms_bodies=variant_sms_bodies,
+        track_email_links=track_email_links,
     )
     message_id = publish_alert(app.stores.topics, app.publisher, topic, document)
     blast_id = document["alert_id"]
@@ -300,6 +324,16 @@ def blast_show(app: App, blast_id: str, as_json: bool) -> None:
         ["channel", *keys],
         [(ch, *(c[k] for k in keys)) for ch, c in summary["counts"].items()],
     )
+    if summary.get("variants"):  # an A/B test: the same counts per variant
+        table(
+            None,
+            ["variant", "channel", *keys],
+            [
+                (v, ch, *(c[k] for k in keys))
+                for v, by_channel in summary["variants"].items()
+                for ch, c in by_channel.items()
+            ],
+        )
     approval = (summary.get("audience") or {}).get("approval")
     if summary["status"] == "awaiting_approval" and approval:
         _print_approval(summary, approval)

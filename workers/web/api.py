@@ -618,6 +618,15 @@ def openapi_document() -> dict[str, Any]:
                         "status": {"enum": list(BLAST_STATUSES)},
                         "created_at": {"type": "string", "format": "date-time"},
                         "counts": {"type": "object", "additionalProperties": counts},
+                        "variants": {
+                            "type": "object",
+                            "description": "an A/B test's counts per variant ('0', '1', …) "
+                            "and channel, from the ledger; only when the alert has variants",
+                            "additionalProperties": {
+                                "type": "object",
+                                "additionalProperties": counts,
+                            },
+                        },
                         "counts_source": {
                             "enum": ["live", "ledger"],
                             "description": "live: Redis counters of a running blast, "

@@ -10,6 +10,7 @@ intake, senders and the Twilio emulator and redelivers it midway.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from tests.fleet import (
     wait_until,
     write_people,
 )
+from tests.test_dashboard import BOOTSTRAP_TOKEN, Web, login, web  # noqa: F401 - the fixture
 from workers.commands.blast import build_alert
 
 TWO = [{"sms": {"body": "A: watch the clip"}}, {"sms": {"body": "B: chip in tonight"}}]
@@ -235,3 +237,39 @@ def test_variants_go_end_to_end_each_recipient_once_across_a_redelivery(
     assert per_variant["0"]["sms"]["sent"] + per_variant["1"]["sms"]["sent"] == 200
     assert summary["counts"]["sms"]["sent"] == 200
     assert sorted(v["sms"]["sent"] for v in per_variant.values()) == sorted(bodies.values())
+
+
+# --- the dashboard --------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_counts_and_clicks_per_variant(web: Web) -> None:  # noqa: F811
+    # Given a two-variant blast expanded over 40 supporters, 3 of whom clicked
+    stores = web.app.stores
+    stores.supporters.write_batch(
+        [
+            SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
+            for i in range(40)
+        ],
+        frozenset({"phone", "sms_opt_in", "topics"}),
+    )
+    alert = parse_alert(json.dumps({"alert_id": "ab-dash", "variants": TWO}), fallback_id="x")
+    stores.blasts.create(alert, "t", None)
+    stores.ledger.expand_page("ab-dash", alert, "t", 0, 100, lambda _c, _p: None)
+    sids = [c.supporter_id for c in stores.ledger.claim("ab-dash", "sms", list(range(1, 100)))]
+    assert stores.links.click([("ab-dash", "sms", sid) for sid in sids[:3]]) == 3
+    # When an operator opens the blast's page
+    client = web.make_client()
+    login(client, BOOTSTRAP_TOKEN)
+    page = client.get("/dashboard/blasts/ab-dash")
+    # Then a table shows each variant's counts, the clicks among them
+    assert page.status_code == 200
+    assert "A/B variants" in page.text
+    rows = re.findall(
+        r"<tr><td>(\d)</td><td>sms</td><td>(\d+)</td>(?:<td>\d+</td>){2}<td>(\d+)</td>", page.text
+    )
+    by_variant = {int(v): (int(targeted), int(clicked)) for v, targeted, clicked in rows}
+    assert set(by_variant) == {1, 2}
+    assert sum(t for t, _ in by_variant.values()) == 40
+    assert sum(c for _, c in by_variant.values()) == 3
+    clicked = Counter(variant_of("ab-dash", sid, 2) + 1 for sid in sids[:3])
+    assert all(by_variant[v][1] == clicked.get(v, 0) for v in (1, 2))

@@ -133,7 +133,7 @@ def rows(r: dict[str, Any], cmd: Callable[[str], str]) -> list[Row]:
     if "export" in r:  # results written before the export benchmark existed lack it
         ex = r["export"]
         out += [
-            (f"`rapid blast export`, rows/s ({ex['rows']:,}-recipient blast from PostgreSQL to CSV, the interpreter's start excluded)", f"{ex['rows_per_s']:,}", "≥ 100,000", verdict(ex["rows_per_s"] >= 100_000), cmd("export")),
+            (f"`rapid blast export`, rows/s ({ex['rows']:,}-recipient blast from PostgreSQL to CSV, the interpreter's start excluded)", f"{ex['rows_per_s']:,}", "≥ 50,000 (a million in 20 s)", verdict(ex["rows_per_s"] >= 50_000), cmd("export")),
             ("… export peak RSS over `rapid blast show` (the same interpreter and imports)", f"{ex['over_baseline_mb']} MB (of {ex['peak_rss_mb']} MB)", "≤ 50 MB", verdict(ex["over_baseline_mb"] <= 50), "same"),
         ]  # fmt: skip
     if "links" in r:  # results written before the short-link benchmark existed lack it

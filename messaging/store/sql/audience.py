@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, null, or_, select, true
+from sqlalchemy import Connection, and_, case, exists, func, literal, null, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from messaging.alert import Alert
@@ -102,6 +102,8 @@ def _has_tag(tag: str) -> ColumnElement[bool]:
 
 #: Ledger states of a recipient an earlier blast reached (``from_blast``).
 REACHED: tuple[str, ...] = (RowState.SENT, RowState.DELIVERED)
+#: Every channel a ledger row may be on.
+CHANNELS: tuple[str, ...] = ("sms", "email")
 
 
 def audience_filter(audience: AudienceFilter, dialect: SqlDialect) -> list[ColumnElement[bool]]:
@@ -124,17 +126,29 @@ def audience_filter(audience: AudienceFilter, dialect: SqlDialect) -> list[Colum
     ]
     if audience.from_blast is not None:
         earlier = audience.from_blast
-        reached = select(deliveries.c.supporter_id).where(
-            deliveries.c.blast_id == earlier.id, deliveries.c.state.in_(REACHED)
-        )
-        clicked = reached.where(deliveries.c.clicked_at.is_not(None))
-        if earlier.clicked is None:
-            where.append(supporters.c.id.in_(reached))
-        elif earlier.clicked:
-            where.append(supporters.c.id.in_(clicked))
-        else:
-            where += [supporters.c.id.in_(reached), supporters.c.id.not_in(clicked)]
+        where.append(_reached_by(earlier.id, clicked=earlier.clicked or None))
+        if earlier.clicked is False:
+            where.append(~_reached_by(earlier.id, clicked=True))
     return where
+
+
+def _reached_by(blast_id: str, *, clicked: bool | None) -> ColumnElement[bool]:
+    """The supporter has a row of ``blast_id`` that reached them (and was clicked).
+
+    A correlated EXISTS naming both channels: each candidate of a page is two probes of the
+    ledger's primary key (blast, channel, supporter), where ``IN (SELECT …)`` would read the
+    earlier blast's every row once per expansion page.
+    """
+    d = deliveries.alias("earlier")
+    conditions = [
+        d.c.blast_id == blast_id,
+        d.c.channel.in_(CHANNELS),
+        d.c.supporter_id == supporters.c.id,
+        d.c.state.in_(REACHED),
+    ]
+    if clicked:
+        conditions.append(d.c.clicked_at.is_not(None))
+    return exists().where(*conditions)
 
 
 def _consent_columns(channel: str) -> tuple[Any, Any]:

@@ -178,14 +178,31 @@ def beat(app: App, workers: list[Any], heartbeat_file: Path) -> None:
     default=None,
     help="Touch this file every few seconds while healthy (the instance's health check).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Sender processes, each with --threads (one per core: a process is GIL-bound).",
+)
 @pass_app
-def sender(app: App, threads: int, channels: str, heartbeat_file: Path | None) -> None:
+def sender(
+    app: App, threads: int, channels: str, heartbeat_file: Path | None, processes: int
+) -> None:
     """The sender workers (dramatiq on Redis): send work → Twilio / SendGrid."""
     chosen = tuple(c.strip() for c in channels.split(",") if c.strip())
     if not chosen or set(chosen) - {"sms", "email"}:
         raise click.BadParameter("use sms, email or sms,email", param_hint="--channels")
     stop = threading.Event()
     stop_on_signals(stop)
+    if processes > 1:
+        from workers.processes import Supervisor
+
+        child = ["sender", "--threads", str(threads), "--channels", ",".join(chosen)]
+        code = Supervisor(child, processes, stop, heartbeat_file=heartbeat_file).run()
+        if code:
+            raise click.ClickException("sender processes kept exiting at start (see the log)")
+        return
     run_sender(app, stop, threads=threads, channels=chosen, heartbeat_file=heartbeat_file)
 
 

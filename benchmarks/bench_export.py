@@ -8,7 +8,8 @@ over them (one ledger row each; a tenth marked sent, delivered or failed, a few 
 then runs ``rapid blast export ID --out FILE`` in a child process, so the child's peak RSS
 measures the export alone, against ``rapid blast show ID`` in the same kind of child (the
 interpreter and its imports). Prints one JSON object. Target: the export's peak RSS within
-50 MB of that baseline whatever the size (it streams), and >= 50,000 rows/s (a million-row
+10 MB of that baseline whatever the size (it streams; 100,000 rows held in a list would add
+15 MB), and >= 50,000 rows/s (a million-row
 blast in 20 s; measured ~65,000/s on 2 shared cores, most of it Python's CSV and time
 formatting, which PostgreSQL's ``COPY … TO STDOUT (FORMAT csv)`` could take over).
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -204,6 +204,18 @@ class Variant(_Strict):
 VARIANTS_MIN, VARIANTS_MAX = 2, 5
 
 
+class PickWinner(_Strict):
+    """``pick_winner``: send the variants to a test share first; after ``after``, the variant
+    with the most clicks goes to everyone else."""
+
+    #: How long the test share has (ISO 8601 duration, e.g. ``PT10M``).
+    after: timedelta = Field(ge=timedelta(seconds=1), le=timedelta(days=7))
+    #: What decides (clicks on the tracked links).
+    by: Literal["clicks"] = "clicks"
+    #: The share of recipients who get the test (split between the variants).
+    share: float = Field(default=0.2, gt=0, lt=1)
+
+
 class Alert(_Strict):
     """A validated alert. ``alert_id`` is filled in by intake when the publisher left it out."""
 
@@ -234,6 +246,9 @@ class Alert(_Strict):
     variants: list[Variant] | None = Field(
         default=None, min_length=VARIANTS_MIN, max_length=VARIANTS_MAX
     )
+    #: Issue #19: test the variants on a share first, then send the winner to the rest
+    #: (messaging/winner.py).
+    pick_winner: PickWinner | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -251,6 +266,8 @@ class Alert(_Strict):
 
     @model_validator(mode="after")
     def _has_a_channel(self) -> Alert:
+        if self.pick_winner is not None and not self.variants:
+            raise ValueError("pick_winner needs variants")
         for i, variant in enumerate(self.variants or ()):
             for channel in ("sms", "email"):
                 if getattr(variant, channel) is not None and getattr(self, channel) is None:

@@ -136,7 +136,13 @@ class Expander:
         """A held blast: wait for approval when over the threshold, else send it now."""
         assert self._approval is not None
         by_channel = self._blasts.state_counts([blast.blast_id])[blast.blast_id]
-        pending = {c: by_channel.get(c, {}).get(RowState.PENDING, 0) for c in by_channel}
+        # Rows a pick_winner test holds for the winner (``deferred`` at expansion) will be
+        # sent too: the two-person rule counts them.
+        pending = {
+            c: by_channel.get(c, {}).get(RowState.PENDING, 0)
+            + by_channel.get(c, {}).get(RowState.DEFERRED, 0)
+            for c in by_channel
+        }
         wait = self._approval.holds(pending)
         if wait:
             approval = self._approval

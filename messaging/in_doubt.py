@@ -45,6 +45,7 @@ from messaging.providers.base import LoggedSms, SmsLog
 from messaging.sending.sms import SmsConfig, first_contact_text
 from messaging.sms_encoding import normalize_for_gsm
 from messaging.templates import RenderError
+from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +189,16 @@ class InDoubtSettler:
                 report.lookups_failed += 1
                 continue
             c = row.claimed
-            match = _find(logged, _bodies(config, blast.alert, c, self._links))
+            held = held_variants(
+                self._links.store if self._links else None,
+                blast.alert,
+                blast.blast_id,
+                "sms",
+                [c.supporter_id],
+            )
+            match = _find(
+                logged, _bodies(config, blast.alert, c, self._links, held.get(c.supporter_id))
+            )
             if match is not None:
                 sent.append(
                     Outcome(
@@ -220,10 +230,12 @@ class InDoubtSettler:
         return len(sent) + len(again)
 
 
-def _bodies(config: SmsConfig, alert: Alert, c: Claimed, links: ShortLinks | None) -> set[str]:
+def _bodies(
+    config: SmsConfig, alert: Alert, c: Claimed, links: ShortLinks | None, held: int | None
+) -> set[str]:
     """The bodies the row's text could have had: plain, or as the supporter's first text."""
     try:
-        body = sms_body(alert, c.supporter_id, c.fields, links)
+        body = sms_body(alert, c.supporter_id, c.fields, links, held)
     except RenderError:
         return set()
     return {normalize_for_gsm(body), normalize_for_gsm(first_contact_text(config.org_name, body))}

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from messaging.winner import WinnerStore
+
 if TYPE_CHECKING:
     from messaging.alert import Alert
 
@@ -160,8 +162,8 @@ class Link:
     url: str
 
 
-class LinkStore(Protocol):
-    """The ``links`` table and the ledger's ``clicked_at`` (messaging/store)."""
+class LinkStore(WinnerStore, Protocol):
+    """The ``links`` table and the ledger's ``clicked_at`` and ``variant`` (messaging/store)."""
 
     def register(self, blast_id: str, channel: str, urls: Sequence[str]) -> dict[str, int]:
         """The link id of each URL of a blast's channel, created on first use (idempotent

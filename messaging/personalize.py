@@ -14,9 +14,10 @@ from messaging.templates import SMS_RENDERED_MAX_CHARS, render
 from messaging.variants import recipient_variant, sms_content
 
 
-def sms_part(alert: Alert, supporter_id: int) -> SmsContent:
-    """The SMS part (body, media) this recipient gets: their variant's, else the alert's."""
-    part = sms_content(alert, recipient_variant(alert, supporter_id))
+def sms_part(alert: Alert, supporter_id: int, held: int | None = None) -> SmsContent:
+    """The SMS part (body, media) this recipient gets: their variant's, else the alert's
+    (``held``: the variant a ``pick_winner`` row held for the winner was given)."""
+    part = sms_content(alert, recipient_variant(alert, supporter_id, held))
     assert part is not None, "an SMS row belongs to an alert with an SMS part"
     return part
 
@@ -26,10 +27,12 @@ def sms_body(
     supporter_id: int,
     fields: Mapping[str, object],
     links: ShortLinks | None,
+    held: int | None = None,
 ) -> str:
     """The rendered SMS body (before the first-contact wrapper and GSM normalising);
     :class:`~messaging.templates.RenderError` when the template fails for this supporter."""
-    body = render(sms_part(alert, supporter_id).body, fields, max_chars=SMS_RENDERED_MAX_CHARS)
+    part = sms_part(alert, supporter_id, held)
+    body = render(part.body, fields, max_chars=SMS_RENDERED_MAX_CHARS)
     if links is not None:
         body = links.for_alert(alert, "sms").rewrite(body, supporter_id)
     return body

@@ -314,6 +314,10 @@ class BlastReads(Protocol):
         """Ledger rows per blast, channel and state."""
         ...
 
+    def variant_counts(self, blast_id: str) -> dict[int, ByChannel]:
+        """An A/B test's ledger rows per variant, channel and state, ``"clicked"`` beside."""
+        ...
+
     def summaries(
         self, records: list[BlastRecord], live: LiveCounts | None = None
     ) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from messaging.in_doubt import InDoubtReport, InDoubtSettler
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import InFlightView, enqueue_in_batches
 from messaging.scheduled import ScheduledReleases
+from messaging.winner import WinnerPicker
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,8 @@ class SweepReport:
     paused: list[str] = field(default_factory=list)
     #: Scheduled blasts released (their ``send_at`` came) and handed to expansion.
     scheduled: list[str] = field(default_factory=list)
+    #: A/B tests whose winner went to the rest: ``{blast_id: variant}``.
+    winners: dict[str, int] = field(default_factory=dict)
 
 
 class Sweeper:
@@ -74,8 +77,12 @@ class Sweeper:
         inflight: InFlightView | None = None,
         breakers: Breakers | None = None,
         scheduled: ScheduledReleases | None = None,
+        winners: WinnerPicker | None = None,
     ) -> None:
         self._a = actions
+        #: Sends an A/B test's winner to the rest once its test share had its time
+        #: (``pick_winner``; None: held rows wait).
+        self.winners = winners
         #: Releases scheduled blasts when due (None: they wait; tests of other parts).
         self.scheduled = scheduled
         self._stall_s = stall_s
@@ -94,6 +101,8 @@ class Sweeper:
         report = SweepReport()
         if self.scheduled is not None:
             report.scheduled = self.scheduled.release_due()
+        if self.winners is not None:  # before the release: it queues the rows just picked
+            report.winners = self.winners.run_once()
         report.released = self.release_deferred()
         report.reconciled = self.reconcile_live()
         self.settle_in_doubt(report.in_doubt)

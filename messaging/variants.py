@@ -14,6 +14,7 @@ Products stay below 2**62 (``P`` < 2**31, ``a`` < 2**31), inside a signed 64-bit
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,8 +52,46 @@ def email_content(alert: Alert, variant: int | None) -> EmailContent | None:
     return alert.email
 
 
-def recipient_variant(alert: Alert, supporter_id: int) -> int | None:
-    """The variant of one recipient of ``alert``'s blast; None when it has no variants."""
+def recipient_variant(alert: Alert, supporter_id: int, held: int | None = None) -> int | None:
+    """The variant of one recipient of ``alert``'s blast; None when it has no variants. A
+    recipient outside a ``pick_winner`` test share gets ``held``: the winner, as their
+    ledger row says once it is picked."""
     if not alert.variants:
         return None
+    if held is not None and is_held(alert, supporter_id):
+        return held
     return variant_of(alert.alert_id, supporter_id, len(alert.variants))
+
+
+#: How long a row held for the winner waits unless the winner is picked first: the picker
+#: (messaging/winner.py) sets its ``deferred_until`` to the moment it picks.
+HELD_FOR = timedelta(days=365)
+
+
+def held_until(now: datetime) -> datetime:
+    """The ``deferred_until`` a held row is written with."""
+    return now + HELD_FOR
+
+
+#: Buckets of the test-share hash: a share is kept to 1/10,000.
+SHARE_BUCKETS = 10_000
+
+
+def share_coefficients(blast_id: str) -> tuple[int, int]:
+    """``(a, c)`` of the test-share hash: independent of the variant hash's."""
+    return coefficients(blast_id + ":test-share")
+
+
+def share_threshold(share: float) -> int:
+    """Buckets below this are in the test share."""
+    return round(share * SHARE_BUCKETS)
+
+
+def is_held(alert: Alert, supporter_id: int) -> bool:
+    """True for a recipient a ``pick_winner`` alert holds for the winner (outside the test
+    share); the expansion writes their row ``deferred`` with no variant."""
+    if alert.pick_winner is None:
+        return False
+    a, c = share_coefficients(alert.alert_id)
+    bucket = ((supporter_id % PRIME) * a + c) % PRIME % SHARE_BUCKETS
+    return bucket >= share_threshold(alert.pick_winner.share)

@@ -13,6 +13,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,14 @@ from messaging.alert import parse_alert
 from messaging.errors import InputError
 from messaging.intake import Intake
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
+from messaging.personalize import sms_body
 from messaging.ports import Delivery, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.schema import deliveries
-from messaging.variants import variant_of
+from messaging.variants import is_held, variant_of
+from messaging.winner import WinnerPicker, held_variants, winner_by_clicks
 from tests.fleet import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -255,7 +258,7 @@ def test_the_dashboard_shows_counts_and_clicks_per_variant(web: Web) -> None:  #
     alert = parse_alert(json.dumps({"alert_id": "ab-dash", "variants": TWO}), fallback_id="x")
     stores.blasts.create(alert, "t", None)
     stores.ledger.expand_page("ab-dash", alert, "t", 0, 100, lambda _c, _p: None)
-    sids = [c.supporter_id for c in stores.ledger.claim("ab-dash", "sms", list(range(1, 100)))]
+    sids = sorted(_variants_written(web.app.engine, "ab-dash"))
     assert stores.links.click([("ab-dash", "sms", sid) for sid in sids[:3]]) == 3
     # When an operator opens the blast's page
     client = web.make_client()
@@ -273,3 +276,133 @@ def test_the_dashboard_shows_counts_and_clicks_per_variant(web: Web) -> None:  #
     assert sum(c for _, c in by_variant.values()) == 3
     clicked = Counter(variant_of("ab-dash", sid, 2) + 1 for sid in sids[:3])
     assert all(by_variant[v][1] == clicked.get(v, 0) for v in (1, 2))
+
+
+# --- pick_winner ----------------------------------------------------------------------------
+
+PICK = {"after": "PT2S", "by": "clicks", "share": 0.2}
+
+
+def test_pick_winner_is_validated() -> None:
+    alert = parse_alert(json.dumps({"variants": TWO, "pick_winner": PICK}), fallback_id="a")
+    assert alert.pick_winner is not None and alert.pick_winner.after.total_seconds() == 2
+    for bad in ({"after": "PT2S", "share": 1.5}, {"after": "soon"}, {"after": "PT2S", "by": "x"}):
+        with pytest.raises(InputError, match="pick_winner"):
+            parse_alert(json.dumps({"variants": TWO, "pick_winner": bad}), fallback_id="a")
+    with pytest.raises(InputError, match="pick_winner needs variants"):
+        parse_alert(json.dumps({"sms": {"body": "x"}, "pick_winner": PICK}), fallback_id="a")
+
+
+def test_the_test_share_goes_first_and_the_winner_to_the_rest(
+    backend: tuple[Stores, object],
+) -> None:
+    stores, where = backend
+    # Given 1,000 supporters and a two-variant alert that tests on a fifth of them
+    rows = [
+        SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
+        for i in range(1_000)
+    ]
+    stores.supporters.write_batch(rows, frozenset({"phone", "sms_opt_in", "topics"}))
+    document = {"alert_id": "pw-1", "variants": TWO, "pick_winner": PICK}
+    record = _intake(stores).handle(json.dumps(document))
+    written = _variants_written(where, "pw-1")
+    # Then a fifth (within 3 points) is pending with its variant, the rest held without one
+    test_share = {sid for sid, v in written.items() if v is not None}
+    held = set(written) - test_share
+    assert 170 <= len(test_share) <= 230, len(test_share)
+    assert all(is_held(record.alert, sid) == (sid in held) for sid in written)
+    (summary,) = stores.blasts.summaries([record])
+    assert summary["counts"]["sms"]["pending"] == len(test_share)
+    assert summary["counts"]["sms"]["deferred"] == len(held)
+    # Nothing held is released while the test runs
+    now = datetime.now(UTC)
+    assert stores.ledger.release_due(now + timedelta(days=1), 10_000) == []
+    # When variant B's texts get more clicks, and the test's time has passed
+    b_rows = sorted(sid for sid in test_share if written[sid] == 1)
+    a_rows = sorted(sid for sid in test_share if written[sid] == 0)
+    stores.links.click([("pw-1", "sms", sid) for sid in b_rows[:5]])
+    stores.links.click([("pw-1", "sms", sid) for sid in a_rows[:2]])
+    early = WinnerPicker(stores.blasts, stores.blasts, stores.links, clock=lambda: now)
+    assert early.run_once() == {}  # 2 s have not passed
+    later = now + timedelta(seconds=3)
+    picker = WinnerPicker(stores.blasts, stores.blasts, stores.links, clock=lambda: later)
+    assert picker.run_once() == {"pw-1": 1}
+    # Then every held row gets B and is due now; a second pick changes nothing
+    assert {v for sid, v in _variants_written(where, "pw-1").items() if sid in held} == {1}
+    again = WinnerPicker(stores.blasts, stores.blasts, stores.links, clock=lambda: later)
+    assert again.run_once() == {}
+    released = stores.ledger.release_due(later, 10_000)
+    assert {sid for _, _, sid in released} == held
+    # And the sender's view of a held row is B's body, a tested row keeps its own
+    some_held = min(held)
+    variants = held_variants(stores.links, record.alert, "pw-1", "sms", [some_held, a_rows[0]])
+    assert variants == {some_held: 1}
+    assert sms_body(record.alert, some_held, {}, None, variants[some_held]).startswith("B:")
+    assert sms_body(record.alert, a_rows[0], {}, None, None).startswith("A:")
+
+
+def test_a_tie_picks_the_first_variant() -> None:
+    alert = parse_alert(json.dumps({"variants": TWO, "pick_winner": PICK}), fallback_id="a")
+    assert winner_by_clicks(alert, {}) == 0
+    tie = {0: {"sms": {"clicked": 3}}, 1: {"sms": {"clicked": 2}, "email": {"clicked": 1}}}
+    assert winner_by_clicks(alert, tie) == 0
+    assert winner_by_clicks(alert, {1: {"sms": {"clicked": 1}}}) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.integration
+def test_pick_winner_end_to_end_the_rest_get_the_variant_clicked_most(
+    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+) -> None:
+    with (
+        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
+        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
+    ):
+        env = fleet_env(
+            db_url=pg_url,
+            moto_url=moto_url,
+            prefix=prefix,
+            twilio_url=twilio.url,
+            sendgrid_url=sendgrid.url,
+        )
+        rapid(env, "provision", "--topic", "debate")
+        phones = write_people(tmp_path / "people.csv", 100, "debate")
+        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+        sns, _ = aws_clients(moto_url)
+        fleet = Fleet(env, tmp_path)
+        fleet.start("intake", "intake", "--wait-time", "1")
+        fleet.start("sender", "sender", "--threads", "4")
+        fleet.start("scheduler", "scheduler", "--interval", "1")
+        engine = create_db_engine(pg_url)
+        try:
+            # Given a two-variant alert testing on a fifth for 6 seconds
+            pick = {"after": "PT6S", "share": 0.2}
+            document = {"alert_id": "pw-e2e", "variants": TWO, "pick_winner": pick}
+            sns.publish(TopicArn=topic_arn(sns, prefix, "debate"), Message=json.dumps(document))
+            alert = parse_alert(json.dumps(document), fallback_id="x")
+            stores = open_stores(engine)
+
+            def expanded() -> bool:
+                record = stores.blasts.get("pw-e2e")
+                return record is not None and record.expanded_at is not None
+
+            wait_until(expanded, "the blast's expansion", 30)
+            tested = {s: v for s, v in _variants_written(engine, "pw-e2e").items() if v is not None}
+            wait_until(lambda: len(twilio.recorder.messages()) >= len(tested), "the test share")
+            # When two of B's recipients click (and none of A's) before the time is up
+            b_rows = sorted(s for s, v in tested.items() if v == 1)[:2]
+            assert stores.links.click([("pw-e2e", "sms", s) for s in b_rows]) == 2
+            summary = wait_ended(env, "pw-e2e", timeout_s=90)
+        finally:
+            fleet.stop()
+            engine.dispose()
+        texts = twilio.recorder.messages()
+    # Then everyone got one text: the test share their own variant, the rest B's
+    assert sorted(m["to"] for m in texts) == sorted(phones)
+    letters = Counter(m["body"].split(":", 2)[1].strip()[:1] for m in texts)
+    tested_a = sum(1 for v in tested.values() if v == 0)
+    assert letters == {"A": tested_a, "B": 100 - tested_a}, letters
+    assert not any(is_held(alert, s) for s in tested)
+    per_variant = summary["variants"]
+    assert per_variant["1"]["sms"]["sent"] == 100 - tested_a
+    assert per_variant["1"]["sms"]["clicked"] == 2

@@ -36,6 +36,7 @@ from messaging.templates import (
 )
 from messaging.unsubscribe import UnsubscribeTokens
 from messaging.variants import email_content, recipient_variant
+from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 
@@ -205,7 +206,10 @@ class EmailSender:
         blast = self._ctx.blast(blast_id)
         assert blast is not None and blast.alert.email is not None
         alert = blast.alert
-        content = email_content(alert, recipient_variant(alert, c.supporter_id)) or alert.email
+        store = self._links.store if self._links is not None else None
+        held = held_variants(store, alert, blast_id, "email", [c.supporter_id]).get(c.supporter_id)
+        variant = recipient_variant(alert, c.supporter_id, held)
+        content = email_content(alert, variant) or alert.email
         assert content is not None
         subject = header_line(render(content.subject, c.fields))
         text = render(content.text, c.fields) if content.text else None

@@ -21,7 +21,7 @@ from messaging.errors import (
 )
 from messaging.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
 from messaging.links import ShortLinks
-from messaging.personalize import sms_body
+from messaging.personalize import sms_body, sms_part
 from messaging.ports import (
     BlastRecord,
     Claimed,
@@ -47,6 +47,7 @@ from messaging.sending.common import (
 from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.supporters.normalize import derive_timezone
 from messaging.templates import RenderError
+from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 
@@ -206,9 +207,14 @@ class SmsSender:
         )
         validity = _validity_s(alert.send_by)
         messages: list[tuple[int, SmsMessage, int]] = []
+        # pick_winner: rows held for the winner carry its variant on the ledger.
+        store = self._links.store if self._links is not None else None
+        held = held_variants(store, alert, blast.blast_id, "sms", [c.supporter_id for c in to_send])
         for c in to_send:
             try:
-                body = sms_body(alert, c.supporter_id, c.fields, self._links)
+                body = sms_body(
+                    alert, c.supporter_id, c.fields, self._links, held.get(c.supporter_id)
+                )
             except RenderError as exc:
                 outcomes.append(
                     Outcome(c.supporter_id, RowState.FAILED, error_code="render", error=str(exc))
@@ -225,7 +231,7 @@ class SmsSender:
                 messaging_service_sid=config.messaging_service_sid,
                 status_callback=config.status_callback_url,
                 validity_period_s=validity,
-                media_url=alert.sms.media_url,
+                media_url=sms_part(alert, c.supporter_id, held.get(c.supporter_id)).media_url,
             )
             messages.append((c.supporter_id, message, segment_info(body).segments))
 

@@ -221,6 +221,7 @@ def run_scheduler(
     the scheduler's lease (``leadership``, default: the Redis lease)."""
     from messaging.scheduled import ScheduledReleases
     from messaging.sweep import STALL_S, STUCK_S, Sweeper
+    from messaging.winner import WinnerPicker
     from queues.aws import make_cloudwatch
     from queues.capacity import publish_metrics
     from queues.leader import RedisLeaderLease
@@ -256,6 +257,7 @@ def run_scheduler(
         inflight=app.inflight,
         breakers=app.breakers(),
         scheduled=releases,
+        winners=WinnerPicker(app.blasts, app.blasts, app.stores.links),
     )
     cloudwatch = make_cloudwatch(app.settings) if publish_metrics_s else None
     rates = {"sms": app.settings.sms_rate_account, "email": app.settings.email_rate}

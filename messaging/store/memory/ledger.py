@@ -19,7 +19,7 @@ from messaging.ports import (
 )
 from messaging.store.memory.audience import AudienceFilter
 from messaging.store.memory.tables import MemoryTables, Row
-from messaging.variants import variant_of
+from messaging.variants import held_until, is_held, variant_of
 
 LOST_IN_FLIGHT = "lost_in_flight"
 
@@ -95,12 +95,16 @@ class MemoryLedger:
         channel: str,
         ids: list[int],
         capped: CapScreen | None = None,
-        variants: int = 0,
+        alert: Alert | None = None,
     ) -> dict[str, list[int]]:
         now = datetime.now(UTC)
+        variants = len(alert.variants or ()) if alert is not None else 0
+
+        def held(sid: int) -> bool:
+            return alert is not None and is_held(alert, sid)
 
         def variant(sid: int) -> int | None:
-            return variant_of(blast_id, sid, variants) if variants else None
+            return variant_of(blast_id, sid, variants) if variants and not held(sid) else None
 
         live = {
             r.destination
@@ -119,12 +123,16 @@ class MemoryLedger:
                 state = RowState.DUPLICATE
             elif (channel, destination) in self._t.suppressions:
                 state = RowState.SUPPRESSED
+            elif held(sid):  # pick_winner: waits for the winner (messaging/winner.py)
+                state = RowState.DEFERRED
             else:
                 state = RowState.PENDING
             live.add(destination)
             into[(blast_id, channel, sid)] = Row(
                 blast_id, channel, sid, destination, state, now, now, variant=variant(sid)
             )
+            if state == RowState.DEFERRED:
+                into[(blast_id, channel, sid)].deferred_until = held_until(now)
             written.setdefault(state, []).append(sid)
         over = capped(channel, written.get(RowState.PENDING, [])) if capped else set()
         for sid in over:
@@ -152,7 +160,7 @@ class MemoryLedger:
             pages: dict[str, ExpandedPage] = {}
             for channel in alert.channels:
                 written = self._write_page(
-                    self._t.deliveries, blast_id, channel, ids, capped, len(alert.variants or ())
+                    self._t.deliveries, blast_id, channel, ids, capped, alert
                 )
                 pages[channel] = ExpandedPage(
                     sorted(written.get(RowState.PENDING, [])),
@@ -187,9 +195,7 @@ class MemoryLedger:
             cursor, pages = 0, 0
             while ids := audience.page(cursor, page_size):
                 for channel in alert.channels:
-                    written = self._write_page(
-                        scratch, blast_id, channel, ids, capped, len(alert.variants or ())
-                    )
+                    written = self._write_page(scratch, blast_id, channel, ids, capped, alert)
                     for state, sids in written.items():
                         counts[channel][state] = counts[channel].get(state, 0) + len(sids)
                 cursor, pages = ids[-1], pages + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from messaging.lifecycle import RowState
 from messaging.links import Link
 from messaging.store.memory.tables import MemoryTables
 
@@ -42,3 +43,23 @@ class MemoryLinkStore:
                     row.clicked_at = now
                     moved += 1
         return moved
+
+    def settle_winner(self, blast_id: str, winner: int, now: datetime) -> int:
+        moved = 0
+        with self._t.lock:
+            for row in self._t.rows_of(blast_id):
+                if row.state == RowState.DEFERRED and row.variant is None:
+                    row.variant, row.deferred_until, row.updated_at = winner, now, now
+                    moved += 1
+        return moved
+
+    def row_variants(
+        self, blast_id: str, channel: str, supporter_ids: Sequence[int]
+    ) -> dict[int, int]:
+        out: dict[int, int] = {}
+        with self._t.lock:
+            for sid in supporter_ids:
+                row = self._t.deliveries.get((blast_id, channel, sid))
+                if row is not None and row.variant is not None:
+                    out[sid] = row.variant
+        return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, exists, func, literal, null, or_, select, true
+from sqlalchemy import Connection, and_, case, exists, false, func, literal, null, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from messaging.alert import Alert
@@ -19,7 +19,14 @@ from messaging.lifecycle import RowState
 from messaging.ports import CapScreen
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
-from messaging.variants import PRIME, coefficients
+from messaging.variants import (
+    PRIME,
+    SHARE_BUCKETS,
+    coefficients,
+    held_until,
+    share_coefficients,
+    share_threshold,
+)
 
 
 class Audience:
@@ -163,11 +170,24 @@ def _destination(channel: str) -> Any:
 
 
 def _variant(alert: Alert, supporter_id: Any) -> Any:
-    """The row's A/B variant (messaging/variants.py), computed in the INSERT; NULL without."""
+    """The row's A/B variant (messaging/variants.py), computed in the INSERT; NULL without,
+    and for a row held for a ``pick_winner`` winner (set when it is picked)."""
     if not alert.variants:
         return null()
     a, c = coefficients(alert.alert_id)
-    return (supporter_id % PRIME * a + c) % PRIME % len(alert.variants)
+    variant = (supporter_id % PRIME * a + c) % PRIME % len(alert.variants)
+    if alert.pick_winner is None:
+        return variant
+    return case((_held(alert, supporter_id), null()), else_=variant)
+
+
+def _held(alert: Alert, supporter_id: Any) -> Any:
+    """True for a recipient outside a ``pick_winner`` test share (messaging/variants.py)."""
+    if alert.pick_winner is None:
+        return false()
+    a, c = share_coefficients(alert.alert_id)
+    bucket = (supporter_id % PRIME * a + c) % PRIME % SHARE_BUCKETS
+    return bucket >= share_threshold(alert.pick_winner.share)
 
 
 def insert_page(
@@ -219,6 +239,7 @@ def insert_page(
     state = case(
         (or_(page.c.rn > 1, live_elsewhere), literal(RowState.DUPLICATE)),
         (page.c.suppressed == true(), literal(RowState.SUPPRESSED)),
+        (_held(audience.alert, page.c.supporter_id), literal(RowState.DEFERRED)),
         else_=literal(RowState.PENDING),
     )
     rows = (
@@ -231,6 +252,7 @@ def insert_page(
             literal(now),
             literal(now),
             _variant(audience.alert, page.c.supporter_id),
+            case((state == literal(RowState.DEFERRED), literal(held_until(now))), else_=null()),
         )
         .select_from(source)
         .where(true())
@@ -247,6 +269,7 @@ def insert_page(
                 "created_at",
                 "updated_at",
                 "variant",
+                "deferred_until",
             ],
             rows,
         )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
+from messaging.lifecycle import RowState
 from messaging.links import Link
 from messaging.ports import ByChannel
 from messaging.store.schema import deliveries, links
@@ -79,6 +80,40 @@ class SqlLinkStore:
                 .values(clicked_at=now)
             ).rowcount
         return int(moved or 0)
+
+    def settle_winner(self, blast_id: str, winner: int, now: datetime) -> int:
+        """Give the rows held for the winner its variant and release them at ``now`` (the
+        sweep's release takes them); 0 once done, so a second pick changes nothing."""
+        with self._engine.begin() as conn:
+            moved = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel.in_(["sms", "email"]),
+                    deliveries.c.state == RowState.DEFERRED,
+                    deliveries.c.variant.is_(None),
+                )
+                .values(variant=winner, deferred_until=now, updated_at=now)
+            ).rowcount
+        return int(moved or 0)
+
+    def row_variants(
+        self, blast_id: str, channel: str, supporter_ids: Sequence[int]
+    ) -> dict[int, int]:
+        """The variant on each of these rows (rows without one are left out)."""
+        if not supporter_ids:
+            return {}
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(deliveries.c.supporter_id, deliveries.c.variant).where(
+                    deliveries.c.blast_id == blast_id,
+                    deliveries.c.channel == channel,
+                    self._dialect.among(deliveries.c.supporter_id, list(supporter_ids)),
+                    deliveries.c.variant.is_not(None),
+                )
+            ).all()
+        return {int(sid): int(v) for sid, v in rows}
+
 
 def click_counts(conn: Connection, blast_ids: list[str]) -> dict[str, dict[str, int]]:
     """Clicked rows per blast and channel, read through the partial index of clicked rows."""

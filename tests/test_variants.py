@@ -83,11 +83,15 @@ def test_the_cli_builds_variants_and_email_tracking() -> None:
         dry_run=False,
         variant_sms_bodies=("A: https://ex.am/p1", "B: https://ex.am/p1"),
         track_email_links=True,
+        pick_winner_after="PT10M",
+        pick_winner_share=0.1,
     )
     alert = parse_alert(json.dumps(document), fallback_id="x")
     assert [v.sms.body[:1] for v in alert.variants or () if v.sms] == ["A", "B"]
     assert alert.sms is not None and alert.sms.body.startswith("A:")
     assert alert.email is not None and alert.email.track_links
+    assert alert.pick_winner is not None and alert.pick_winner.share == 0.1
+    assert alert.pick_winner.after.total_seconds() == 600
 
 
 def test_the_hash_is_even_and_differs_between_blasts() -> None:

@@ -38,6 +38,8 @@ def build_alert(
     media_url: str | None = None,
     variant_sms_bodies: tuple[str, ...] = (),
     track_email_links: bool = False,
+    pick_winner_after: str | None = None,
+    pick_winner_share: float | None = None,
 ) -> dict[str, Any]:
     """The alert document of ``rapid alert send`` (validated before anything is published)."""
     from messaging.suppression import classify
@@ -59,6 +61,13 @@ def build_alert(
             for b in variant_sms_bodies
         ]
         sms_body = None
+    if pick_winner_after or pick_winner_share is not None:
+        if not pick_winner_after:
+            raise InputError("--pick-winner-share needs --pick-winner-after (e.g. PT10M)")
+        pick: dict[str, Any] = {"after": pick_winner_after, "by": "clicks"}
+        if pick_winner_share is not None:
+            pick["share"] = pick_winner_share
+        document["pick_winner"] = pick
     if sms_body:
         document["sms"] = {"body": sms_body}
         if media_url:
@@ -131,6 +140,12 @@ def alert() -> None:
 @click.option(
     "--track-email-links", is_flag=True, help="The email's links become tracked short links too."
 )
+@click.option(
+    "--pick-winner-after",
+    help="A/B test on a share first; after this (ISO 8601, e.g. PT10M) the most clicked "
+    "variant goes to the rest.",
+)
+@click.option("--pick-winner-share", type=float, help="The share tested first (default 0.2).")
 @click.option("--dry-run", is_flag=True, help="Count the audience, send nothing.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
@@ -151,6 +166,8 @@ def alert_send(
     media_url: str | None,
     variant_sms_bodies: tuple[str, ...],
     track_email_links: bool,
+    pick_winner_after: str | None,
+    pick_winner_share: float | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -173,6 +190,8 @@ def alert_send(
         media_url=media_url,
         variant_sms_bodies=variant_sms_bodies,
         track_email_links=track_email_links,
+        pick_winner_after=pick_winner_after,
+        pick_winner_share=pick_winner_share,
     )
     message_id = publish_alert(app.stores.topics, app.publisher, topic, document)
     blast_id = document["alert_id"]

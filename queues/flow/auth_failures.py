@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from queues.names import Names
+from config.names import Names
 
 
 class RedisFailureLimiter:

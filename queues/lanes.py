@@ -142,6 +142,23 @@ class Lanes:
             log.warning("lanes.fair_others_failed", error=str(exc), error_type=type(exc).__name__)
             return False
 
+    def pump(self) -> int:
+        """Let in the next unit of every blast whose place in its lane lapsed (see
+        ``fair_pump.lua``); the scheduler calls this every pass. Units enqueued."""
+        if self.fair is None:
+            return 0
+        moved = 0
+        for channel, priority in self._actors:
+            moved += self._pump(channel, priority)
+        return moved
+
+    def _pump(self, channel: str, priority: str) -> int:
+        assert self.fair is not None
+        units = self.fair.pump(lane_name(channel, priority))
+        for unit in units:
+            self._actors[channel, priority].send_with_options(args=(*unit, True))
+        return len(units)
+
     def _started(self, channel: str, priority: str, blast_id: str) -> None:
         if self.fair is None:
             return
@@ -149,6 +166,7 @@ class Lanes:
             unit = self.fair.started(lane_name(channel, priority), blast_id)
             if unit is not None:
                 self._actors[channel, priority].send_with_options(args=(*unit, True))
+            self._pump(channel, priority)
         except Exception as exc:  # the unit itself still runs; the sweep re-drives the rest
             log.warning("lanes.fair_next_failed", error=str(exc), error_type=type(exc).__name__)
 

@@ -9,11 +9,12 @@ turn: round robin per blast within a priority, while the lanes' priorities still
 between priorities (urgent before normal before bulk, as before).
 
 Units keep travelling as ordinary broker messages (retries, redelivery after a crash and
-dead letters are the broker's, as before); only *when* a unit is enqueued changes. Both
-steps are one Lua script each (``fair_push.lua``, ``fair_next.lua``). Nothing here can
-lose work for good: a unit lost between a script and the broker's enqueue leaves rows
-pending that the sweep re-drives, and its place in the window lapses after
-:data:`COUNT_TTL_MS`.
+dead letters are the broker's, as before); only *when* a unit is enqueued changes. Each
+step is one Lua script (``fair_push.lua``, ``fair_next.lua``). A place held by a unit that
+cannot start (its worker killed with it prefetched, or lost between a script and the
+broker) lapses after :data:`COUNT_TTL_MS`, and ``fair_pump.lua`` (run by every unit that
+starts and by the scheduler) lets the blast's next unit in: a crash holds a blast back for
+seconds, never until the sweep's re-drive.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from typing import Any
 #: on every free thread, since each unit that starts lets the next one in behind the
 #: other blasts' units.
 FAIR_WINDOW = 1
-#: A blast's place count in a lane lapses this long after it last moved: longer than a
-#: unit waits in a lane that holds one unit per blast, short enough that a count left by
-#: a lost unit does not hold a blast back for long (its next unit then goes straight in).
-COUNT_TTL_MS = 60_000
+#: A blast's place count in a lane lapses this long after a unit of it last went in or
+#: started: longer than a unit waits in a lane that holds one unit per blast (a few pieces
+#: of the other blasts), short enough that a place held by a unit that cannot start (its
+#: worker killed with it prefetched; the broker gives such messages back only after a
+#: minute or more) holds the blast back for seconds: ``fair_pump.lua`` then lets the next in.
+COUNT_TTL_MS = 10_000
 #: Waiting units outlive any pause of the senders; a re-drive re-creates lost ones.
 WAITING_TTL_MS = 86_400_000
 
@@ -41,7 +44,7 @@ Unit = tuple[str, list[int]]
 class FairShare:
     """Which units go on a lane now and which wait their blast's turn (Redis, Lua)."""
 
-    __slots__ = ("_key_prefix", "_next", "_others", "_push", "_window")
+    __slots__ = ("_key_prefix", "_next", "_others", "_pump", "_push", "_window")
 
     def __init__(self, client: Any, key_prefix: str, window: int = FAIR_WINDOW) -> None:
         """``client``: a Redis client; ``key_prefix``: namespaced and versioned, such as
@@ -50,12 +53,18 @@ class FairShare:
         self._push = client.register_script(lua.joinpath("fair_push.lua").read_text())
         self._next = client.register_script(lua.joinpath("fair_next.lua").read_text())
         self._others = client.register_script(lua.joinpath("fair_others.lua").read_text())
+        self._pump = client.register_script(lua.joinpath("fair_pump.lua").read_text())
         self._key_prefix = key_prefix
         self._window = window
 
     def _keys(self, lane: str, blast_id: str) -> list[str]:
         base = f"{self._key_prefix}:{lane}"
-        return [f"{base}:{blast_id}:queued", f"{base}:{blast_id}:waiting", f"{base}:turns"]
+        return [
+            f"{base}:{blast_id}:queued",
+            f"{base}:{blast_id}:waiting",
+            f"{base}:turns",
+            f"{base}:waiters",
+        ]
 
     def push(self, lane: str, blast_id: str, supporter_ids: Sequence[int]) -> Unit | None:
         """Offer a new unit: the unit to enqueue on ``lane`` now (this one, or the blast's
@@ -70,6 +79,12 @@ class FairShare:
     def started(self, lane: str, blast_id: str) -> Unit | None:
         """A unit of the blast left the lane: its next unit to enqueue, if one waits."""
         return _unit(self._next(keys=self._keys(lane, blast_id), args=[COUNT_TTL_MS, blast_id]))
+
+    def pump(self, lane: str) -> list[Unit]:
+        """Units to enqueue on ``lane`` now: the next of each blast whose place lapsed."""
+        base = f"{self._key_prefix}:{lane}"
+        raw = self._pump(keys=[f"{base}:waiters"], args=[base, COUNT_TTL_MS])
+        return [u for u in map(_unit, raw or []) if u is not None]
 
     def others_waiting(self, lane: str, blast_id: str) -> int:
         """How many other blasts have a unit waiting in ``lane`` for a thread."""

@@ -5,6 +5,7 @@
 -- KEYS[1]  the blast's count of units in the lane
 -- KEYS[2]  the blast's waiting units
 -- KEYS[3]  the lane's turns
+-- KEYS[4]  the lane's blasts with waiting units
 -- ARGV[1]  ttl_ms of the count
 -- ARGV[2]  the blast id
 --
@@ -16,8 +17,12 @@ local nxt = redis.call('LPOP', KEYS[2])
 if nxt then
   redis.call('SET', KEYS[1], math.max(queued, 1), 'PX', ARGV[1])
   redis.call('ZADD', KEYS[3], now_ms, ARGV[2])
+  if redis.call('LLEN', KEYS[2]) == 0 then
+    redis.call('SREM', KEYS[4], ARGV[2])
+  end
   return nxt
 end
+redis.call('SREM', KEYS[4], ARGV[2])
 if queued > 1 then
   redis.call('SET', KEYS[1], queued - 1, 'PX', ARGV[1])
   redis.call('ZADD', KEYS[3], now_ms, ARGV[2])

@@ -7,6 +7,7 @@
 -- KEYS[1]  the blast's count of units in the lane (string integer)
 -- KEYS[2]  the blast's waiting units (list of payloads, oldest first)
 -- KEYS[3]  the lane's turns (sorted set: blast id -> ms of its last move)
+-- KEYS[4]  the lane's blasts with waiting units (set; fair_pump.lua's round)
 -- ARGV[1]  window: units a blast may have in the lane at once
 -- ARGV[2]  the new unit's payload
 -- ARGV[3]  ttl_ms of the count and of a turn: a count left behind by a lost unit (a crash
@@ -25,6 +26,8 @@ local queued = tonumber(redis.call('GET', KEYS[1]) or '0')
 if queued >= tonumber(ARGV[1]) then
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  redis.call('SADD', KEYS[4], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
   return false
 end
 redis.call('SET', KEYS[1], queued + 1, 'PX', ARGV[3])
@@ -33,4 +36,6 @@ if redis.call('LLEN', KEYS[2]) == 0 then
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 return redis.call('LPOP', KEYS[2])

@@ -301,6 +301,7 @@ def run_scheduler(
         except Exception as exc:
             log.error("scheduler.failed", error=str(exc), error_type=type(exc).__name__)
         _compact_counts(app)
+        _pump_lanes(app)
         _until_next_sweep(releases, stop, interval_s)
     expansions.shutdown(wait=True)
     try:
@@ -314,6 +315,17 @@ def run_scheduler(
 #: touched), so this keeps up with room to spare and stays a short transaction.
 COMPACT_ROWS = 20_000
 COMPACT_BATCHES = 10
+
+
+def _pump_lanes(app: App) -> None:
+    """Let in the next unit of blasts whose place in a lane lapsed (a sender killed with it
+    prefetched; ``queues/flow/fair_pump.lua``), so such a blast waits seconds, not until
+    the stall re-drive."""
+    try:
+        if moved := app.lanes.pump():
+            log.info("scheduler.lanes_pumped", units=moved)
+    except Exception as exc:
+        log.warning("scheduler.pump_failed", error=str(exc), error_type=type(exc).__name__)
 
 
 def _compact_counts(app: App) -> None:

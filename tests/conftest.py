@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate
 
 #: The PostgreSQL server the tests use; each test session gets its own throwaway database.
@@ -205,6 +206,37 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = create_db_engine(db_url)
     yield engine
     engine.dispose()
+
+
+#: The store backends a contract test runs on: the in-memory twin, SQLite, PostgreSQL.
+STORE_BACKENDS = [
+    "memory",
+    pytest.param("sqlite", marks=pytest.mark.integration),
+    pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
+]
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine | None]:
+    """A migrated, empty engine on SQLite or PostgreSQL; None on the in-memory backend."""
+    if request.param == "memory":
+        yield None
+        return
+    if request.param == "sqlite":
+        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
+        migrate(engine)
+    else:
+        pg_engine: Engine = request.getfixturevalue("_pg_engine")
+        _reset(pg_engine)
+        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def stores(store_engine: Engine | None) -> Stores:
+    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
+    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 @pytest.fixture

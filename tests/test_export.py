@@ -30,8 +30,8 @@ from messaging.export import EXPORT_HEADER, csv_chunks
 from messaging.lifecycle import RowState
 from messaging.operators import Role
 from messaging.ports import Outcome, SupporterRow
-from messaging.store import Stores, memory_stores, open_stores
-from messaging.store.db import create_db_engine, migrate
+from messaging.store import Stores, open_stores
+from messaging.store.db import create_db_engine
 from messaging.store.memory.ledger import MemoryLedger
 from messaging.store.schema import deliveries
 from tests.conftest import REDIS_TEST_URL
@@ -40,30 +40,6 @@ from workers.web.app import create_app
 
 TOPIC = "t"
 SENT_AT = datetime(2026, 11, 27, 1, 2, 3, 456000, tzinfo=UTC)
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
-    ]
-)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
-        migrate(engine)
-    else:
-        from tests.conftest import _reset
-
-        pg_engine = request.getfixturevalue("_pg_engine")
-        _reset(pg_engine)
-        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
-    yield open_stores(engine)
-    engine.dispose()
 
 
 def _click(stores: Stores, blast_id: str, channel: str, supporter_id: int, at: datetime) -> None:

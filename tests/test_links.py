@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,8 +35,7 @@ from messaging.links import (
 )
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import Delivery, SupporterRow
-from messaging.store import Stores, memory_stores, open_stores
-from messaging.store.db import create_db_engine, migrate
+from messaging.store import Stores, memory_stores
 from messaging.store.schema import deliveries
 from tests.fleet import (
     ACCOUNT_SID,
@@ -182,30 +180,6 @@ def _dry_run(stores: Stores, alert: object, config: DryRunConfig) -> dict[str, f
 
 
 # --- the store, on every backend ------------------------------------------------------------
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
-    ]
-)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
-        migrate(engine)
-    else:
-        from tests.conftest import _reset
-
-        pg_engine = request.getfixturevalue("_pg_engine")
-        _reset(pg_engine)
-        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
-    yield open_stores(engine)
-    engine.dispose()
 
 
 def test_links_register_once_and_a_recipient_clicks_once(stores: Stores) -> None:

@@ -9,9 +9,7 @@ same thing on every backend.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,39 +17,13 @@ import pytest
 from messaging.alert import Alert, parse_alert
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import ExpandedPage, Outcome, PendingView, SupporterRow
-from messaging.store import Stores, memory_stores, open_stores
-from messaging.store.db import create_db_engine, migrate
+from messaging.store import Stores
 
 TOPIC = "debate-night"
 COLUMNS = frozenset(
     {"first_name", "phone", "email", "postal_code", "state", "tags", "sms_opt_in"}
     | {"email_opt_in", "topics", "timezone"}
 )
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
-    ]
-)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    """Empty stores on one backend."""
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
-        migrate(engine)
-    else:
-        from tests.conftest import _reset
-
-        pg_engine = request.getfixturevalue("_pg_engine")
-        _reset(pg_engine)
-        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
-    yield open_stores(engine)
-    engine.dispose()
 
 
 def person(n: int, **values: Any) -> SupporterRow:

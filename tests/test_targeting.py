@@ -9,7 +9,6 @@ come in through the CSV import (contract §5: any other column is kept) and reac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from messaging.alert import parse_alert
 from messaging.errors import InputError
 from messaging.lifecycle import RowState
 from messaging.ports import Outcome, SupporterRow
-from messaging.store import Stores, memory_stores, open_stores
-from messaging.store.db import create_db_engine, migrate
+from messaging.store import Stores
+from messaging.store.db import create_db_engine
 from messaging.store.memory.ledger import MemoryLedger
 from messaging.store.schema import deliveries
 from messaging.supporters.csv_import import import_csv
@@ -30,30 +29,6 @@ from messaging.templates import render
 
 TOPIC = "debate-night"
 COLUMNS = frozenset({"first_name", "phone", "sms_opt_in", "tags", "topics", "fields"})
-
-
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
-    ]
-)
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stores]:
-    if request.param == "memory":
-        yield memory_stores()
-        return
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
-        migrate(engine)
-    else:
-        from tests.conftest import _reset
-
-        pg_engine = request.getfixturevalue("_pg_engine")
-        _reset(pg_engine)
-        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
-    yield open_stores(engine)
-    engine.dispose()
 
 
 #: The table of supporters every expression runs against: name, tags, custom fields.

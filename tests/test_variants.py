@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.personalize import sms_body
 from messaging.ports import Delivery, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
-from messaging.store.db import create_db_engine, migrate
+from messaging.store.db import create_db_engine
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.schema import deliveries
 from messaging.variants import is_held, variant_of
@@ -105,29 +104,12 @@ def test_the_hash_is_even_and_differs_between_blasts() -> None:
 # --- the split on every backend -------------------------------------------------------------
 
 
-@pytest.fixture(
-    params=[
-        "memory",
-        pytest.param("sqlite", marks=pytest.mark.integration),
-        pytest.param("postgresql", marks=[pytest.mark.integration, pytest.mark.postgres]),
-    ]
-)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stores, object]]:
-    if request.param == "memory":
+@pytest.fixture
+def backend(store_engine: Engine | None) -> tuple[Stores, object]:
+    if store_engine is None:
         stores = memory_stores()
-        yield stores, stores.ledger._t  # type: ignore[attr-defined]
-        return
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path / 'rapid.db'}")
-        migrate(engine)
-    else:
-        from tests.conftest import _reset
-
-        pg_engine = request.getfixturevalue("_pg_engine")
-        _reset(pg_engine)
-        engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
-    yield open_stores(engine), engine
-    engine.dispose()
+        return stores, stores.ledger._t  # type: ignore[attr-defined]
+    return open_stores(store_engine), store_engine
 
 
 def _variants_written(where: object, blast_id: str) -> dict[int, int | None]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 
 from config.names import Names
@@ -61,3 +63,17 @@ def send_context(
         Names(prefix),
     )
     return ctx, queue
+
+
+def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
+    """A migrated engine for a per-backend fixture's "sqlite" or "postgresql" param (the
+    caller disposes of it)."""
+    from messaging.store.db import create_db_engine, migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rapid.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    engine = create_db_engine(url)
+    migrate(engine)
+    return engine

@@ -28,6 +28,7 @@ from messaging.errors import InputError
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import audit_log, operators
 from messaging.store.sql.audit import SqlAuditStore
+from tests.factories import migrated_engine
 from tests.fleet import rapid
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -42,17 +43,10 @@ T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 )
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
     """The audit store: in memory, on SQLite and on PostgreSQL."""
-    from messaging.store.db import create_db_engine, migrate
-
     if request.param == "memory":
         yield MemoryAuditStore()
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rapid.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    engine = create_db_engine(url)
-    migrate(engine)
+    engine = migrated_engine(request, tmp_path)
     yield SqlAuditStore(engine)
     engine.dispose()
 

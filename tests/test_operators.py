@@ -26,6 +26,7 @@ from messaging.operators import (
     parse_role,
 )
 from messaging.store.memory.operators import MemoryOperatorStore
+from tests.factories import migrated_engine
 
 BOOTSTRAP_TOKEN = "bootstrap-token-0123456789abcdef-0123"
 
@@ -105,18 +106,12 @@ def test_revocation_time_comes_from_the_clock() -> None:
 )
 def operator_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[OperatorStore]:
     """The operator store: in memory, on SQLite and on PostgreSQL."""
-    from messaging.store.db import create_db_engine, migrate
     from messaging.store.sql.operators import SqlOperatorStore
 
     if request.param == "memory":
         yield MemoryOperatorStore()
         return
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rapid.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    engine = create_db_engine(url)
-    migrate(engine)
+    engine = migrated_engine(request, tmp_path)
     yield SqlOperatorStore(engine)
     engine.dispose()
 

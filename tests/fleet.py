@@ -9,11 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import REDIS_TEST_URL
+
+if TYPE_CHECKING:
+    from emulators.server import Emulator
 
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "e2e-auth-token-0123456789"
@@ -201,6 +205,49 @@ def write_people(path: Path, n: int, topic: str, *, area: str = "412") -> list[s
             phones.append(phone)
             w.writerow([f"p{i}", f"Pat{i}", phone, f"p{i}@example.org", topic, "yes", "yes"])
     return phones
+
+
+def seed_people(
+    env: dict[str, str], tmp_path: Path, n: int, topic: str, *, timeout: float = 120
+) -> list[str]:
+    """Provision ``topic`` and import ``n`` supporters subscribed to it; their phones."""
+    rapid(env, "provision", "--topic", topic)
+    phones = write_people(tmp_path / "people.csv", n, topic)
+    rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=timeout)
+    return phones
+
+
+def start_pipeline(env: dict[str, str], log_dir: Path) -> Fleet:
+    """An intake and a four-thread sender, started as processes."""
+    fleet = Fleet(env, log_dir)
+    fleet.start("intake", "intake", "--wait-time", "1")
+    fleet.start("sender", "sender", "--threads", "4")
+    return fleet
+
+
+class EmulatedFleet:
+    """``with EmulatedFleet(...) as (twilio, sendgrid, env)``: the Twilio and SendGrid
+    emulators in this process, and the environment of a `rapid` process wired to them."""
+
+    def __init__(self, *, db_url: str, moto_url: str, prefix: str, **extra: str) -> None:
+        self._services = {"db_url": db_url, "moto_url": moto_url, "prefix": prefix}
+        self._extra = extra
+        self._stack = ExitStack()
+
+    def __enter__(self) -> tuple[Emulator, Emulator, dict[str, str]]:
+        from emulators.server import start_sendgrid, start_twilio
+
+        twilio = self._stack.enter_context(
+            start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+        )
+        sendgrid = self._stack.enter_context(start_sendgrid(api_key=SENDGRID_KEY))
+        env = fleet_env(
+            **self._services, twilio_url=twilio.url, sendgrid_url=sendgrid.url, **self._extra
+        )
+        return twilio, sendgrid, env
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
 
 class EmulatorProcess:

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
-from emulators.server import start_sendgrid, start_twilio
-from tests.fleet import ACCOUNT_SID, AUTH_TOKEN, SENDGRID_KEY, fleet_env, rapid
+from tests.fleet import EmulatedFleet, rapid
 from workers.app import App
 from workers.commands.doctor import check_public_url, check_secret_key, check_webhook_keys
 
@@ -44,19 +43,13 @@ def _doctor(env: dict[str, str]) -> tuple[int, dict[str, object], str]:
 def test_doctor_passes_when_healthy_and_names_refused_credentials(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-            RAPID_SECRET_KEY=SECRET,
-            SENDGRID_WEBHOOK_PUBLIC_KEY=WEBHOOK_KEY,
-        )
+    with EmulatedFleet(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        RAPID_SECRET_KEY=SECRET,
+        SENDGRID_WEBHOOK_PUBLIC_KEY=WEBHOOK_KEY,
+    ) as (_, _, env):
         rapid(env, "provision", "--topic", "debate-night")
         # Given a provisioned deployment with good credentials: every check passes
         code, report, stderr = _doctor(env)

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from config.settings import load_settings
-from emulators.server import start_in_thread, start_sendgrid, start_twilio
+from emulators.server import start_in_thread
 from messaging.alert import parse_alert
 from messaging.dry_run import DryRunConfig
 from messaging.intake import Intake
@@ -38,17 +38,13 @@ from messaging.ports import Delivery, SupporterRow
 from messaging.store import Stores, memory_stores
 from messaging.store.schema import deliveries
 from tests.fleet import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    SENDGRID_KEY,
-    Fleet,
+    EmulatedFleet,
     aws_clients,
     blast_summary,
-    fleet_env,
-    rapid,
+    seed_people,
+    start_pipeline,
     topic_arn,
     wait_ended,
-    write_people,
 )
 from workers.app import App
 from workers.web.app import create_app
@@ -254,25 +250,15 @@ def _supporter_ids(stores: Stores, blast_id: str) -> list[int]:
 def test_links_are_rewritten_redirected_with_refcode_and_clicks_counted_once(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-            SHORT_LINK_BASE_URL="https://go.acme.example",
-        )
-        rapid(env, "provision", "--topic", "debate")
-        phones = write_people(tmp_path / "people.csv", 20, "debate")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+    with EmulatedFleet(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        SHORT_LINK_BASE_URL="https://go.acme.example",
+    ) as (twilio, sendgrid, env):
+        phones = seed_people(env, tmp_path, 20, "debate")
         sns, _ = aws_clients(moto_url)
-        fleet = Fleet(env, tmp_path)
-        fleet.start("intake", "intake", "--wait-time", "1")
-        fleet.start("sender", "sender", "--threads", "4")
+        fleet = start_pipeline(env, tmp_path)
         try:
             # Given a debate-night alert with a clip and a donation link, email opting in
             alert = {

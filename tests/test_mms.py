@@ -33,13 +33,12 @@ from tests.fleet import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     SENDGRID_KEY,
-    Fleet,
     aws_clients,
     fleet_env,
-    rapid,
+    seed_people,
+    start_pipeline,
     topic_arn,
     wait_ended,
-    write_people,
 )
 from tests.openapi_check import assert_conforms
 
@@ -210,13 +209,9 @@ def test_an_mms_blast_goes_end_to_end(
             twilio_url=twilio.url,
             sendgrid_url=sendgrid.url,
         )
-        rapid(env, "provision", "--topic", "clips")
-        phones = write_people(tmp_path / "people.csv", 20, "clips")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+        phones = seed_people(env, tmp_path, 20, "clips")
         sns, _ = aws_clients(moto_url)
-        fleet = Fleet(env, tmp_path)
-        fleet.start("intake", "intake", "--wait-time", "1")
-        fleet.start("sender", "sender", "--threads", "4")
+        fleet = start_pipeline(env, tmp_path)
         try:
             alert = {"alert_id": "mms-1", "sms": {"body": "Watch {{ first_name }}"}}
             alert["sms"]["media_url"] = IMAGE  # type: ignore[index]

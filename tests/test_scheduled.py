@@ -31,14 +31,14 @@ from tests.fleet import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     SENDGRID_KEY,
-    Fleet,
     aws_clients,
     fleet_env,
     rapid,
+    seed_people,
+    start_pipeline,
     topic_arn,
     wait_ended,
     wait_until,
-    write_people,
 )
 
 TOPIC = "t"
@@ -213,14 +213,10 @@ def test_scheduled_blast_sends_nothing_early_and_starts_on_time(
         twilio_url=twilio.url,
         sendgrid_url=sendgrid.url,
     )
-    rapid(env, "provision", "--topic", "town-hall")
-    phones = write_people(tmp_path / "people.csv", 40, "town-hall")
-    rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+    phones = seed_people(env, tmp_path, 40, "town-hall")
     sns, _ = aws_clients(moto_url)
     arn = topic_arn(sns, prefix, "town-hall")
-    fleet = Fleet(env, tmp_path)
-    fleet.start("intake", "intake", "--wait-time", "1")
-    fleet.start("sender", "sender", "--threads", "4")
+    fleet = start_pipeline(env, tmp_path)
     fleet.start("scheduler", "scheduler", "--interval", "5")
     engine = create_db_engine(pg_url)
     blasts = open_stores(engine).blasts

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from emulators.server import start_sendgrid, start_twilio
 from messaging.alert import parse_alert
 from messaging.errors import InputError
 from messaging.intake import Intake
@@ -32,17 +31,13 @@ from messaging.store.schema import deliveries
 from messaging.variants import is_held, variant_of
 from messaging.winner import WinnerPicker, held_variants, winner_by_clicks
 from tests.fleet import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    SENDGRID_KEY,
-    Fleet,
+    EmulatedFleet,
     aws_clients,
-    fleet_env,
-    rapid,
+    seed_people,
+    start_pipeline,
     topic_arn,
     wait_ended,
     wait_until,
-    write_people,
 )
 from tests.test_dashboard import BOOTSTRAP_TOKEN, Web, login, web  # noqa: F401 - the fixture
 from workers.commands.blast import build_alert
@@ -188,25 +183,11 @@ def test_an_alert_without_variants_has_no_variant_rows(backend: tuple[Stores, ob
 def test_variants_go_end_to_end_each_recipient_once_across_a_redelivery(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-        )
-        rapid(env, "provision", "--topic", "debate")
-        phones = write_people(tmp_path / "people.csv", 200, "debate")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+    with EmulatedFleet(db_url=pg_url, moto_url=moto_url, prefix=prefix) as (twilio, _, env):
+        phones = seed_people(env, tmp_path, 200, "debate")
         sns, _ = aws_clients(moto_url)
         arn = topic_arn(sns, prefix, "debate")
-        fleet = Fleet(env, tmp_path)
-        fleet.start("intake", "intake", "--wait-time", "1")
-        fleet.start("sender", "sender", "--threads", "4")
+        fleet = start_pipeline(env, tmp_path)
         try:
             # Given a two-variant alert, published, and published again midway (redelivery)
             alert = json.dumps({"alert_id": "ab-e2e", "variants": TWO})
@@ -340,24 +321,10 @@ def test_a_tie_picks_the_first_variant() -> None:
 def test_pick_winner_end_to_end_the_rest_get_the_variant_clicked_most(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-        )
-        rapid(env, "provision", "--topic", "debate")
-        phones = write_people(tmp_path / "people.csv", 100, "debate")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+    with EmulatedFleet(db_url=pg_url, moto_url=moto_url, prefix=prefix) as (twilio, _, env):
+        phones = seed_people(env, tmp_path, 100, "debate")
         sns, _ = aws_clients(moto_url)
-        fleet = Fleet(env, tmp_path)
-        fleet.start("intake", "intake", "--wait-time", "1")
-        fleet.start("sender", "sender", "--threads", "4")
+        fleet = start_pipeline(env, tmp_path)
         fleet.start("scheduler", "scheduler", "--interval", "1")
         engine = create_db_engine(pg_url)
         try:

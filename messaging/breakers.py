@@ -32,6 +32,10 @@ log = structlog.get_logger(__name__)
 
 #: Twilio error codes that mean "a carrier filtered this message" (spam, unregistered 10DLC).
 CARRIER_FILTERING_CODES = frozenset({"30007", "30034"})
+#: Failures that say nothing about the message, its audience or the carriers: our own
+#: worker died mid-send (the in-doubt settlement's ``lost_in_flight``). A fleet restart must
+#: not pause a good blast for ``failure_rate``; the fleet's own alarms cover crashes.
+NOT_COUNTED_AS_FAILURES = frozenset({"lost_in_flight"})
 #: Sends a window must hold before any share is judged.
 MIN_SAMPLE = 100
 #: A blast's breakers are evaluated at most this often (one indexed read of its last sends).

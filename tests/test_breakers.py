@@ -217,3 +217,27 @@ def test_carrier_filtering_from_live_callbacks_pauses_a_running_blast(
         assert summary["pause_reason"] == "carrier_filtering"
         assert "filtered by carriers" in summary["pause_detail"]
         assert summary["counts"]["sms"]["pending"] > 0
+
+
+def test_rows_our_own_crash_lost_do_not_trip_the_failure_breaker(engine: Engine) -> None:
+    # Given a 300-text blast whose first 100 were sent, then 20 of them recorded as lost in
+    # flight (a sender of ours died mid-send: nothing about the message or its audience)
+    ctx, queue, _ids, sweeper, _, _ = _blast(engine, 300, priority="urgent")
+    first = queue.items.pop(0)
+    SmsSender(ctx, InMemorySms(), SMS).process(first)
+    with engine.begin() as conn:
+        conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.blast_id == "br1",
+                deliveries.c.supporter_id.in_(list(first.supporter_ids)[:20]),
+            )
+            .values(
+                state=RowState.FAILED, error_code="lost_in_flight", updated_at=datetime.now(UTC)
+            )
+        )
+    # When the sweep looks
+    sweeper.run_once()
+    # Then the blast goes on: 20 % lost to a crash is the fleet's alarm, not failure_rate
+    blast = ctx.blasts.get("br1")
+    assert blast is not None and blast.status == BlastStatus.SENDING

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from messaging.breakers import CARRIER_FILTERING_CODES, NOT_COUNTED_AS_FAILURES
 from messaging.lifecycle import RowState
 from messaging.ports import RecentOutcomes
 from messaging.store.memory.tables import MemoryTables
 
-_CARRIER_CODES = frozenset({"30007", "30034"})
 _FINISHED = frozenset({RowState.SENT, RowState.DELIVERED, RowState.FAILED})
 
 
@@ -20,11 +20,15 @@ class MemoryBreakerWindow:
         with self._t.lock:
             rows = [r for r in self._t.rows_of(blast_id) if r.state in _FINISHED]
         last = sorted(rows, key=lambda r: r.updated_at, reverse=True)[:window]
-        failed = [r for r in last if r.state == RowState.FAILED]
+        failed = [
+            r
+            for r in last
+            if r.state == RowState.FAILED and r.error_code not in NOT_COUNTED_AS_FAILURES
+        ]
         return RecentOutcomes(
             sends=len(last),
             failed=len(failed),
-            carrier_filtered=sum(r.error_code in _CARRIER_CODES for r in failed),
+            carrier_filtered=sum(r.error_code in CARRIER_FILTERING_CODES for r in failed),
             sms_sent=sum(
                 r.channel == "sms" and r.state in (RowState.SENT, RowState.DELIVERED) for r in rows
             ),

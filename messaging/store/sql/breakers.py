@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, func, select
 
+from messaging.breakers import CARRIER_FILTERING_CODES, NOT_COUNTED_AS_FAILURES
 from messaging.lifecycle import RowState
 from messaging.ports import RecentOutcomes
 from messaging.store.schema import deliveries
 
-#: Twilio's carrier-filtering codes, as the delivery callbacks record them.
-_CARRIER_CODES = ("30007", "30034")
 _FINISHED = (RowState.SENT, RowState.DELIVERED, RowState.FAILED)
 
 
@@ -30,13 +29,17 @@ class SqlBreakerWindow:
             .limit(window)
             .subquery()
         )
-        failed = last.c.state == RowState.FAILED
+        failed = (last.c.state == RowState.FAILED) & func.coalesce(last.c.error_code, "").not_in(
+            sorted(NOT_COUNTED_AS_FAILURES)
+        )
         with self.engine.connect() as conn:
             sends, n_failed, filtered = conn.execute(
                 select(
                     func.count(),
                     func.count().filter(failed),
-                    func.count().filter(failed & last.c.error_code.in_(_CARRIER_CODES)),
+                    func.count().filter(
+                        failed & last.c.error_code.in_(sorted(CARRIER_FILTERING_CODES))
+                    ),
                 ).select_from(last)
             ).one()
             sms_sent = conn.execute(

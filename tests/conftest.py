@@ -15,13 +15,16 @@ import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import Engine, text
 
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate
+
+if TYPE_CHECKING:
+    from emulators.server import Emulator
 
 #: The PostgreSQL server the tests use; each test session gets its own throwaway database.
 PG_ADMIN_URL = os.environ.get("RAPID_TEST_PG_URL", "postgresql+psycopg://127.0.0.1:5432/postgres")
@@ -260,6 +263,25 @@ def moto_url() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def twilio_emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The Twilio emulator for a test module, on the module's ACCOUNT_SID and AUTH_TOKEN."""
+    from emulators.server import start_twilio
+
+    module = request.module
+    with start_twilio(auth_token=module.AUTH_TOKEN, account_sid=module.ACCOUNT_SID) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def sendgrid_emulator(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """The SendGrid emulator for a test module, on the module's API_KEY."""
+    from emulators.server import start_sendgrid
+
+    with start_sendgrid(api_key=request.module.API_KEY) as emulator:
+        yield emulator
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ callbacks, the message log and the cheap authenticated reads ``rapid doctor`` ma
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from emulators.faults import Faults
-from emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator
 from tests.openapi_check import assert_conforms
 from tests.test_emulators import EmulatorHttpClient
 
@@ -21,18 +20,6 @@ ACCOUNT_SID = "AC" + "fedcba9876543210" * 2
 AUTH_TOKEN = "faults-auth-token"
 API_KEY = "SG.faults-key"
 SENDER = "+14155550100"
-
-
-@pytest.fixture(scope="module")
-def twilio_emulator() -> Iterator[Emulator]:
-    with start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def sendgrid_emulator() -> Iterator[Emulator]:
-    with start_sendgrid(api_key=API_KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture

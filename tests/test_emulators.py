@@ -49,7 +49,7 @@ from twilio.rest import Client
 
 from emulators.client import EmulatorClient
 from emulators.recorder import RecordedRequest
-from emulators.server import Emulator, start_in_thread, start_sendgrid, start_twilio
+from emulators.server import Emulator, start_in_thread
 from emulators.twilio import count_segments
 from tests.openapi_check import assert_conforms, request_errors
 
@@ -78,18 +78,6 @@ class EmulatorHttpClient(TwilioHttpClient):
         if parts.hostname and parts.hostname.endswith("twilio.com"):
             url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
         return super().request(method, url, *args, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def twilio_emulator() -> Iterator[Emulator]:
-    with start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def sendgrid_emulator() -> Iterator[Emulator]:
-    with start_sendgrid(api_key=API_KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture

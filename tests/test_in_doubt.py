@@ -49,12 +49,6 @@ CONFIG = SmsConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def twilio_emulator() -> Iterator[Emulator]:
-    with start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as emulator:
-        yield emulator
-
-
 @pytest.fixture
 def twilio(twilio_emulator: Emulator) -> Iterator[TwilioSms]:
     twilio_emulator.reset()

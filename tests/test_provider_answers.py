@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, select
 
-from emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator
 from messaging.alert import parse_alert
 from messaging.errors import (
     PermanentSendError,
@@ -36,18 +36,6 @@ ACCOUNT_SID = "AC" + "0a1b2c3d4e5f6789" * 2
 AUTH_TOKEN = "answers-auth-token"
 API_KEY = "SG.answers-key"
 FROM = "+15005550006"
-
-
-@pytest.fixture(scope="module")
-def twilio_emulator() -> Iterator[Emulator]:
-    with start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as emulator:
-        yield emulator
-
-
-@pytest.fixture(scope="module")
-def sendgrid_emulator() -> Iterator[Emulator]:
-    with start_sendgrid(api_key=API_KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator
 from messaging.errors import InputError
 from messaging.intake import Intake
 from messaging.lifecycle import BlastLifecycle, BlastStatus, RowState
@@ -28,9 +27,6 @@ from messaging.scheduled import ORPHAN_S, POLL_S, ScheduledReleases
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from tests.fleet import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    SENDGRID_KEY,
     aws_clients,
     fleet_env,
     rapid,
@@ -40,6 +36,7 @@ from tests.fleet import (
     wait_ended,
     wait_until,
 )
+from tests.test_e2e_pipeline import emulators  # noqa: F401 - the fixture
 
 TOPIC = "t"
 T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
@@ -187,22 +184,13 @@ def test_the_scheduler_polls_at_least_every_poll_interval() -> None:
 # --- end to end -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def emulators() -> Iterator[tuple[Emulator, Emulator]]:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        yield twilio, sendgrid
-
-
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_scheduled_blast_sends_nothing_early_and_starts_on_time(
     pg_url: str,
     moto_url: str,
     prefix: str,
-    emulators: tuple[Emulator, Emulator],
+    emulators: tuple[Emulator, Emulator],  # noqa: F811 - the fixture
     tmp_path: Path,
 ) -> None:
     twilio, sendgrid = emulators

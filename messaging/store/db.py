@@ -91,7 +91,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     check_connection(engine)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    # Alembic owns the transactions (one per migration), so a migration can step outside
+    # them for CREATE INDEX CONCURRENTLY, which a rolling update needs (deploy/README.md).
+    with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 

@@ -15,6 +15,9 @@ context.configure(
     target_metadata=metadata,
     # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
     render_as_batch=connection.dialect.name == "sqlite",
+    # Short per-file transactions: a migration with an autocommit block (CREATE INDEX
+    # CONCURRENTLY) commits what came before it, so every file must stand on its own.
+    transaction_per_migration=True,
 )
 with context.begin_transaction():
     context.run_migrations()

@@ -29,13 +29,17 @@ _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 def upgrade() -> None:
     with op.batch_alter_table("supporters") as batch:
         batch.add_column(sa.Column("fields", _JSON, nullable=True))
-    op.create_index(
-        "ix_supporters_fields",
-        "supporters",
-        ["fields"],
-        postgresql_using="gin",
-        postgresql_ops={"fields": "jsonb_path_ops"},
-    )
+    # Outside a transaction and CONCURRENTLY: a rolling update must not lock the supporters
+    # table's writes (an import) while the index builds.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_supporters_fields",
+            "supporters",
+            ["fields"],
+            postgresql_using="gin",
+            postgresql_ops={"fields": "jsonb_path_ops"},
+            postgresql_concurrently=True,
+        )
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("clicked_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("variant", sa.SmallInteger(), nullable=True))

@@ -35,13 +35,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_links"),
     )
     op.create_index("ux_links_blast_url", "links", ["blast_id", "channel", "url_hash"], unique=True)
-    op.create_index(
-        "ix_deliveries_clicked",
-        "deliveries",
-        ["blast_id", "channel"],
-        postgresql_where=sa.text("clicked_at IS NOT NULL"),
-        sqlite_where=sa.text("clicked_at IS NOT NULL"),
-    )
+    # Outside a transaction and CONCURRENTLY: the ledger takes writes during a rolling update.
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_deliveries_clicked",
+            "deliveries",
+            ["blast_id", "channel"],
+            postgresql_where=sa.text("clicked_at IS NOT NULL"),
+            sqlite_where=sa.text("clicked_at IS NOT NULL"),
+            postgresql_concurrently=True,
+        )
 
 
 def downgrade() -> None:

@@ -3,7 +3,7 @@
 A supporter who has already been messaged by ``N`` blasts on a channel within the window is
 not messaged by another one: their ledger row ends ``capped``. The decision is taken when a
 blast is expanded, one page at a time, by :meth:`CapLedger.reserve` (the port, in
-``messaging/ports.py``; Redis in ``queues/flow/caps.py``), which both checks and
+``messaging/ports/``; Redis in ``queues/flow/caps.py``), which both checks and
 takes the slots in one atomic step fleet-wide (two blasts expanding at once cannot both take
 a supporter's last slot). A dry run asks the same question with ``dry_run=True`` and takes
 nothing.

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from sqlalchemy import Engine, text
 
-from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate
 
 if TYPE_CHECKING:
@@ -219,6 +218,8 @@ STORE_BACKENDS = [
 ]
 
 
+# A module asks for its stores with a fixture of its own on this one: a `stores` fixture here
+# would be seen (by the service markers above) in every test whose asserts name a local `stores`.
 @pytest.fixture(params=STORE_BACKENDS)
 def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine | None]:
     """A migrated, empty engine on SQLite or PostgreSQL; None on the in-memory backend."""
@@ -234,12 +235,6 @@ def store_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Eng
         engine = create_db_engine(pg_engine.url.render_as_string(hide_password=False))
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-def stores(store_engine: Engine | None) -> Stores:
-    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
-    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 @pytest.fixture

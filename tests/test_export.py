@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Engine, update
 
 from benchmarks.bench_export import measure, seed_blast
 from config.settings import Settings
@@ -30,7 +30,7 @@ from messaging.export import EXPORT_HEADER, csv_chunks
 from messaging.lifecycle import RowState
 from messaging.operators import Role
 from messaging.ports import Outcome, SupporterRow
-from messaging.store import Stores, open_stores
+from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from messaging.store.memory.ledger import MemoryLedger
 from messaging.store.schema import deliveries
@@ -40,6 +40,12 @@ from workers.web.app import create_app
 
 TOPIC = "t"
 SENT_AT = datetime(2026, 11, 27, 1, 2, 3, 456000, tzinfo=UTC)
+
+
+@pytest.fixture
+def stores(store_engine: Engine | None) -> Stores:
+    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
+    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 def _click(stores: Stores, blast_id: str, channel: str, supporter_id: int, at: datetime) -> None:

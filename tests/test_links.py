@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from config.settings import load_settings
 from emulators.server import start_in_thread
@@ -35,7 +35,7 @@ from messaging.links import (
 )
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import Delivery, SupporterRow
-from messaging.store import Stores, memory_stores
+from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.schema import deliveries
 from tests.fleet import (
     EmulatedFleet,
@@ -56,6 +56,12 @@ CLIP = "https://ex.am/p1"
 
 
 # --- codes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stores(store_engine: Engine | None) -> Stores:
+    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
+    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 def test_codes_round_trip_and_stay_short() -> None:

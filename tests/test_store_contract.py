@@ -13,17 +13,24 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
 from messaging.alert import Alert, parse_alert
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import ExpandedPage, Outcome, PendingView, SupporterRow
-from messaging.store import Stores
+from messaging.store import Stores, memory_stores, open_stores
 
 TOPIC = "debate-night"
 COLUMNS = frozenset(
     {"first_name", "phone", "email", "postal_code", "state", "tags", "sms_opt_in"}
     | {"email_opt_in", "topics", "timezone"}
 )
+
+
+@pytest.fixture
+def stores(store_engine: Engine | None) -> Stores:
+    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
+    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 def person(n: int, **values: Any) -> SupporterRow:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import Engine, text, update
 
 from messaging.alert import parse_alert
 from messaging.errors import InputError
 from messaging.lifecycle import RowState
 from messaging.ports import Outcome, SupporterRow
-from messaging.store import Stores
+from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from messaging.store.memory.ledger import MemoryLedger
 from messaging.store.schema import deliveries
@@ -40,6 +40,12 @@ PEOPLE: list[tuple[str, str | None, dict[str, str] | None]] = [
     ("ed", None, None),  # no tags, no custom fields at all
     ("flo", ";donorx;", {"ward": "70"}),  # near misses: "donorx", "70"
 ]
+
+
+@pytest.fixture
+def stores(store_engine: Engine | None) -> Stores:
+    """Empty stores on one backend (once each: memory, SQLite, PostgreSQL)."""
+    return memory_stores() if store_engine is None else open_stores(store_engine)
 
 
 def seed(stores: Stores) -> None:

@@ -12,8 +12,9 @@ from sqlalchemy import Engine
 
 from config.names import Names
 from messaging.memory import InMemoryBlastControl, InMemoryRateLimiter, InMemorySendQueue
-from messaging.ports import BlastControl
+from messaging.ports import BlastControl, SupporterRow
 from messaging.sending.common import SendContext
+from messaging.store import Stores
 from messaging.store.schema import subscriptions, supporters
 from messaging.store.sql.blasts import SqlBlastStore
 from messaging.store.sql.ledger import SqlLedger
@@ -77,3 +78,12 @@ def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     engine = create_db_engine(url)
     migrate(engine)
     return engine
+
+
+def write_texters(stores: Stores, n: int, topic: str = "t") -> None:
+    """``n`` supporters opted in to SMS, subscribed to ``topic``, with distinct phones."""
+    rows = [
+        SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=(topic,))
+        for i in range(n)
+    ]
+    stores.supporters.write_batch(rows, frozenset({"phone", "sms_opt_in", "topics"}))

@@ -225,6 +225,14 @@ def start_pipeline(env: dict[str, str], log_dir: Path) -> Fleet:
     return fleet
 
 
+def emulated_env(
+    twilio: Emulator, sendgrid: Emulator, *, db_url: str, moto_url: str, prefix: str, **extra: str
+) -> dict[str, str]:
+    """:func:`fleet_env` wired to Twilio and SendGrid emulators running in this process."""
+    urls = {"twilio_url": twilio.url, "sendgrid_url": sendgrid.url}
+    return fleet_env(db_url=db_url, moto_url=moto_url, prefix=prefix, **urls, **extra)
+
+
 class EmulatedFleet:
     """``with EmulatedFleet(...) as (twilio, sendgrid, env)``: the Twilio and SendGrid
     emulators in this process, and the environment of a `rapid` process wired to them."""
@@ -241,10 +249,7 @@ class EmulatedFleet:
             start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
         )
         sendgrid = self._stack.enter_context(start_sendgrid(api_key=SENDGRID_KEY))
-        env = fleet_env(
-            **self._services, twilio_url=twilio.url, sendgrid_url=sendgrid.url, **self._extra
-        )
-        return twilio, sendgrid, env
+        return twilio, sendgrid, emulated_env(twilio, sendgrid, **self._services, **self._extra)
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
@@ -264,6 +269,11 @@ class EmulatorProcess:
         self.twilio_url = self._process.urls["twilio"]
         self.sendgrid_url = self._process.urls["sendgrid"]
         self.twilio = EmulatorClient(self.twilio_url)
+
+    def fleet_env(self, *, db_url: str, moto_url: str, prefix: str, **extra: str) -> dict[str, str]:
+        """:func:`fleet_env` wired to these emulators."""
+        urls = {"twilio_url": self.twilio_url, "sendgrid_url": self.sendgrid_url}
+        return fleet_env(db_url=db_url, moto_url=moto_url, prefix=prefix, **urls, **extra)
 
     def sms(self) -> list[dict[str, Any]]:
         """Every SMS the Twilio emulator accepted."""

@@ -17,12 +17,11 @@ from tests.fleet import (
     EmulatorProcess,
     Fleet,
     aws_clients,
-    fleet_env,
     rapid,
+    seed_people,
     topic_arn,
     wait_ended,
     wait_until,
-    write_people,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -57,17 +56,13 @@ def setup(pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, t
     fleets: list[Fleet] = []
 
     def make(n: int, **env_extra: str) -> tuple[dict[str, str], Fleet, list[str], Any]:
-        env = fleet_env(
+        env = emulators.fleet_env(
             db_url=pg_url,
             moto_url=moto_url,
             prefix=prefix,
-            twilio_url=emulators.twilio_url,
-            sendgrid_url=emulators.sendgrid_url,
             **env_extra,
         )
-        rapid(env, "provision", "--topic", "debate-night")
-        phones = write_people(tmp_path / "people.csv", n, "debate-night")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"))
+        phones = seed_people(env, tmp_path, n, "debate-night")
         fleet = Fleet(env, tmp_path)
         fleets.append(fleet)
         sns, _ = aws_clients(moto_url)

@@ -34,7 +34,7 @@ from tests.fleet import (
     AUTH_TOKEN,
     SENDGRID_KEY,
     aws_clients,
-    fleet_env,
+    emulated_env,
     seed_people,
     start_pipeline,
     topic_arn,
@@ -202,13 +202,7 @@ def test_an_mms_blast_goes_end_to_end(
 ) -> None:
     # Given the fleet as processes, 20 supporters, and an alert with an image
     with start_sendgrid(api_key=SENDGRID_KEY) as sendgrid:
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-        )
+        env = emulated_env(twilio, sendgrid, db_url=pg_url, moto_url=moto_url, prefix=prefix)
         phones = seed_people(env, tmp_path, 20, "clips")
         sns, _ = aws_clients(moto_url)
         fleet = start_pipeline(env, tmp_path)

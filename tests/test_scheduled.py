@@ -28,7 +28,7 @@ from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from tests.fleet import (
     aws_clients,
-    fleet_env,
+    emulated_env,
     rapid,
     seed_people,
     start_pipeline,
@@ -194,13 +194,7 @@ def test_scheduled_blast_sends_nothing_early_and_starts_on_time(
     tmp_path: Path,
 ) -> None:
     twilio, sendgrid = emulators
-    env = fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
-        twilio_url=twilio.url,
-        sendgrid_url=sendgrid.url,
-    )
+    env = emulated_env(twilio, sendgrid, db_url=pg_url, moto_url=moto_url, prefix=prefix)
     phones = seed_people(env, tmp_path, 40, "town-hall")
     sns, _ = aws_clients(moto_url)
     arn = topic_arn(sns, prefix, "town-hall")

@@ -15,12 +15,10 @@ from tests.fleet import (
     EmulatorProcess,
     Fleet,
     aws_clients,
-    fleet_env,
-    rapid,
+    seed_people,
     topic_arn,
     wait_ended,
     wait_until,
-    write_people,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -46,18 +44,14 @@ def test_sender_processes_share_the_work_restart_and_stop_together(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
     emulators = EmulatorProcess()
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         SMS_RATE_ACCOUNT="400",
         SMS_RATE_PER_SENDER="200",
     )
-    rapid(env, "provision", "--topic", "procs")
-    phones = write_people(tmp_path / "p.csv", 600, "procs")
-    rapid(env, "supporters", "import", str(tmp_path / "p.csv"))
+    phones = seed_people(env, tmp_path, 600, "procs")
     fleet = Fleet(env, tmp_path)
     fleet.start("intake", "intake", "--wait-time", "1")
     beat = tmp_path / "sender.beat"

@@ -30,6 +30,7 @@ from messaging.store.memory.tables import MemoryTables
 from messaging.store.schema import deliveries
 from messaging.variants import is_held, variant_of
 from messaging.winner import WinnerPicker, held_variants, winner_by_clicks
+from tests.factories import write_texters
 from tests.fleet import (
     EmulatedFleet,
     aws_clients,
@@ -132,11 +133,7 @@ def test_ten_thousand_recipients_split_evenly_and_stay_put_on_redelivery(
 ) -> None:
     stores, where = backend
     # Given 10,000 opted-in supporters
-    rows = [
-        SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
-        for i in range(10_000)
-    ]
-    stores.supporters.write_batch(rows, frozenset({"phone", "sms_opt_in", "topics"}))
+    write_texters(stores, 10_000)
     three = [*TWO, {"sms": {"body": "C: call your senator"}}]
     document = json.dumps({"alert_id": "ab-1", "variants": three})
     # When the alert is taken in
@@ -215,13 +212,7 @@ def test_variants_go_end_to_end_each_recipient_once_across_a_redelivery(
 def test_the_dashboard_shows_counts_and_clicks_per_variant(web: Web) -> None:  # noqa: F811
     # Given a two-variant blast expanded over 40 supporters, 3 of whom clicked
     stores = web.app.stores
-    stores.supporters.write_batch(
-        [
-            SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
-            for i in range(40)
-        ],
-        frozenset({"phone", "sms_opt_in", "topics"}),
-    )
+    write_texters(stores, 40)
     alert = parse_alert(json.dumps({"alert_id": "ab-dash", "variants": TWO}), fallback_id="x")
     stores.blasts.create(alert, "t", None)
     stores.ledger.expand_page("ab-dash", alert, "t", 0, 100, lambda _c, _p: None)
@@ -265,11 +256,7 @@ def test_the_test_share_goes_first_and_the_winner_to_the_rest(
 ) -> None:
     stores, where = backend
     # Given 1,000 supporters and a two-variant alert that tests on a fifth of them
-    rows = [
-        SupporterRow(f"p{i}", phone=f"+1412{2000000 + i:07d}", sms_opt_in=True, topics=("t",))
-        for i in range(1_000)
-    ]
-    stores.supporters.write_batch(rows, frozenset({"phone", "sms_opt_in", "topics"}))
+    write_texters(stores, 1_000)
     document = {"alert_id": "pw-1", "variants": TWO, "pick_winner": PICK}
     record = _intake(stores).handle(json.dumps(document))
     written = _variants_written(where, "pw-1")

@@ -197,16 +197,14 @@ N_RECIPIENTS = 20_000
 @pytest.mark.integration
 def test_two_operators_end_to_end(pg_url: str, moto_url: str, prefix: str, tmp_path: Path) -> None:
     from emulators.client import EmulatorClient
-    from tests.fleet import EmulatorProcess, Fleet, fleet_env, rapid, wait_ended
+    from tests.fleet import EmulatorProcess, Fleet, rapid, wait_ended
 
     emulators = EmulatorProcess()
     sendgrid = EmulatorClient(emulators.sendgrid_url)
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         RAPID_APPROVAL_THRESHOLD="10000",
         EMAIL_RATE="20000",
     )

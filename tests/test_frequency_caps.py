@@ -237,7 +237,6 @@ def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path
         EmulatorProcess,
         Fleet,
         aws_clients,
-        fleet_env,
         rapid,
         topic_arn,
         wait_ended,
@@ -247,12 +246,10 @@ def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path
     emulators = EmulatorProcess()
     # Given a fleet capped at one text per supporter a day, two intake workers, and 300
     # subscribers who have had no text yet
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         SMS_FREQUENCY_CAP="1/24h",
     )
     fleet = Fleet(env, tmp_path)

@@ -224,7 +224,6 @@ def test_debate_night_from_the_outside(
         Fleet,
         blast_summary,
         far_quiet_window,
-        fleet_env,
         rapid,
         wait_ended,
         wait_until,
@@ -234,12 +233,10 @@ def test_debate_night_from_the_outside(
     sendgrid = EmulatorClient(emulators.sendgrid_url)
     # Given the fleet's QUIET_HOURS are quiet right now in New York (and so for unknown
     # zones), not in Honolulu
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         QUIET_HOURS=_window_quiet_now_in("America/New_York"),
     )
     fleet = Fleet(env, tmp_path)

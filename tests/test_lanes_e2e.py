@@ -21,7 +21,6 @@ from tests.fleet import (
     EmulatorProcess,
     Fleet,
     aws_clients,
-    fleet_env,
     rapid,
     topic_arn,
     wait_ended,
@@ -53,12 +52,10 @@ def people_csv(path: Path, n: int, topics_of: Any) -> list[str]:
 def test_an_urgent_alert_overtakes_a_bulk_blast_in_flight(
     pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path
 ) -> None:
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         SMS_RATE_ACCOUNT="300",
         SMS_RATE_PER_SENDER="100",
     )
@@ -106,12 +103,10 @@ def test_an_urgent_alert_overtakes_a_bulk_blast_in_flight(
 def test_first_contact_text_once_per_supporter_under_concurrent_blasts(
     pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path
 ) -> None:
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
     )
     rapid(env, "provision", "--topic", "debate-night")
     phones = people_csv(tmp_path / "p.csv", 300, lambda i: "debate-night")
@@ -152,12 +147,10 @@ def test_a_stop_through_the_signed_webhook_stops_that_number_mid_blast(
 ) -> None:
     port = free_port()
     public = "https://rr.acme.example"
-    env = fleet_env(
+    env = emulators.fleet_env(
         db_url=pg_url,
         moto_url=moto_url,
         prefix=prefix,
-        twilio_url=emulators.twilio_url,
-        sendgrid_url=emulators.sendgrid_url,
         TWILIO_FROM_NUMBERS="+15005550001",
         SMS_RATE_PER_SENDER="10",
         SMS_RATE_ACCOUNT="10",

@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import Engine, select
 
 from config.names import Names
-from emulators.server import Emulator, start_sendgrid, start_twilio
+from emulators.server import Emulator
 from messaging.alert import parse_alert
 from messaging.expansion import Expander
 from messaging.in_doubt import InDoubtReport, InDoubtSettler
@@ -225,24 +225,16 @@ def test_sigkilled_senders_every_2s_lose_nothing_and_duplicate_nothing(
     """Given a 3,000-recipient SMS blast and three senders, when one sender is SIGKILLed every
     2 s (its requests to Twilio in flight), then every number gets exactly one text and the
     ledger records each as sent with the SID Twilio has: 0 duplicates, 0 lost."""
-    with (
-        start_twilio(auth_token=fleet.AUTH_TOKEN, account_sid=fleet.ACCOUNT_SID) as twilio_emu,
-        start_sendgrid(api_key=fleet.SENDGRID_KEY) as sendgrid_emu,
-    ):
+    with fleet.EmulatedFleet(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        SMS_RATE_PER_SENDER="100",
+        SMS_RATE_ACCOUNT="300",
+    ) as (twilio_emu, _, env):
         # 40-80 ms per call: a kill always finds requests in flight
         twilio_emu.faults.update(latency_ms=40, latency_jitter_ms=40)
-        env = fleet.fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio_emu.url,
-            sendgrid_url=sendgrid_emu.url,
-            SMS_RATE_PER_SENDER="100",
-            SMS_RATE_ACCOUNT="300",
-        )
-        fleet.rapid(env, "provision", "--topic", "kills")
-        phones = fleet.write_people(tmp_path / "people.csv", PEOPLE, "kills")
-        fleet.rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=300)
+        phones = fleet.seed_people(env, tmp_path, PEOPLE, "kills", timeout=300)
         procs = fleet.Fleet(env, tmp_path)
         procs.start("intake", "intake", "--wait-time", "1")
         # Lost queue work is re-driven after 5 s; rows are never failed for being stuck (the

@@ -19,7 +19,6 @@ import pytest
 import redis
 from sqlalchemy import select, text
 
-from emulators.server import start_sendgrid, start_twilio
 from messaging.lifecycle import RowState
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
@@ -74,24 +73,16 @@ def own_redis() -> Iterator[OwnRedis]:
 def test_redis_restarted_empty_and_database_sessions_dropped_mid_blast(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path, own_redis: OwnRedis
 ) -> None:
-    with (
-        start_twilio(auth_token=fleet.AUTH_TOKEN, account_sid=fleet.ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=fleet.SENDGRID_KEY) as sendgrid,
-    ):
+    with fleet.EmulatedFleet(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        REDIS_URL=own_redis.url,
+        SMS_RATE_PER_SENDER="50",
+        SMS_RATE_ACCOUNT="200",
+    ) as (twilio, _, env):
         twilio.faults.update(latency_ms=20, latency_jitter_ms=20)
-        env = fleet.fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-            REDIS_URL=own_redis.url,
-            SMS_RATE_PER_SENDER="50",
-            SMS_RATE_ACCOUNT="200",
-        )
-        fleet.rapid(env, "provision", "--topic", "restarts")
-        phones = fleet.write_people(tmp_path / "people.csv", PEOPLE, "restarts")
-        fleet.rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=300)
+        phones = fleet.seed_people(env, tmp_path, PEOPLE, "restarts", timeout=300)
         procs = fleet.Fleet(env, tmp_path)
         procs.start("intake", "intake", "--wait-time", "1")
         procs.start("scheduler", "scheduler", "--interval", "1", "--stall-after", "5")

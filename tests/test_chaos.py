@@ -16,20 +16,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from emulators.server import start_sendgrid, start_twilio
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
 from tests.fleet import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    SENDGRID_KEY,
+    EmulatedFleet,
     Fleet,
     aws_clients,
     blast_summary,
-    fleet_env,
-    rapid,
+    seed_people,
     topic_arn,
-    write_people,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -42,22 +37,14 @@ KILL_EVERY_S = 3.0
 def test_sigkilled_senders_never_duplicate_and_leave_nothing_open(
     pg_url: str, moto_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    with (
-        start_twilio(auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID) as twilio,
-        start_sendgrid(api_key=SENDGRID_KEY) as sendgrid,
-    ):
-        env = fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            twilio_url=twilio.url,
-            sendgrid_url=sendgrid.url,
-            SMS_RATE_PER_SENDER="500",
-            SMS_RATE_ACCOUNT="2000",
-        )
-        rapid(env, "provision", "--topic", "debate-night")
-        write_people(tmp_path / "people.csv", PEOPLE, "debate-night")
-        rapid(env, "supporters", "import", str(tmp_path / "people.csv"), timeout=300)
+    with EmulatedFleet(
+        db_url=pg_url,
+        moto_url=moto_url,
+        prefix=prefix,
+        SMS_RATE_PER_SENDER="500",
+        SMS_RATE_ACCOUNT="2000",
+    ) as (twilio, _, env):
+        seed_people(env, tmp_path, PEOPLE, "debate-night", timeout=300)
         fleet = Fleet(env, tmp_path)
         fleet.start("intake", "intake", "--wait-time", "1")
         # Short sweep windows: with no emulator latency a batch lasts well under a second.

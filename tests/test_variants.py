@@ -315,8 +315,8 @@ def test_pick_winner_end_to_end_the_rest_get_the_variant_clicked_most(
         fleet.start("scheduler", "scheduler", "--interval", "1")
         engine = create_db_engine(pg_url)
         try:
-            # Given a two-variant alert testing on a fifth for 6 seconds
-            pick = {"after": "PT6S", "share": 0.2}
+            # Given a two-variant alert testing on a fifth for 15 seconds (room for a loaded CI host to send the test share and click)
+            pick = {"after": "PT15S", "share": 0.2}
             document = {"alert_id": "pw-e2e", "variants": TWO, "pick_winner": pick}
             sns.publish(TopicArn=topic_arn(sns, prefix, "debate"), Message=json.dumps(document))
             alert = parse_alert(json.dumps(document), fallback_id="x")

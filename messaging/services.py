@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from messaging.audit import Actor, AuditAction, AuditLog
 from messaging.errors import InputError
 from messaging.ports import AlertPublisher, ResourceProvisioner, TopicStore
+
+if TYPE_CHECKING:
+    from messaging.approval import Approvals
+    from messaging.blast_control import BlastActions
 
 
 def publish_alert(
@@ -43,3 +48,22 @@ def provision(
     for name in names:
         topics.register(name, resources.ensure_topic(name, intake_arn))
     return names
+
+
+def act_on_blast(
+    action: str,
+    blast_id: str,
+    actor: Actor,
+    *,
+    actions: BlastActions,
+    approvals: Approvals,
+    audit: AuditLog,
+) -> None:
+    """Do one operator action on a blast (pause, resume, cancel, approve, reject) and record
+    it: the CLI, the API and the dashboard all come through here, so an action is audited
+    the same way whoever asks (approvals record their own, with the approver's checks)."""
+    if action in ("approve", "reject"):
+        getattr(approvals, action)(blast_id, actor)
+        return
+    getattr(actions, action)(blast_id)
+    audit.record(actor, AuditAction(f"blast.{action}"), blast_id=blast_id)

@@ -9,10 +9,9 @@ from typing import Any
 import click
 
 from messaging.alert import new_alert_id, parse_alert
-from messaging.audit import AuditAction
 from messaging.errors import InputError
 from messaging.lifecycle import COUNT_KEYS
-from messaging.services import publish_alert
+from messaging.services import act_on_blast, publish_alert
 from workers.app import App
 from workers.output import echo_json, table
 
@@ -406,14 +405,6 @@ def blast_watch(app: App, blast_id: str, as_json: bool, interval: float) -> None
         click.echo(f"{blast_id}: {final['status']}")
 
 
-#: Blast actions recorded in the audit log under these names (approvals record their own).
-_AUDITED = {
-    "pause": AuditAction.BLAST_PAUSED,
-    "resume": AuditAction.BLAST_RESUMED,
-    "cancel": AuditAction.BLAST_CANCELED,
-}
-
-
 def _action(name: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("blast_id")
@@ -423,11 +414,9 @@ def _action(name: str, help_text: str) -> click.Command:
         from messaging.audit import Actor, Source
 
         actor = Actor(app.settings.operator, Source.CLI)
-        if name in ("approve", "reject"):
-            getattr(app.approvals, name)(blast_id, actor)
-        else:
-            getattr(app.actions, name)(blast_id)
-            app.audit.record(actor, _AUDITED[name], blast_id=blast_id)
+        act_on_blast(
+            name, blast_id, actor, actions=app.actions, approvals=app.approvals, audit=app.audit
+        )
         summary = _show_one(app, blast_id)
         if as_json:
             echo_json(summary)

@@ -24,6 +24,7 @@ from messaging.compliance.replies import VERDICTS, reply_document
 from messaging.errors import InputError
 from messaging.lifecycle import BLAST_STATUSES, COUNT_KEYS
 from messaging.operators import Operator, Permission
+from messaging.services import act_on_blast
 from messaging.suppression import classify
 from messaging.topics import validate_topic_name
 from workers.app import App
@@ -46,12 +47,6 @@ ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Permission]] = {
     # Reviewing may lift a suppression the reply caused: an approver's call.
     ("POST", "/api/replies/{reply_id}/review"): Permission.APPROVE,
     **{("POST", f"/api/blasts/{{blast_id}}/{a}"): Permission(a) for a in BLAST_ACTIONS},
-}
-#: Actions recorded in the audit log under these names.
-_AUDITED: Final = {
-    "cancel": AuditAction.BLAST_CANCELED,
-    "pause": AuditAction.BLAST_PAUSED,
-    "resume": AuditAction.BLAST_RESUMED,
 }
 #: Most blasts ``GET /api/blasts`` returns at once.
 MAX_LIST_LIMIT: Final = 200
@@ -202,11 +197,15 @@ class Api:
         return self._app.blasts.summaries([record], self._app.control.progress.read)[0]
 
     def _act(self, action: str, blast_id: str, actor: Actor) -> None:
-        if action in ("approve", "reject"):
-            getattr(self._app.approvals, action)(blast_id, actor)
-            return
-        getattr(self._app.actions, action)(blast_id)
-        self._app.audit.record(actor, _AUDITED[action], blast_id=blast_id)
+        app = self._app
+        act_on_blast(
+            action,
+            blast_id,
+            actor,
+            actions=app.actions,
+            approvals=app.approvals,
+            audit=app.audit,
+        )
 
     async def list_audit(self, request: Request) -> Response:
         """Audit entries, newest first (``?since=`` ISO 8601, ``?limit=``, default 100)."""

@@ -33,6 +33,7 @@ from messaging.compliance.replies import VERDICTS
 from messaging.errors import InputError
 from messaging.lifecycle import ENDED_STATUSES
 from messaging.operators import BOOTSTRAP, Operator, Permission, Role
+from messaging.services import act_on_blast
 from workers.app import App
 from workers.web.api import BLAST_ACTIONS
 from workers.web.dashboard.compose import PRIORITIES, Mode, alert_to_publish, form_values
@@ -117,12 +118,10 @@ def templates() -> Environment:
 
 
 def perform(app: App, action: str, blast_id: str, actor: Actor) -> None:
-    """A blast action through the services the API uses, audited as the API audits it."""
-    if action in ("approve", "reject"):
-        getattr(app.approvals, action)(blast_id, actor)  # audits itself
-        return
-    getattr(app.actions, action)(blast_id)
-    app.audit.record(actor, AuditAction(f"blast.{action}"), blast_id=blast_id)
+    """A blast action through the service the API and the CLI use (it audits)."""
+    act_on_blast(
+        action, blast_id, actor, actions=app.actions, approvals=app.approvals, audit=app.audit
+    )
 
 
 class Dashboard:

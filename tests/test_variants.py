@@ -97,6 +97,25 @@ def test_the_hash_is_even_and_differs_between_blasts() -> None:
     assert 4_500 < same < 5_500  # another blast splits the same people independently
 
 
+def test_a_test_share_holds_every_variant_in_proportion() -> None:
+    # Given 200 blasts testing on a fifth, over 2,000 consecutive supporter ids at offsets a
+    # real database reaches (a linear hash failed this: one test share of 100 was all B)
+    worst_z = 0.0
+    for b in range(200):
+        alert = parse_alert(
+            json.dumps({"alert_id": f"share-{b}", "variants": TWO, "pick_winner": PICK}),
+            fallback_id="x",
+        )
+        for offset in (0, 5_000, 1_000_000):
+            tested = [s for s in range(offset + 1, offset + 2_001) if not is_held(alert, s)]
+            a = sum(1 for s in tested if variant_of(alert.alert_id, s, 2) == 0)
+            n = len(tested)
+            assert 300 <= n <= 500, n  # the share is a fifth, give or take chance
+            worst_z = max(worst_z, abs(a - n / 2) / (n / 4) ** 0.5)
+    # Then each test share splits like a fair coin: 600 splits, none beyond 4.5 sigma
+    assert worst_z < 4.5, worst_z
+
+
 # --- the split on every backend -------------------------------------------------------------
 
 
@@ -341,7 +360,8 @@ def test_pick_winner_end_to_end_the_rest_get_the_variant_clicked_most(
     assert sorted(m["to"] for m in texts) == sorted(phones)
     letters = Counter(m["body"].split(":", 2)[1].strip()[:1] for m in texts)
     tested_a = sum(1 for v in tested.values() if v == 0)
-    assert letters == {"A": tested_a, "B": 100 - tested_a}, letters
+    assert (letters["A"], letters["B"]) == (tested_a, 100 - tested_a), letters
+    assert 0 < tested_a < len(tested), tested  # the test share tried both variants
     assert not any(is_held(alert, s) for s in tested)
     per_variant = summary["variants"]
     assert per_variant["1"]["sms"]["sent"] == 100 - tested_a

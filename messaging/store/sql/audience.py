@@ -20,9 +20,9 @@ from messaging.ports import CapScreen
 from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
 from messaging.variants import (
-    PRIME,
     SHARE_BUCKETS,
     coefficients,
+    field_hash,
     held_until,
     share_coefficients,
     share_threshold,
@@ -174,8 +174,7 @@ def _variant(alert: Alert, supporter_id: Any) -> Any:
     and for a row held for a ``pick_winner`` winner (set when it is picked)."""
     if not alert.variants:
         return null()
-    a, c = coefficients(alert.alert_id)
-    variant = (supporter_id % PRIME * a + c) % PRIME % len(alert.variants)
+    variant = field_hash(coefficients(alert.alert_id), supporter_id) % len(alert.variants)
     if alert.pick_winner is None:
         return variant
     return case((_held(alert, supporter_id), null()), else_=variant)
@@ -185,8 +184,7 @@ def _held(alert: Alert, supporter_id: Any) -> Any:
     """True for a recipient outside a ``pick_winner`` test share (messaging/variants.py)."""
     if alert.pick_winner is None:
         return false()
-    a, c = share_coefficients(alert.alert_id)
-    bucket = (supporter_id % PRIME * a + c) % PRIME % SHARE_BUCKETS
+    bucket = field_hash(share_coefficients(alert.alert_id), supporter_id) % SHARE_BUCKETS
     return bucket >= share_threshold(alert.pick_winner.share)
 
 

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from messaging.errors import InputError
 from messaging.ports import SUPPORTER_COLUMNS, SupporterRow
 from messaging.store.schema import alert_topics, subscriptions, supporters
-from messaging.store.sql import sqlite as sqlite_backend
+from messaging.store.sql import supporters as portable_writer
 from messaging.store.sql.supporters import SqlSupporterWriter
 from messaging.supporters.csv_import import ImportReport, import_csv, rejects_path_for
 
@@ -434,7 +434,7 @@ def test_long_values_are_rejected_not_truncated(engine: Engine, tmp_path: Path) 
 
 def test_writer_upserts_a_batch_and_counts(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given IN lists limited to 3 keys (so a batch of 8 needs several on SQLite)
-    monkeypatch.setattr(sqlite_backend, "IN_CHUNK", 3)
+    monkeypatch.setattr(portable_writer, "IN_CHUNK", 3)
     writer = SqlSupporterWriter(engine)
     columns = frozenset({*SUPPORTER_COLUMNS, "topics"})
     batch = [SupporterRow(f"w{n}", first_name=f"n{n}", topics=("debate",)) for n in range(8)]

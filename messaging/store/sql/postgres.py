@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from messaging.lifecycle import RowState
-from messaging.store.sql.dialect import ClaimRow
+from messaging.store.sql.dialect import ClaimRow, SqlDialect, clipped_error
 
 if TYPE_CHECKING:
     from messaging.ports import Outcome, SupporterRow
@@ -74,7 +74,7 @@ def _claim_statement(fields: tuple[str, ...]) -> TextClause:
     return text(CLAIM_SQL.format(fields=", ".join(f"s.{f}" for f in fields)))
 
 
-class PostgresDialect:
+class PostgresDialect(SqlDialect):
     """:class:`~messaging.store.sql.dialect.SqlDialect` for PostgreSQL (psycopg 3)."""
 
     name = "postgresql"
@@ -137,7 +137,7 @@ class PostgresDialect:
                 "pids": [o.provider_message_id for o in outcomes],
                 "senders": [o.sender for o in outcomes],
                 "codes": [o.error_code for o in outcomes],
-                "errors": [(o.error or None) and o.error[:1000] for o in outcomes],
+                "errors": [clipped_error(o.error) for o in outcomes],
                 "segments": [o.segments for o in outcomes],
                 "deferred": [o.deferred_until for o in outcomes],
             },

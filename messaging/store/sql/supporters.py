@@ -10,7 +10,7 @@ Two ways to the same result, chosen by the dialect: on PostgreSQL the batch is `
 into a temporary table and merged by set-based statements (:mod:`.postgres_import`): a
 multi-row ``INSERT … VALUES`` of thousands of rows spends most of its time building and
 parsing the query on the client, while COPY streams the rows in the wire format. On SQLite
-(embedded, in-process) SQLAlchemy's executemany is already fast (:mod:`.sqlite`).
+(embedded, in-process) SQLAlchemy's executemany is already fast (:func:`write_portable`).
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, or_
+from sqlalchemy import Connection, Engine, bindparam, func, or_, select
 
 from messaging.ports import SUPPORTER_COLUMNS, BatchResult, SupporterRow
-from messaging.store.schema import supporters
+from messaging.store.schema import alert_topics, subscriptions, supporters
 from messaging.store.sql.dialect import SqlDialect, dialect_for
 
 #: Leading fields of :class:`SupporterRow` that are ``supporters`` columns, in COPY order.
 ROW_WIDTH = 1 + len(SUPPORTER_COLUMNS)
+
+#: Most values one portable ``IN (...)`` list carries: far below SQLite's 32,766 bound
+#: parameters (SQLite 3.32+), whatever batch size the caller picks.
+IN_CHUNK = 10_000
 
 
 class SqlSupporterWriter:
@@ -82,3 +86,90 @@ def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     """``items`` in slices of at most ``size``."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def write_portable(
+    conn: Connection,
+    insert: Any,
+    rows: list[SupporterRow],
+    columns_present: frozenset[str],
+    now: datetime,
+) -> tuple[int, frozenset[str]]:
+    """Upsert with portable statements; (how many already existed, topics new to
+    ``alert_topics``). ``insert`` is the dialect's INSERT construct (``on_conflict_*``)."""
+    ids: dict[str, int] = {}
+    for chunk in chunks([row.external_id for row in rows], IN_CHUNK):
+        query = select(supporters.c.id, supporters.c.external_id).where(
+            supporters.c.external_id.in_(chunk)
+        )
+        ids.update((external_id, int(id_)) for id_, external_id in conn.execute(query))
+    existing = set(ids)
+    upsert = supporter_upsert(insert(supporters), columns_present).returning(
+        supporters.c.id, supporters.c.external_id
+    )
+    fields = ("external_id", *SUPPORTER_COLUMNS)
+    params = [
+        {**dict(zip(fields, row[:ROW_WIDTH], strict=True)), "created_at": now, "updated_at": now}
+        for row in rows
+    ]
+    # RETURNING names the rows written (new or changed); unchanged ones keep their known id.
+    ids.update((external_id, int(id_)) for id_, external_id in conn.execute(upsert, params))
+    if "topics" not in columns_present:
+        return len(existing), frozenset()
+    new_topics = _register_topics(conn, insert, rows, now)
+    _replace_subscriptions(conn, insert, rows, ids, existing, now)
+    return len(existing), new_topics
+
+
+def _register_topics(
+    conn: Connection, insert: Any, rows: list[SupporterRow], now: datetime
+) -> frozenset[str]:
+    names = sorted({topic for row in rows for topic in row.topics})
+    if not names:
+        return frozenset()
+    new: set[str] = set()
+    stmt = (
+        insert(alert_topics)
+        .on_conflict_do_nothing(index_elements=["name"])
+        .returning(alert_topics.c.name)
+    )
+    for name in names:
+        # One at a time: RETURNING names only what was actually inserted.
+        new.update(conn.scalars(stmt, {"name": name, "created_at": now}))
+    return frozenset(new)
+
+
+def _replace_subscriptions(
+    conn: Connection,
+    insert: Any,
+    rows: list[SupporterRow],
+    ids: dict[str, int],
+    existing: set[str],
+    now: datetime,
+) -> None:
+    wanted = {(ids[row.external_id], topic) for row in rows for topic in row.topics}
+    current: set[tuple[int, str]] = set()
+    # Only supporters that existed before this batch can hold subscriptions already.
+    for chunk in chunks([ids[external_id] for external_id in existing], IN_CHUNK):
+        query = select(subscriptions.c.supporter_id, subscriptions.c.topic).where(
+            subscriptions.c.supporter_id.in_(chunk)
+        )
+        current.update((int(sid), str(topic)) for sid, topic in conn.execute(query))
+    stale = current - wanted
+    if stale:
+        conn.execute(
+            subscriptions.delete().where(
+                subscriptions.c.supporter_id == bindparam("sid"),
+                subscriptions.c.topic == bindparam("tp"),
+            ),
+            [{"sid": sid, "tp": topic} for sid, topic in sorted(stale)],
+        )
+    missing = wanted - current
+    if missing:
+        conn.execute(
+            insert(subscriptions).on_conflict_do_nothing(index_elements=["topic", "supporter_id"]),
+            [
+                {"topic": topic, "supporter_id": sid, "created_at": now}
+                for sid, topic in sorted(missing)
+            ],
+        )

@@ -91,7 +91,7 @@ def alert_body(values: Mapping[str, str], mode: Mode) -> dict[str, Any]:
 
 def alert_to_publish(values: Mapping[str, str], mode: Mode, operator: str) -> tuple[str, dict]:
     """(topic, the alert document) for ``operator``, requested via the dashboard."""
-    from workers.web.api import alert_document
+    from workers.web.alert_body import alert_document
 
     topic, document = alert_document(alert_body(values, mode), requested_by=operator)
     document["requested_via"] = Source.DASHBOARD.value

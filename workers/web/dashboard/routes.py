@@ -35,7 +35,7 @@ from messaging.lifecycle import ENDED_STATUSES
 from messaging.operators import BOOTSTRAP, Operator, Permission, Role
 from messaging.services import act_on_blast
 from workers.app import App
-from workers.web.api import BLAST_ACTIONS
+from workers.web.api_surface import BLAST_ACTIONS
 from workers.web.dashboard.compose import PRIORITIES, Mode, alert_to_publish, form_values
 from workers.web.dashboard.live import PUSH_EVERY_S, LiveBoard
 from workers.web.dashboard.sessions import (

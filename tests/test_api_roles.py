@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
 from config.settings import Settings
-from emulators.server import RunningServer, start_in_thread
 from messaging.alert import Alert, SmsContent
 from messaging.operators import Role, allows
 from messaging.store.schema import audit_log, operators
 from tests.conftest import REDIS_TEST_URL
-from workers.app import App
+from tests.running_web import Web, queue_on_topic, web_servers
 from workers.web.api import ROUTE_PERMISSIONS
 from workers.web.app import create_app
 from workers.web.security import AUTH_FAILURE_LIMIT
@@ -54,44 +51,18 @@ PUBLIC = {("GET", "/api/openapi.json")}
 ORDER = [Role.VIEWER, Role.SENDER, Role.APPROVER, Role.ADMIN]
 
 
-@dataclass
-class Web:
-    app: App
-    server: RunningServer
-    http: httpx.Client
-
-    def call(self, method: str, path: str, token: str | None, **kw: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, path, headers=headers, **kw)
-
-
 @pytest.fixture
 def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
-    started: list[Web] = []
-
-    def make(**overrides: Any) -> Web:
-        settings = Settings(
-            prefix=prefix,
-            database_url=pg_url,
-            redis_url=REDIS_TEST_URL,
-            aws_endpoint_url=moto_url,
-            api_token=BOOTSTRAP_TOKEN,
-            secret_key="role-tests-secret-key-0123456789abcdef",
-        ).with_overrides(**overrides)
-        app = App(settings)
-        server = start_in_thread(create_app(app))
-        web = Web(app, server, httpx.Client(base_url=server.url, trust_env=False, timeout=30))
-        started.append(web)
-        return web
-
-    yield make
-    for web in started:
-        web.http.close()
-        web.server.stop()
-        keys = list(web.app.redis.scan_iter(f"{prefix}:*"))
-        if keys:
-            web.app.redis.delete(*keys)
-        web.app.close()
+    settings = Settings(
+        prefix=prefix,
+        database_url=pg_url,
+        redis_url=REDIS_TEST_URL,
+        aws_endpoint_url=moto_url,
+        api_token=BOOTSTRAP_TOKEN,
+        secret_key="role-tests-secret-key-0123456789abcdef",
+    )
+    with web_servers(settings) as make:
+        yield make
 
 
 @pytest.fixture
@@ -148,18 +119,18 @@ def test_roles_matrix(web: Web, tokens: dict[Role, str], route: tuple[str, str])
     method, path = route
     least = LEAST_ROLE[route]
     # When no token or a wrong one is given, then 401
-    assert web.call(method, _path(path), None, **_body(method, path)).status_code == 401
-    assert web.call(method, _path(path), "rr_wrong", **_body(method, path)).status_code == 401
+    assert web.api(method, _path(path), None, **_body(method, path)).status_code == 401
+    assert web.api(method, _path(path), "rr_wrong", **_body(method, path)).status_code == 401
     for role in ORDER:
         # When each role calls it, then roles below the least one get 403, the rest get in
-        response = web.call(method, _path(path), tokens[role], **_body(method, path))
+        response = web.api(method, _path(path), tokens[role], **_body(method, path))
         if ORDER.index(role) < ORDER.index(least):
             assert response.status_code == 403, (role, response.text)
             assert f"op-{role.value} ({role.value}) may not" in response.json()["error"]
         else:
             assert response.status_code not in (401, 403, 429), (role, response.text)
     # And the bootstrap token is an admin
-    response = web.call(method, _path(path), BOOTSTRAP_TOKEN, **_body(method, path))
+    response = web.api(method, _path(path), BOOTSTRAP_TOKEN, **_body(method, path))
     assert response.status_code not in (401, 403, 429), response.text
 
 
@@ -168,12 +139,12 @@ def test_revoked_tokens_and_servers_without_a_bootstrap_token(
 ) -> None:
     # Given a server without RAPID_API_TOKEN, then operator tokens still work
     bare = make_web(api_token=None)
-    assert bare.call("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 200
-    assert bare.call("GET", "/api/blasts", BOOTSTRAP_TOKEN).status_code == 401
+    assert bare.api("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 200
+    assert bare.api("GET", "/api/blasts", BOOTSTRAP_TOKEN).status_code == 401
     # When an operator is revoked, then their token is refused at once, on every server
     web.app.operators.revoke("op-viewer")
-    assert web.call("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 401
-    assert bare.call("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 401
+    assert web.api("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 401
+    assert bare.api("GET", "/api/blasts", tokens[Role.VIEWER]).status_code == 401
 
 
 def test_failed_bearer_attempts_are_limited_fleet_wide(
@@ -184,35 +155,21 @@ def test_failed_bearer_attempts_are_limited_fleet_wide(
     # When one address fails AUTH_FAILURE_LIMIT times, spread over both servers
     for i in range(AUTH_FAILURE_LIMIT - 1):
         web = first if i % 2 else second
-        assert web.call("GET", "/api/blasts", f"rr_guess{i}").status_code == 401
-    limited = first.call("GET", "/api/blasts", "rr_last-guess")
+        assert web.api("GET", "/api/blasts", f"rr_guess{i}").status_code == 401
+    limited = first.api("GET", "/api/blasts", "rr_last-guess")
     # Then the failure that reaches the limit, and every later call from that address,
     # valid token or not, gets 429 with a Retry-After, on both servers
     assert limited.status_code == 429
     assert 0 < int(limited.headers["retry-after"]) <= 300
-    assert second.call("GET", "/api/blasts", tokens[Role.ADMIN]).status_code == 429
-    assert first.call("GET", "/api/blasts", None).status_code == 429
+    assert second.api("GET", "/api/blasts", tokens[Role.ADMIN]).status_code == 429
+    assert first.api("GET", "/api/blasts", None).status_code == 429
 
 
 def test_an_alert_is_requested_by_the_calling_operator(web: Web, tokens: dict[Role, str]) -> None:
     # Given a provisioned topic whose SNS topic feeds a queue made for this test
-    sns, sqs = web.app.sns, web.app.sqs
-    arn = sns.create_topic(Name=web.app.names.alert_topic("news"))["TopicArn"]
-    from messaging.store.sql.topics import SqlTopicStore
-
-    SqlTopicStore(web.app.engine).register("news", arn)
-    queue_url = sqs.create_queue(QueueName=f"{web.app.names.prefix}-roles")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(
-        TopicArn=arn,
-        Protocol="sqs",
-        Endpoint=queue_arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
+    queue_url = queue_on_topic(web.app, "news", "roles")
     # When the sender posts an alert that claims someone else asked for it
-    response = web.call(
+    response = web.api(
         "POST",
         "/api/alerts",
         tokens[Role.SENDER],
@@ -220,7 +177,7 @@ def test_an_alert_is_requested_by_the_calling_operator(web: Web, tokens: dict[Ro
     )
     assert response.status_code == 202, response.text
     # Then the published alert names the sender, from the API
-    message = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"][0]
+    message = web.app.sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"][0]
     alert = json.loads(message["Body"])
     assert alert["requested_by"] == "op-sender" and alert["requested_via"] == "api"
 
@@ -231,8 +188,8 @@ def test_tokens_never_reach_the_logs_or_the_database(
     web.app.blasts.create(Alert(alert_id="b1", sms=SmsContent(body="Hi")), "news", None)
     with capture_logs() as logs:
         for token in [*tokens.values(), "rr_wrong-guess-token"]:
-            web.call("GET", "/api/blasts/b1", token)
-            web.call("POST", "/api/blasts/b1/approve", token)
+            web.api("GET", "/api/blasts/b1", token)
+            web.api("POST", "/api/blasts/b1/approve", token)
     text = json.dumps(logs, default=str)
     for token in tokens.values():
         assert token not in text
@@ -250,14 +207,14 @@ def test_tokens_never_reach_the_logs_or_the_database(
 def test_audit_route_lists_entries_newest_first(web: Web, tokens: dict[Role, str]) -> None:
     web.app.blasts.create(Alert(alert_id="b1", sms=SmsContent(body="Hi")), "news", None)
     # When an approver pauses... (b1 is expanding: pausing is allowed) and cancels it
-    assert web.call("POST", "/api/blasts/b1/pause", tokens[Role.SENDER]).status_code == 200
-    assert web.call("POST", "/api/blasts/b1/cancel", tokens[Role.APPROVER]).status_code == 200
+    assert web.api("POST", "/api/blasts/b1/pause", tokens[Role.SENDER]).status_code == 200
+    assert web.api("POST", "/api/blasts/b1/cancel", tokens[Role.APPROVER]).status_code == 200
     # Then a viewer reads both, newest first, with who and where from
-    entries = web.call("GET", "/api/audit", tokens[Role.VIEWER]).json()
+    entries = web.api("GET", "/api/audit", tokens[Role.VIEWER]).json()
     assert [(e["action"], e["actor"], e["source"], e["blast_id"]) for e in entries[:2]] == [
         ("blast.cancel", "op-approver", "api", "b1"),
         ("blast.pause", "op-sender", "api", "b1"),
     ]
-    assert web.call("GET", "/api/audit?since=bogus", tokens[Role.VIEWER]).status_code == 422
-    future = web.call("GET", "/api/audit?since=2999-01-01T00:00:00Z", tokens[Role.VIEWER])
+    assert web.api("GET", "/api/audit?since=bogus", tokens[Role.VIEWER]).status_code == 422
+    future = web.api("GET", "/api/audit?since=2999-01-01T00:00:00Z", tokens[Role.VIEWER])
     assert future.json() == []

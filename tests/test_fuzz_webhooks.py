@@ -8,15 +8,12 @@ unsigned ones carry nothing, garbage, or a signature of another body.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
@@ -34,6 +31,7 @@ from tests.fuzzing import (
     json_values,
     quiet_logs,
 )
+from tests.running_web import SG_PUBLIC, sendgrid_headers
 from workers.app import App
 
 pytestmark = pytest.mark.integration
@@ -41,12 +39,6 @@ pytestmark = pytest.mark.integration
 PUBLIC = "https://rr.example.org"
 TWILIO_TOKEN = "twilio-fuzz-token-0123456789abcdef"
 SECRET_KEY = "fuzz-secret-key-0123456789abcdef-xyz"
-_PRIVATE = ec.generate_private_key(ec.SECP256R1())
-SG_PUBLIC = base64.b64encode(
-    _PRIVATE.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-).decode()
 
 
 @pytest.fixture
@@ -165,15 +157,6 @@ def test_any_twilio_body_is_answered_without_a_crash(client: AsgiClient, route: 
     assert tally.cases >= BUDGET
 
 
-def _sendgrid_headers(body: bytes, timestamp: str) -> dict[str, str]:
-    signature = _PRIVATE.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
-        "Content-Type": "application/json",
-    }
-
-
 @st.composite
 def sendgrid_bodies(draw: st.DrawFn) -> bytes:
     """An event batch, any JSON, nested too deep, or bytes that are not UTF-8."""
@@ -200,11 +183,11 @@ def test_any_sendgrid_body_is_answered_without_a_crash(client: AsgiClient) -> No
     def case(body: bytes, signing: str) -> None:
         now = str(int(time.time()))
         if signing == "signed":
-            headers = _sendgrid_headers(body, now)
+            headers = sendgrid_headers(body, timestamp=now)
         elif signing == "stale":
-            headers = _sendgrid_headers(body, str(int(time.time()) - 3600))
+            headers = sendgrid_headers(body, timestamp=str(int(time.time()) - 3600))
         elif signing == "other body":
-            headers = _sendgrid_headers(body + b" ", now)
+            headers = sendgrid_headers(body + b" ", timestamp=now)
         else:
             headers = {"Content-Type": "application/json"}
         response = client.post("/webhooks/sendgrid/events", content=body, headers=headers)

@@ -7,7 +7,6 @@ process.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import json
@@ -20,8 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine
 
 from config.settings import Settings, load_settings
@@ -29,6 +26,8 @@ from messaging.errors import ConfigError
 from messaging.supporters.normalize import normalize_text
 from messaging.unsubscribe import UnsubscribeTokens, key_id
 from tests.conftest import REDIS_TEST_URL, free_port
+from tests.fuzzing import AsgiClient
+from tests.running_web import SG_PUBLIC, sendgrid_headers
 from workers.app import App
 
 KEY = "k" * 32
@@ -184,27 +183,6 @@ def test_email_subjects_lose_carriage_returns() -> None:
 # --- the web app: metrics, API inputs, SendGrid timestamps ------------------------------------
 
 
-def _key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(der).decode()
-
-
-SG_PRIVATE, SG_PUBLIC = _key_pair()
-
-
-def sendgrid_headers(body: bytes, timestamp: str) -> dict[str, str]:
-    """SendGrid's signature headers over ``timestamp + body``."""
-    signature = SG_PRIVATE.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
-        "Content-Type": "application/json",
-    }
-
-
 def web_settings(pg_url: str, moto_url: str, prefix: str, **overrides: Any) -> Settings:
     """Settings of a test ``rapid web`` (production rules unless overridden)."""
     return Settings(
@@ -218,32 +196,6 @@ def web_settings(pg_url: str, moto_url: str, prefix: str, **overrides: Any) -> S
         public_base_url="https://rr.example.org",
         twilio_auth_token="twilio-token-0123456789abcdef",
     ).with_overrides(**overrides)
-
-
-class AsgiClient:
-    """A synchronous client of an ASGI app in this process; the URL's port is the port the
-    app sees a request arrive on (``scope["server"]``)."""
-
-    def __init__(self, app: Any, base_url: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
-
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, run to completion."""
-        return self._loop.run_until_complete(self._client.request(method, url, **kwargs))
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        """GET ``url``."""
-        return self.request("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        """POST to ``url``."""
-        return self.request("POST", url, **kwargs)
-
-    def close(self) -> None:
-        """Close the client and its loop."""
-        self._loop.run_until_complete(self._client.aclose())
-        self._loop.close()
 
 
 @pytest.fixture
@@ -356,11 +308,13 @@ def test_sendgrid_batches_outside_ten_minutes_are_refused(
         stale = client.post(
             "/webhooks/sendgrid/events",
             content=body,
-            headers=sendgrid_headers(body, str(now + skew)),
+            headers=sendgrid_headers(body, timestamp=str(now + skew)),
         )
         assert stale.status_code == 403, skew
     fresh = client.post(
-        "/webhooks/sendgrid/events", content=body, headers=sendgrid_headers(body, str(now - 30))
+        "/webhooks/sendgrid/events",
+        content=body,
+        headers=sendgrid_headers(body, timestamp=str(now - 30)),
     )
     assert fresh.status_code == 200
 

@@ -11,31 +11,31 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from starlette.requests import Request
 from structlog.testing import capture_logs
-from twilio.request_validator import RequestValidator
 
 from config.settings import Settings
-from emulators.server import RunningServer, start_in_thread, start_twilio
+from emulators.server import start_twilio
 from messaging.alert import Alert, SmsContent
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, replies
-from messaging.store.sql.topics import SqlTopicStore
 from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import REDIS_TEST_URL, free_port
-from workers.app import App
-from workers.web.app import create_app
+from tests.running_web import (
+    SG_PUBLIC,
+    Web,
+    queue_on_topic,
+    sendgrid_headers,
+    sendgrid_key_pair,
+    web_servers,
+)
 from workers.web.security import SendGridSignature, public_url
 
 pytestmark = pytest.mark.integration
@@ -49,99 +49,23 @@ PHONE = "+14155550100"
 EMAIL = "jane@example.org"
 
 
-def _key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:
-    """A P-256 key and its public half as SendGrid shows it: base64 of the DER SPKI."""
-    private = ec.generate_private_key(ec.SECP256R1())
-    der = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private, base64.b64encode(der).decode()
-
-
-SG_PRIVATE, SG_PUBLIC = _key_pair()
-
-
-def sendgrid_headers(
-    body: bytes, key: ec.EllipticCurvePrivateKey = SG_PRIVATE, timestamp: str | None = None
-) -> dict[str, str]:
-    """SendGrid's signature headers for ``body``."""
-    ts = timestamp or str(int(time.time()))
-    signature = key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-        "X-Twilio-Email-Event-Webhook-Timestamp": ts,
-        "Content-Type": "application/json",
-    }
-
-
-@dataclass
-class Web:
-    """A running ``rapid web`` and a client for it."""
-
-    app: App
-    server: RunningServer
-    http: httpx.Client
-
-    def twilio(
-        self, path: str, params: dict[str, str], *, token: str = TWILIO_TOKEN, url: str = ""
-    ) -> httpx.Response:
-        """POST a form signed like Twilio does, for the public URL unless ``url`` says."""
-        signature = RequestValidator(token).compute_signature(url or PUBLIC + path, params)
-        return self.http.post(
-            path,
-            content=urlencode(params),
-            headers={
-                "X-Twilio-Signature": signature,
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-        )
-
-    def sendgrid(self, events: Any, **sign: Any) -> httpx.Response:
-        """POST a signed SendGrid event batch."""
-        body = json.dumps(events).encode()
-        return self.http.post(
-            "/webhooks/sendgrid/events", content=body, headers=sendgrid_headers(body, **sign)
-        )
-
-    def api(self, method: str, path: str, token: str | None = API_TOKEN, **kw: Any) -> Any:
-        """Call the API with the bearer token."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.http.request(method, path, headers=headers, **kw)
-
-
 @pytest.fixture
 def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
     """Start ``rapid web`` servers with test settings (overridable); all stopped at the end."""
-    started: list[Web] = []
-
-    def make(port: int = 0, **overrides: Any) -> Web:
-        settings = Settings(
-            prefix=prefix,
-            database_url=pg_url,
-            redis_url=REDIS_TEST_URL,
-            aws_endpoint_url=moto_url,
-            twilio_auth_token=TWILIO_TOKEN,
-            sendgrid_webhook_public_key=SG_PUBLIC,
-            public_base_url=PUBLIC,
-            api_token=API_TOKEN,
-            secret_key=SECRET_KEY,
-            org_name=ORG,
-        ).with_overrides(**overrides)
-        app = App(settings)
-        server = start_in_thread(create_app(app), port=port)
-        web = Web(app, server, httpx.Client(base_url=server.url, trust_env=False, timeout=10))
-        started.append(web)
-        return web
-
-    yield make
-    for web in started:
-        web.http.close()
-        web.server.stop()
-        if "redis" in web.app.__dict__ and web.app.settings.redis_url == REDIS_TEST_URL:
-            keys = list(web.app.redis.scan_iter(f"{prefix}*"))
-            if keys:
-                web.app.redis.delete(*keys)
-        web.app.close()
+    settings = Settings(
+        prefix=prefix,
+        database_url=pg_url,
+        redis_url=REDIS_TEST_URL,
+        aws_endpoint_url=moto_url,
+        twilio_auth_token=TWILIO_TOKEN,
+        sendgrid_webhook_public_key=SG_PUBLIC,
+        public_base_url=PUBLIC,
+        api_token=API_TOKEN,
+        secret_key=SECRET_KEY,
+        org_name=ORG,
+    )
+    with web_servers(settings) as make:
+        yield make
 
 
 @pytest.fixture
@@ -307,7 +231,9 @@ def test_without_an_auth_token_every_twilio_webhook_is_refused(
     # Given rapid web with no TWILIO_AUTH_TOKEN
     web = make_web(twilio_auth_token=None)
     # When a (correctly signed) inbound STOP arrives
-    response = web.twilio("/webhooks/twilio/inbound", inbound_params("STOP", "SMx"))
+    response = web.twilio(
+        "/webhooks/twilio/inbound", inbound_params("STOP", "SMx"), token=TWILIO_TOKEN
+    )
     # Then it is refused and nothing is suppressed
     assert response.status_code == 403
     assert web.app.suppressions.lookup("sms", PHONE) is None
@@ -383,7 +309,7 @@ def test_sendgrid_refuses_forged_tampered_and_unsigned_batches(web: Web) -> None
     # Given a bounce event
     events = [{"email": EMAIL, "event": "bounce", "sg_event_id": "f1"}]
     body = json.dumps(events).encode()
-    other_key, _ = _key_pair()
+    other_key, _ = sendgrid_key_pair()
     path = "/webhooks/sendgrid/events"
     # When it arrives signed by another key, altered after signing, or unsigned
     forged = web.sendgrid(events, key=other_key)
@@ -491,25 +417,14 @@ def test_api_needs_the_bearer_token(web: Web, make_web: Callable[..., Web]) -> N
     # When the server has no RAPID_API_TOKEN, then that token is nobody's: 401 (operator
     # tokens still work; tests/test_api_roles.py)
     refused = make_web(api_token=None)
-    assert refused.api("GET", "/api/blasts/b1").status_code == 401
-    assert refused.api("POST", "/api/alerts", json={"topic": "news"}).status_code == 401
+    assert refused.api("GET", "/api/blasts/b1", API_TOKEN).status_code == 401
+    alert = {"topic": "news"}
+    assert refused.api("POST", "/api/alerts", API_TOKEN, json=alert).status_code == 401
 
 
 def test_post_alert_publishes_to_the_topic(web: Web) -> None:
     # Given a provisioned alert topic whose SNS topic feeds a queue made for this test
-    sns, sqs = web.app.sns, web.app.sqs
-    arn = sns.create_topic(Name=web.app.names.alert_topic("news"))["TopicArn"]
-    SqlTopicStore(web.app.engine).register("news", arn)
-    queue_url = sqs.create_queue(QueueName=f"{web.app.names.prefix}-api-test")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sns.subscribe(
-        TopicArn=arn,
-        Protocol="sqs",
-        Endpoint=queue_arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
+    queue_url = queue_on_topic(web.app, "news", "api-test")
     # When an alert without an id is posted
     response = web.api(
         "POST", "/api/alerts", json={"topic": "news", "sms": {"body": "Hi {{ first_name }}"}}
@@ -518,7 +433,7 @@ def test_post_alert_publishes_to_the_topic(web: Web) -> None:
     assert response.status_code == 202, response.text
     blast_id = response.json()["blast_id"]
     assert blast_id.startswith("news-") and response.json()["sns_message_id"]
-    messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"]
+    messages = web.app.sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=2)["Messages"]
     published = json.loads(messages[0]["Body"])
     assert published["alert_id"] == blast_id and published["sms"]["body"] == "Hi {{ first_name }}"
 

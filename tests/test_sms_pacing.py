@@ -1,29 +1,27 @@
-"""The Twilio adapter keeps paced sends on their slots: a late one takes a fresh slot without
-holding up the others (issue #21, item 6), against the Twilio emulator."""
+"""Paced sends stay on their slots (issue #21, item 6): a late one takes a fresh slot without
+holding up the others (against the Twilio emulator), and the gate asked before each send
+never blocks the provider's event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import replace
-
-import pytest
+from types import SimpleNamespace
+from typing import Any, cast
 
 from emulators.server import Emulator
 from messaging.providers.base import SmsMessage, SmsReceipt
 from messaging.providers.twilio_sms import LATE_TOLERANCE_S, TwilioSms
+from messaging.sending.common import GATE_REFRESH_S, SendGate
+from tests.factories import emulated_twilio_fixture
 
 ACCOUNT_SID = "AC" + "5a6b7c8d9e0f1234" * 2
 AUTH_TOKEN = "pacing-auth-token"
 FROM = "+15005550006"
 
 
-@pytest.fixture
-def twilio(twilio_emulator: Emulator) -> Iterator[TwilioSms]:
-    twilio_emulator.reset()
-    sms = TwilioSms(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio_emulator.url)
-    yield sms
-    sms.close()
+twilio = emulated_twilio_fixture(ACCOUNT_SID, AUTH_TOKEN)
 
 
 def _text(to: str, slot: float) -> SmsMessage:
@@ -74,3 +72,63 @@ def test_a_send_with_no_fresh_slot_is_held(twilio_emulator: Emulator, twilio: Tw
     # When sent, then it is held (no result, not sent) for the batch to put back
     assert twilio.send_many([message], reslot=lambda _m: None) == [None]
     assert twilio_emulator.recorder.messages() == []
+
+
+class _Control:
+    """The kill switch as the gate sees it: a status, read with a delay (a loaded Redis)."""
+
+    def __init__(self) -> None:
+        self.status = "sending"
+        self.delay_s = 0.0
+
+    def gate(self, _blast_id: str, _fallback: str) -> bool:
+        time.sleep(self.delay_s)
+        return self.status == "sending"
+
+
+class _Stops:
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def refresh(self) -> set[str]:
+        return self.found
+
+
+def _gate(control: _Control, stops: _Stops) -> SendGate:
+    blast = SimpleNamespace(blast_id="b1", status="sending")
+    return SendGate(cast(Any, control), cast(Any, blast), cast(Any, stops))
+
+
+def test_the_gate_never_waits_for_redis_on_the_provider_loop() -> None:
+    # Given a batch's gate, and then a cancel and a STOP that take the kill switch 300 ms
+    # to read
+    control, stops = _Control(), _Stops()
+    gate = _gate(control, stops)
+    control.status, control.delay_s = "canceled", 0.3
+    stops.found.add("+14155550009")
+    time.sleep(GATE_REFRESH_S)
+
+    async def ask() -> tuple[bool, float]:
+        started = time.monotonic()
+        answer = gate("+14155550001")
+        return answer, time.monotonic() - started
+
+    # When a send on an event loop asks, it is answered at once from the last look
+    answer, took_s = asyncio.run(ask())
+    assert answer is True and took_s < 0.05, took_s
+    # Then, once the gate has looked again (on another thread), no send may go
+    time.sleep(0.5)
+    assert asyncio.run(ask())[0] is False
+
+
+def test_the_gate_looks_at_once_off_an_event_loop() -> None:
+    # Given a batch's gate asked from a plain thread (the in-memory transport)
+    control, stops = _Control(), _Stops()
+    gate = _gate(control, stops)
+    assert gate("+14155550001") and gate("+14155550009")
+    # When a STOP lands, then that destination is closed at the next ask, the others not
+    stops.found.add("+14155550009")
+    assert gate("+14155550001") and not gate("+14155550009")
+    # When the blast is paused, then nothing may go
+    control.status = "paused"
+    assert not gate("+14155550001")

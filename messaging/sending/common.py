@@ -7,8 +7,11 @@ must wait → complete the blast when nothing is left.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -166,6 +169,69 @@ class LateSuppressions:
     def stopped(self, destination: str) -> bool:
         """True if ``destination`` was suppressed since the batch's send-time check."""
         return destination in self.refresh()
+
+
+class SendGate:
+    """Whether each send of a batch may still go (the blast live, its destination not
+    STOPped since the batch's check), asked right before each provider call.
+
+    Asked on a provider's event loop, it never waits for Redis or the database there: one
+    blocking read holds up every send of the process, which then leave late and take fresh
+    slots (holes in the rate's schedule). It answers from its last look and has a worker
+    thread look again once that look is :data:`GATE_REFRESH_S` old, so an answer is at most
+    that much staler than the kill switch's own cache. Asked anywhere else (the in-memory
+    transport, tests), it looks at once.
+    """
+
+    def __init__(self, ctx: SendContext, blast: BlastRecord, late: LateSuppressions) -> None:
+        self._ctx, self._blast, self._late = ctx, blast, late
+        self._lock = threading.Lock()
+        self._refreshing = False
+        self._look()
+
+    def _look(self) -> None:
+        live = self._ctx.gate(self._blast.blast_id, self._blast.status)
+        stopped = frozenset(self._late.refresh())
+        self._live, self._stopped, self._at = live, stopped, time.monotonic()
+
+    def _refresh(self) -> None:
+        try:
+            self._look()
+        except Exception as exc:  # the next send asks again; meanwhile the last look holds
+            log.warning("send.gate_refresh_failed", error=str(exc)[:200])
+        finally:
+            with self._lock:
+                self._refreshing = False
+
+    def __call__(self, destination: str) -> bool:
+        """True while a send to ``destination`` may go."""
+        if asyncio_running():
+            if time.monotonic() - self._at >= GATE_REFRESH_S:
+                with self._lock:
+                    start, self._refreshing = not self._refreshing, True
+                if start:
+                    _gate_pool().submit(self._refresh)
+        else:
+            self._look()
+        return self._live and destination not in self._stopped
+
+
+def asyncio_running() -> bool:
+    """True on a thread that runs an event loop (a provider's I/O thread)."""
+    return asyncio._get_running_loop() is not None
+
+
+#: How old a :class:`SendGate`'s look at the kill switch and STOPs may get before a send on
+#: an event loop has it looked at again (the switch's own cache is 250 ms).
+GATE_REFRESH_S = 0.05
+_GATE_POOL: list[ThreadPoolExecutor] = []
+
+
+def _gate_pool() -> ThreadPoolExecutor:
+    """The process's gate lookers (made on first use: nothing starts at import)."""
+    if not _GATE_POOL:
+        _GATE_POOL.append(ThreadPoolExecutor(2, thread_name_prefix="send-gate"))
+    return _GATE_POOL[0]
 
 
 class Waiting(StrEnum):

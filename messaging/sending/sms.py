@@ -39,6 +39,7 @@ from messaging.sending.common import (
     BatchReport,
     LateSuppressions,
     SendContext,
+    SendGate,
     Waiting,
     finish_batch,
     send_time_checks,
@@ -240,13 +241,14 @@ class SmsSender:
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
+        gate = SendGate(ctx, blast, late)
         try:
             results = self._transport.send_many(
                 [
                     replace(m, send_at_s=slot)
                     for (_, m, _), slot in zip(granted, reservation.slots_s, strict=True)
                 ],
-                gate=lambda m: ctx.gate(blast.blast_id, blast.status) and not late.stopped(m.to),
+                gate=lambda m: gate(m.to),
                 reslot=self._reslot(horizon_s),
             )
         except Exception as exc:

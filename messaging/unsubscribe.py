@@ -11,6 +11,7 @@ rotation, and tokens from before key ids (``payload "." mac``) are tried against
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -39,8 +40,14 @@ def _json_pair(a: str, b: str) -> str:
     return json.dumps([a, b], separators=(",", ":"))
 
 
+#: The standard alphabet's two characters that differ in the URL-safe one.
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    """Unpadded base64url: ``base64.urlsafe_b64encode`` without its two Python layers (two
+    per token, one token per email recipient)."""
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_URLSAFE).decode()
 
 
 def _unb64(text: str) -> bytes:
@@ -66,16 +73,19 @@ class UnsubscribeTokens:
         for k in (key, *previous):
             if len(k) < MIN_KEY_BYTES:
                 raise ValueError(f"unsubscribe key must be at least {MIN_KEY_BYTES} bytes")
-        self._key = key
         self._kid = key_id(key)
         self._keys = {key_id(k): k for k in (*previous, key)}
+        #: The current key's HMAC state, keyed once: each token copies it rather than
+        #: padding and hashing the key again (one token per email recipient).
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def make(self, email: str, blast_id: str) -> str:
         """A token for ``email`` (lower-cased) from ``blast_id``."""
         payload = _b64(_json_pair(email.lower(), blast_id).encode())
         signed = f"{self._kid}.{payload}"
-        mac = hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
-        return f"{signed}.{_b64(mac)}"
+        mac = self._keyed.copy()
+        mac.update(signed.encode())
+        return f"{signed}.{_b64(mac.digest())}"
 
     def verify(self, token: str) -> UnsubscribeClaim | None:
         """The claim of a genuine token, or None for a forged, altered or malformed one."""

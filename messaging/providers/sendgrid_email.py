@@ -7,16 +7,25 @@ one HTTP request, not 1000. SendGrid caps substitutions at 10,000 bytes per
 personalization, so a recipient whose rendered body is larger goes in a call of its own.
 When the sender could keep the template's shape (plain ``{{ field }}`` templates), the
 bodies travel as they are, once, and each personalization carries only its fields.
+
+The request is the official client's (its URL, headers and error types), but the body is
+encoded here, once, with orjson: the client's own path encodes it with ``json`` and then
+formats the whole payload for a debug log line even when nothing logs it, which together
+cost more than building the request (~650 bytes a recipient).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+from python_http_client.client import Response
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
@@ -32,6 +41,8 @@ SUBSTITUTIONS_MAX_BYTES = 9_500
 #: A mail/send with 1000 personalizations can take a while to be accepted.
 REQUEST_TIMEOUT_S = 30
 _TEXT_TAG, _HTML_TAG = "-rr_text-", "-rr_html-"
+#: The official HTTP client's logger: we log the request where it would have.
+client_logger = logging.getLogger("python_http_client.client")
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -82,8 +93,14 @@ class SendGridEmail:
         base_url: str = SENDGRID_DEFAULT_BASE_URL,
         on_throttle: Callable[[float], object] | None = None,
     ) -> None:
+        if not base_url.startswith(("https://", "http://")):
+            raise ValueError(f"sendgrid base URL must be http(s): {base_url!r}")
         self._client = SendGridAPIClient(api_key=api_key, host=base_url.rstrip("/"))
         self._client.client.timeout = REQUEST_TIMEOUT_S
+        #: The official client's v3 mail/send endpoint: its URL, its headers (the key), and
+        #: its ``_make_request`` (the seam it keeps for tests), which maps HTTP errors.
+        self._mail_send = self._client.client.mail.send
+        self._mail_send_url: str = self._mail_send._build_url(None)
         #: Told how long SendGrid asked us to back off after a 429 (slows the fleet's limiter).
         self._on_throttle = on_throttle or (lambda _s: None)
 
@@ -106,8 +123,10 @@ class SendGridEmail:
             if batch.shared is not None
             else lambda r: _substitution_bytes(r) <= SUBSTITUTIONS_MAX_BYTES
         )
-        shared = [i for i, r in enumerate(batch.recipients) if together(r)]
-        alone = [i for i, r in enumerate(batch.recipients) if not together(r)]
+        shared: list[int] = []
+        alone: list[int] = []
+        for i, r in enumerate(batch.recipients):
+            (shared if together(r) else alone).append(i)
         plan = [(tuple(shared), False)] if shared else []
         plan += [((i,), True) for i in alone]
         calls: list[EmailCall] = []
@@ -116,9 +135,15 @@ class SendGridEmail:
             if refused is not None:
                 calls.append(EmailCall(indices, error=refused))
                 continue
-            recipients = [batch.recipients[i] for i in indices]
+            recipients = (
+                batch.recipients
+                if len(indices) == len(batch.recipients)
+                else [batch.recipients[i] for i in indices]
+            )
             try:
-                message_id = self._post(build_request(batch, recipients, inline=inline))
+                message_id = self._post(
+                    encode_request(build_request(batch, recipients, inline=inline))
+                )
             except SendError as exc:
                 if isinstance(exc, ProviderAuthError):
                     refused = exc
@@ -144,10 +169,20 @@ class SendGridEmail:
             raise PermanentSendError("sendgrid: the API key lacks the mail.send scope", code="403")
         return scopes
 
-    def _post(self, body: dict[str, Any]) -> str:
+    def _post(self, body: bytes) -> str:
+        """POST an encoded mail/send body as the official client would; the message id."""
+        endpoint = self._mail_send
+
         def call() -> str:
+            headers = {**endpoint.request_headers, "Content-Type": "application/json"}
+            request = urllib.request.Request(  # noqa: S310 - http(s) only, checked in __init__
+                self._mail_send_url, data=body, headers=headers, method="POST"
+            )
+            if client_logger.isEnabledFor(logging.DEBUG):
+                client_logger.debug("POST Request: %s (%d bytes)", self._mail_send_url, len(body))
             try:
-                response = self._client.client.mail.send.post(request_body=body)
+                opener = urllib.request.build_opener()
+                response = Response(endpoint._make_request(opener, request, REQUEST_TIMEOUT_S))
             except HTTPError as exc:
                 error = map_sendgrid_error(exc)
                 if isinstance(error, TransientSendError) and error.code == "429":
@@ -164,10 +199,24 @@ def _substitution_bytes(r: EmailRecipient) -> int:
     return len((r.text or "").encode()) + len((r.html or "").encode()) + 32
 
 
+def encode_request(body: dict[str, Any]) -> bytes:
+    """The request body as JSON bytes (UTF-8)."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A lone surrogate from an alert's JSON escapes (orjson refuses them): encoded as
+        # ``json`` always did.
+        return json.dumps(body).encode()
+
+
 def build_request(
     batch: EmailBatch, recipients: Sequence[EmailRecipient], *, inline: bool
 ) -> dict[str, Any]:
-    """The v3 mail/send JSON for ``recipients`` (one recipient when ``inline``)."""
+    """The v3 mail/send JSON for ``recipients`` (one recipient when ``inline``).
+
+    It shares the recipients' ``headers``, ``custom_args`` and ``substitutions`` dicts
+    rather than copying them (a thousand of each per call): encode it before they change.
+    """
     shared = batch.shared if not inline else None
     if shared is not None:
         has_text, has_html = shared.text is not None, shared.html is not None
@@ -178,9 +227,9 @@ def build_request(
     for r in recipients:
         p: dict[str, Any] = {"to": [{"email": r.to}], "subject": r.subject}
         if r.headers:
-            p["headers"] = dict(r.headers)
+            p["headers"] = r.headers
         if r.custom_args:
-            p["custom_args"] = dict(r.custom_args)
+            p["custom_args"] = r.custom_args
         if shared is not None:
             p["substitutions"] = r.substitutions
         elif not inline:

@@ -55,9 +55,14 @@ class EmailConfig:
     tokens: UnsubscribeTokens
     rate_per_s: float = 1000.0
 
+    @property
+    def unsubscribe_base(self) -> str:
+        """Every unsubscribe link up to its token."""
+        return f"{self.public_base_url}/unsubscribe/"
+
     def unsubscribe_url(self, email: str, blast_id: str) -> str:
         """The one-click unsubscribe link of one recipient."""
-        return f"{self.public_base_url}/unsubscribe/{self.tokens.make(email, blast_id)}"
+        return f"{self.unsubscribe_base}{self.tokens.make(email, blast_id)}"
 
 
 def with_footer(
@@ -78,7 +83,10 @@ def with_footer(
 #: Marks our substitution tags. A supporter field containing it gets bodies of its own, so a
 #: value can never be mistaken for another tag.
 TAG_MARK = "-rr."
-_UNSUB = "unsubscribe"
+#: Stands for the recipient's unsubscribe token in both shared bodies: the link's base is
+#: in the bodies, and a token (base64url and dots) reads the same in text and in HTML, so
+#: one substitution serves both parts.
+TOKEN_TAG = f"{TAG_MARK}unsubscribe-"
 
 
 def _tag(name: str, html: bool) -> str:
@@ -90,8 +98,10 @@ class SharedPlan:
     """A blast whose bodies are plain templates: shipped once per call, fields substituted."""
 
     bodies: SharedBodies
-    #: The fields the bodies use.
-    fields: tuple[str, ...]
+    #: ``(field, tag)`` of each field the text body uses, substituted as Jinja prints it.
+    text_tags: tuple[tuple[str, str], ...]
+    #: ``(field, tag)`` of each field the HTML body uses, substituted HTML-escaped.
+    html_tags: tuple[tuple[str, str], ...]
     #: The subject as plain parts (assembled without Jinja), or None to render it.
     subject: tuple[str | Field, ...] | None
 
@@ -108,15 +118,24 @@ def shared_plan(config: EmailConfig, content: EmailContent) -> SharedPlan | None
             raise ValueError("template text looks like a tag")
         return "".join(_tag(p.name, html) if isinstance(p, Field) else p for p in parts)
 
+    def tags(parts: tuple[str | Field, ...], html: bool) -> tuple[tuple[str, str], ...]:
+        # Each field once, in a fixed order: a missing one fails the same way every time.
+        names = sorted({p.name for p in parts if isinstance(p, Field)})
+        return tuple((name, _tag(name, html)) for name in names)
+
     try:
         text = tagged(text_parts, False) if content.text else None
         html = tagged(html_parts, True) if content.html else None
     except ValueError:
         return None
-    text, _ = with_footer(config, text, None, _tag(_UNSUB, False))
-    _, html = with_footer(config, None, html, _tag(_UNSUB, True))
-    used = {p.name for p in (*text_parts, *html_parts) if isinstance(p, Field)}
-    return SharedPlan(SharedBodies(text, html), tuple(sorted(used)), plain_parts(content.subject))
+    url = f"{config.unsubscribe_base}{TOKEN_TAG}"
+    text, html = with_footer(config, text, html, url)
+    return SharedPlan(
+        SharedBodies(text, html),
+        tags(text_parts, False),
+        tags(html_parts, True),
+        plain_parts(content.subject),
+    )
 
 
 def _recipient(
@@ -160,6 +179,7 @@ class EmailSender:
         self._transport = transport
         self._config = config
         self._from_name, self._from_email = parseaddr(config.email_from)
+        self._unsubscribe_base = config.unsubscribe_base
         self._plans: dict[str, SharedPlan | None] = {}
 
     def _plan(self, blast_id: str) -> SharedPlan | None:
@@ -175,31 +195,26 @@ class EmailSender:
         return self._plans[blast_id]
 
     def _shared_recipient(self, plan: SharedPlan, blast_id: str, c: Claimed) -> EmailRecipient:
-        """One recipient of shared bodies: only its fields and links travel."""
-        has_text, has_html = plan.bodies.text is not None, plan.bodies.html is not None
+        """One recipient of shared bodies: only its fields and unsubscribe token travel."""
+        fields = c.fields
         subs: dict[str, str] = {}
-        for name in plan.fields:
-            if name not in c.fields:
-                raise RenderError(f"template failed: '{name}' is undefined")
-            value = field_value(c.fields[name])
-            if TAG_MARK in value:
-                return self._recipient(blast_id, c)  # rare: bodies of its own
-            if has_text:
-                subs[_tag(name, False)] = value
-            if has_html:
-                subs[_tag(name, True)] = field_value(c.fields[name], html=True)
-        url = self._config.unsubscribe_url(c.destination, blast_id)
-        if has_text:
-            subs[_tag(_UNSUB, False)] = url
-        if has_html:
-            subs[_tag(_UNSUB, True)] = field_value(url, html=True)
-        blast = self._ctx.blast(blast_id)
-        assert blast is not None and blast.alert.email is not None
-        subject = (
-            assemble(plan.subject, c.fields)
-            if plan.subject is not None
-            else render(blast.alert.email.subject, c.fields)
-        )
+        for tags, html in ((plan.text_tags, False), (plan.html_tags, True)):
+            for name, tag in tags:
+                if name not in fields:
+                    raise RenderError(f"template failed: '{name}' is undefined")
+                value = field_value(fields[name], html=html)
+                if TAG_MARK in value:  # HTML escaping neither makes nor breaks the mark
+                    return self._recipient(blast_id, c)  # rare: bodies of its own
+                subs[tag] = value
+        token = self._config.tokens.make(c.destination, blast_id)
+        subs[TOKEN_TAG] = token
+        if plan.subject is not None:
+            subject = assemble(plan.subject, fields)
+        else:
+            blast = self._ctx.blast(blast_id)
+            assert blast is not None and blast.alert.email is not None
+            subject = render(blast.alert.email.subject, fields)
+        url = f"{self._unsubscribe_base}{token}"
         return _recipient(blast_id, c, url, header_line(subject), None, None, subs)
 
     def _recipient(self, blast_id: str, c: Claimed) -> EmailRecipient:

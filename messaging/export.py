@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Final, NamedTuple, Protocol, TextIO
 
-from messaging.supporters.csv_import import spreadsheet_safe
+from messaging.supporters.rejects import spreadsheet_safe
 
 #: The export's columns, in order (contract §6).
 EXPORT_HEADER: Final = (

@@ -3,8 +3,8 @@
 Unit tests on the in-memory stores (approve / reject / the requester refused), expansion on
 SQLite and PostgreSQL (held, previewed, released under the threshold, test sends and dry
 runs never held), and the issue's end-to-end story: operator A sends a blast over the
-threshold (3,000 recipients over 2,000), nothing reaches the provider, A's own approval is refused, B approves, every
-recipient gets one message, and the audit log shows both with their sources.
+threshold (3,000 recipients over 2,000), nothing reaches the provider, A's own approval
+is refused, B approves, every recipient gets one message, and the audit log shows both with their sources.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Unit tests on the in-memory stores (approve / reject / the requester refused), e
 SQLite and PostgreSQL (held, previewed, released under the threshold, test sends and dry
 runs never held), and the issue's end-to-end story: operator A sends a blast over the
 threshold (3,000 recipients over 2,000), nothing reaches the provider, A's own approval
-is refused, B approves, every recipient gets one message, and the audit log shows both with their sources.
+is refused, B approves, every recipient gets one message, and the audit log shows both
+with their sources.
 """
 
 from __future__ import annotations

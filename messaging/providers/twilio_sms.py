@@ -238,19 +238,18 @@ class TwilioSms:
         A message that would leave more than :data:`LATE_TOLERANCE_S` after its slot (a busy
         event loop, a retry after backoff) asks ``reslot`` for a fresh one instead of going
         out in a bunch with its neighbours: bunched sends are how a paced fleet still breaks
-        a per-second limit at the provider. ``reslot`` returning None holds the message.
+        a per-second limit at the provider. ``reslot`` returning None holds the message; no
+        ``reslot``: a late message goes now.
         """
         if not messages:
             return []
-        return self._loop.run(
-            self._send_all(messages, gate or (lambda _m: True), reslot or (lambda _m: time.time()))
-        )
+        return self._loop.run(self._send_all(messages, gate or (lambda _m: True), reslot))
 
     async def _send_all(
         self,
         messages: Sequence[SmsMessage],
         gate: Callable[[SmsMessage], bool],
-        reslot: Callable[[SmsMessage], float | None],
+        reslot: Callable[[SmsMessage], float | None] | None,
     ) -> list[SmsResult]:
         return list(await asyncio.gather(*(self._send_one(m, gate, reslot) for m in messages)))
 
@@ -259,7 +258,7 @@ class TwilioSms:
         message: SmsMessage,
         slot: float,
         gate: Callable[[SmsMessage], bool],
-        reslot: Callable[[SmsMessage], float | None],
+        reslot: Callable[[SmsMessage], float | None] | None,
     ) -> float | None:
         """Sleep until the message may go; None if it must be held (stopped, or no slot)."""
         while True:
@@ -270,6 +269,8 @@ class TwilioSms:
                 return None
             if time.time() - slot <= LATE_TOLERANCE_S:
                 return slot
+            if reslot is None:
+                return time.time()
             # A Redis round trip: on this loop it would hold up every other send, making
             # them late in turn (a cascade of fresh slots under load); off it, they go on.
             fresh = await asyncio.get_running_loop().run_in_executor(None, reslot, message)
@@ -281,7 +282,7 @@ class TwilioSms:
         self,
         message: SmsMessage,
         gate: Callable[[SmsMessage], bool],
-        reslot: Callable[[SmsMessage], float | None],
+        reslot: Callable[[SmsMessage], float | None] | None,
     ) -> SmsResult:
         kwargs: dict[str, Any] = {"to": message.to, "body": message.body}
         if message.messaging_service_sid:

@@ -289,16 +289,17 @@ class SmsSender:
         ids = tuple(work.supporter_ids)
         return replace(work, supporter_ids=ids[:reach]), ids[reach:]
 
-    def _reslot(self, horizon_s: float) -> Callable[[SmsMessage], float | None]:
-        """How a late send gets a new slot.
+    def _reslot(self, horizon_s: float) -> Callable[[SmsMessage], float | None] | None:
+        """How a late send gets a new slot (None: it goes now).
 
         Lateness only matters while the rate binds: at a few hundred messages a second per
         key a bunch of late sends can break a one-second window. Far above what one process
         sends (a short code at thousands a second), a late send cannot, and asking Redis
-        again for every one of them under load would only add work: it goes now.
+        again for every one of them under load would only add work: it goes now, without
+        leaving the provider's event loop.
         """
         if self._config.effective_rate_per_s > UNBINDING_RATE_PER_S:
-            return lambda _m: time.time()
+            return None
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 
     def _reserve(self, messages: list[SmsMessage], horizon_s: float) -> Reservation:

@@ -3,83 +3,38 @@
 Everything here is the production code, wired differently: an in-process SNS/SQS emulator
 (moto), the project's Twilio and SendGrid emulators, SQLite, and the Redis at REDIS_URL or
 an embedded stand-in. The intake, sender and scheduler loops run on threads of this process
-instead of separate processes.
+instead of separate processes. The supporters it seeds are :mod:`workers.demo_seed`; its
+closing report is :mod:`workers.demo_report`.
 """
 
 from __future__ import annotations
 
-import csv
 import random
 import secrets
 import signal
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from config.settings import QuietHours, Settings
+from config.settings import Settings
 from messaging.errors import ConfigError, ServiceUnavailableError
+from workers.demo_report import print_report
+from workers.demo_seed import AREA_CODES, QUIET_EVERY, seed_csv
 
-#: Synthetic supporters, spread over US area codes (and so time zones).
-AREA_CODES = {
-    "212": "New York",
-    "412": "Pittsburgh",
-    "305": "Miami",
-    "312": "Chicago",
-    "214": "Dallas",
-    "303": "Denver",
-    "602": "Phoenix",
-    "206": "Seattle",
-    "415": "San Francisco",
-    "907": "Anchorage",
-    "808": "Honolulu",
-}
+# Still importable from here (callers written before the split).
+__all__ = ["QUIET_EVERY", "run_demo", "seed_csv"]
+
 ACCOUNT_SID = "AC" + "d" * 32
 AUTH_TOKEN = "demo-auth-token"  # noqa: S105 - talks to the local emulator only
 SENDGRID_KEY = "SG.demo.key"
 FROM_NUMBERS = ("+15005550001", "+15005550002", "+15005550003", "+15005550004")
 #: The intake records a published blast within a second or two; a stuck one fails the demo.
 BLAST_RECORDED_WITHIN_S = 60.0
-#: Zones the demo's supporters live in: the US ones, and enough others that it is daytime
-#: in some of them at any hour (UTC-10 to UTC+10, no gap wider than ~4 h).
-DEMO_ZONES = (
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Phoenix",
-    "America/Los_Angeles",
-    "America/Anchorage",
-    "Pacific/Honolulu",
-    "America/Sao_Paulo",
-    "Europe/London",
-    "Europe/Berlin",
-    "Africa/Lagos",
-    "Asia/Kolkata",
-    "Asia/Tokyo",
-    "Australia/Sydney",
-)
-#: Every n-th supporter lives where it is quiet now, so the report shows deferral at work.
-QUIET_EVERY = 10
-#: A zone counts as awake when texts may go now and for this long (the demo's whole run).
-AWAKE_FOR = timedelta(hours=1)
-
-
-@dataclass
-class Seeded:
-    """What the demo data should produce, to check the report against."""
-
-    people: int
-    bad_numbers: int
-    twilio_invalid: set[str]
-    opted_out: set[str]
 
 
 def _redis(console: Console, url: str) -> tuple[Any, str]:
@@ -96,89 +51,6 @@ def _redis(console: Console, url: str) -> tuple[Any, str]:
         return fakeredis.FakeRedis(
             server=fakeredis.FakeServer()
         ), "embedded Redis stand-in (fakeredis)"
-
-
-def zones_now(now: datetime, quiet_hours: QuietHours) -> tuple[list[str], list[str]]:
-    """``(awake, asleep)``: the demo zones where texts may go now (and for the next
-    :data:`AWAKE_FOR`), and those inside their quiet hours."""
-    from messaging.quiet_hours import next_allowed
-
-    awake = [
-        z
-        for z in DEMO_ZONES
-        if next_allowed(now, z, quiet_hours) is None
-        and next_allowed(now + AWAKE_FOR, z, quiet_hours) is None
-    ]
-    asleep = [z for z in DEMO_ZONES if next_allowed(now, z, quiet_hours) is not None]
-    return awake, asleep
-
-
-def seed_zone(i: int, awake: list[str], asleep: list[str]) -> str:
-    """Supporter ``i``'s time zone: mostly where it is day now, every
-    :data:`QUIET_EVERY`-th where it is night (when it is night somewhere)."""
-    if asleep and i % QUIET_EVERY == QUIET_EVERY - 1:
-        return asleep[i % len(asleep)]
-    pool = awake or asleep
-    return pool[i % len(pool)]
-
-
-def seed_csv(
-    path: Path,
-    people: int,
-    rng: random.Random,
-    *,
-    now: datetime | None = None,
-    quiet_hours: QuietHours | None = None,
-) -> Seeded:
-    """A voter-file-like CSV: consent gaps, households, typos, bad numbers.
-
-    Time zones are chosen relative to ``now``: most supporters live where texts may go now,
-    a tenth where it is night, so the demo sends SMS at any hour of the day (with zones
-    derived from US phone numbers, every text waited at US night).
-    """
-    codes = list(AREA_CODES)
-    awake, asleep = zones_now(now or datetime.now(UTC), quiet_hours or Settings().quiet_hours)
-    invalid, twilio_invalid = 0, set()
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "external_id",
-                "first_name",
-                "last_name",
-                "phone",
-                "email",
-                "topics",
-                "sms_opt_in",
-                "email_opt_in",
-                "tags",
-                "timezone",
-            ]
-        )
-        for i in range(people):
-            code = codes[i % len(codes)]
-            phone = f"({code}) 555-{i:04d}"
-            if i % 211 == 5:
-                phone, invalid = "555-01", invalid + 1  # too short: the import drops it
-            if i % 97 == 11:
-                twilio_invalid.add(f"+1{code}555{i:04d}")  # Twilio will answer 21211
-            if i % 40 == 7 and i > 0:  # a household member sharing the previous phone
-                phone = f"({codes[(i - 1) % len(codes)]}) 555-{i - 1:04d}"
-            w.writerow(
-                [
-                    f"demo-{i}",
-                    rng.choice(["Ana", "Ben", "Chloé", "Dev", "Eli", "Fatima"]),
-                    rng.choice(["Nguyen", "Smith", "García", "Okafor"]),
-                    phone,
-                    f"supporter{i}@example.org",
-                    "debate-night",
-                    "no" if i % 9 == 4 else "yes",
-                    "no" if i % 8 == 3 else "yes",
-                    "volunteer" if i % 3 else "donor",
-                    seed_zone(i, awake, asleep),
-                ]
-            )
-    return Seeded(people, invalid, twilio_invalid, set())
 
 
 def run_demo(
@@ -327,7 +199,7 @@ def run_demo(
         from messaging.store.sql.breakdown import SqlBreakdown
 
         waiting = SqlBreakdown(app.engine).breakdown(blast_id).deferred
-        code = _report(
+        code = print_report(
             console,
             final,
             twilio,
@@ -398,109 +270,6 @@ def _until_interrupted(announce: Callable[[], None]) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _waiting_lines(waiting: list[Any], quiet_hours: QuietHours) -> list[str]:
-    """Why deferred texts wait, zone by zone, and when each zone's go out."""
-    if not waiting:
-        return []
-    total = sum(z.rows for z in waiting)
-    lines = [
-        f"{total:,} texts wait because it is night where their recipients live "
-        f"(no SMS inside QUIET_HOURS {quiet_hours} local time); the scheduler sends each "
-        "zone's when its quiet hours end:"
-    ]
-    for z in waiting:
-        when = f"{z.first_release:%H:%M} UTC" if z.first_release else "when the window ends"
-        lines.append(f"  {z.timezone or 'unknown zone'}: {z.rows:,} from {when}")
-    return lines
-
-
-def _report(
-    console: Console,
-    summary: dict[str, Any],
-    twilio: Any,
-    sendgrid: Any,
-    seeded: Seeded,
-    elapsed_s: float,
-    as_json: bool,
-    waiting: list[Any] | None = None,
-    quiet_hours: QuietHours | None = None,
-) -> int:
-    sms_to = Counter(m["to"] for m in twilio.recorder.messages())
-    email_to = Counter(m["to"].lower() for m in sendgrid.recorder.messages())
-    dup_sends = {
-        "sms": sum(n - 1 for n in sms_to.values()),
-        "email": sum(n - 1 for n in email_to.values()),
-    }
-    received = {"sms": len(sms_to), "email": len(email_to)}
-    audience = summary.get("audience", {})
-    table = Table(title=f"Blast {summary['blast_id']}: {summary['status']} in {elapsed_s:.1f} s")
-    table.add_column("")
-    channels = list(summary["counts"])
-    for channel in channels:
-        table.add_column(channel, justify="right")
-    rows = [
-        ("targeted (consent + address)", "targeted"),
-        ("sent", "sent"),
-        ("suppressed (opted out)", "suppressed"),
-        ("deferred for quiet hours", "deferred"),
-        ("failed", "failed"),
-        ("household duplicates merged", "duplicate"),
-        ("pending", "pending"),
-    ]
-    for label, key in rows:
-        table.add_row(label, *(f"{summary['counts'][c][key]:,}" for c in channels))
-    table.add_row(
-        "no consent (not targeted)",
-        *(f"{audience.get(c, {}).get('no_consent', 0):,}" for c in channels),
-    )
-    table.add_row("received by the provider emulator", *(f"{received[c]:,}" for c in channels))
-    table.add_row("[bold]duplicate sends", *(f"[bold]{dup_sends[c]}" for c in channels))
-    console.print()
-    console.print(table)
-    consistent = all(
-        dup_sends[c] == 0
-        and summary["counts"][c]["sent"] == received[c]
-        and summary["counts"][c]["pending"] == 0
-        for c in channels
-    )
-    if as_json:
-        import json
-
-        report = {
-            "blast": summary,
-            "received": received,
-            "duplicate_sends": dup_sends,
-            "elapsed_s": round(elapsed_s, 2),
-            "seeded": {
-                "people": seeded.people,
-                "invalid_phones": seeded.bad_numbers,
-                "twilio_invalid": len(seeded.twilio_invalid),
-                "opted_out": len(seeded.opted_out),
-            },
-            "consistent": consistent,
-            "deferred_by_zone": [
-                {
-                    "timezone": z.timezone,
-                    "rows": z.rows,
-                    "first_release": z.first_release.isoformat() if z.first_release else None,
-                }
-                for z in waiting or []
-            ],
-        }
-        Console(highlight=False, soft_wrap=True).print_json(json.dumps(report))
-        return 0 if consistent else 1
-    if consistent:
-        console.print(
-            "[green]Every consenting supporter was messaged at most once; the ledger matches "
-            "what the providers received.[/]"
-        )
-        for line in _waiting_lines(waiting or [], quiet_hours or Settings().quiet_hours):
-            console.print(line)
-        return 0
-    console.print("[red]The ledger and the providers disagree: this is a bug, please report it.")
-    return 1
 
 
 def _free_port() -> int:

@@ -74,8 +74,13 @@ screenshots: install services browser
 # pytest exits 5 when it collected no test; say so (it fails the target like any non-zero).
 NO_TESTS := s=$$?; [ $$s -ne 5 ] || echo "error: pytest ran no test" >&2; exit $$s
 
+# Two pytest workers (pytest-xdist), a test file each at a time: most of the suite waits on
+# processes and services, so two files share the two cores of a CI host. Each worker has its
+# own PostgreSQL database and moto server; Redis keys carry a per-test prefix.
+# `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
 test: install services browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS); $(NO_TESTS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); $(NO_TESTS)
 
 test-fast: install
 	$(DEAD_URLS) $(BIN)/python -m pytest -q -m 'not ($(SERVICE_MARKERS))' $(PYTEST_ARGS); \

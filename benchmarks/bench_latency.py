@@ -4,15 +4,19 @@ from an alert's publication to its first send.
     python -m benchmarks.bench_latency                 # both, full size (~8 min)
     python -m benchmarks.bench_latency --quick         # smaller, same shape (~1.5 min)
     python -m benchmarks.bench_latency --only rate     # or: --only first-send
+    python -m benchmarks.bench_latency --only rate --rate 2000 --processes 2
+    python -m benchmarks.bench_latency --only first-send --under-load
 
-**rate**: one real `rapid sender` process against a Twilio emulator that answers every
-request after ``--latency-ms`` (200); the account limit is ``SMS_RATE_ACCOUNT=500`` and each
-of the four From numbers may send ``--per-sender-rate`` (500 by default, so the account limit
-is the one that binds). A blast of ``--recipients`` SMS (normal priority) is expanded here
+**rate**: one real `rapid sender` (``--processes`` processes) against a Twilio emulator that
+answers every request after ``--latency-ms`` (200); the account limit is ``--rate``
+(``SMS_RATE_ACCOUNT``, 500) and each of the four From numbers may send
+``--per-sender-rate`` (the account rate by default, so the account limit is the one that
+binds). A blast of ``--recipients`` SMS (normal priority) is expanded here
 through the real intake code; the rate is counted at the emulator's receive timestamps
 (``received_at``, taken after its latency: a constant shift), over the steady state: the
 first and the last second of the blast are left out. The limiter paces at
-``RATE_HEADROOM`` (92 %) of the configured rate on purpose, so both ratios are printed.
+``RATE_HEADROOM`` (97 %: its lateness budget) of the configured rate on purpose, so both
+ratios are printed, and ``max_in_any_1s`` must stay at or under the configured rate.
 
 **first_send**: a moto server (SNS + SQS), ``rapid provision``, and real `rapid intake` and
 `rapid sender` processes against a zero-latency emulator. Warm-up alerts first; then each
@@ -25,6 +29,13 @@ message carrying the alert's unique token. Two stamps of the intake split it up:
 (publish → expansion finished, its send work already on the lane). Per priority, per run:
 p50, p99, min, max; then the median and min–max of those over the runs, and the percentiles
 of all alerts pooled.
+
+``--under-load`` measures the same while the fleet is busy: before the measured alerts, a
+blast of ``--load-recipients`` (1,000,000; quick: 100,000) is published (normal priority, its
+expansion running while the alerts are measured) and a bulk blast of ``--bulk-recipients``
+(200,000; quick: 30,000) is sending, both through the same intake and sender, on an account
+rate of ``--load-rate`` (500/s, the rate binding as in production). The load blasts are
+canceled at the end; ``load`` in the result says how far each got while measuring.
 
 Prints one JSON object.
 """
@@ -62,6 +73,8 @@ from workers.app import App
 
 #: The account rate of the rate benchmark, in messages per second (the issue's figure).
 ACCOUNT_RATE_PER_S = 500
+#: Topics of the load blasts of ``--under-load`` (a huge one expanding, a bulk one sending).
+BIG_TOPIC, BULK_TOPIC = "bench-big", "bench-bulk"
 #: Seconds left out at each end of a blast: the ramp-up and the last, partial batches.
 EDGE_S = 1.0
 #: How often the emulator is polled while waiting for messages, in seconds. Only detection
@@ -167,8 +180,10 @@ def rate_run(
     log_dir: Path,
     *,
     n: int,
+    rate: float,
     per_sender: float,
     threads: int,
+    processes: int,
     priority: str,
 ) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:6]}"
@@ -176,12 +191,13 @@ def rate_run(
         db_url,
         urls,
         prefix,
-        SMS_RATE_ACCOUNT=str(ACCOUNT_RATE_PER_S),
+        SMS_RATE_ACCOUNT=str(rate),
         SMS_RATE_PER_SENDER=str(per_sender),
     )
     token = uuid.uuid4().hex[:10]
     inbox = Inbox(urls["twilio"])
-    sender = ("sender", "--threads", str(threads), "--channels", "sms")
+    sender: tuple[str, ...] = ("sender", "--threads", str(threads), "--channels", "sms")
+    sender += ("--processes", str(processes))
     try:
         with fleet(env, log_dir, sender) as app:
             alert = {
@@ -197,7 +213,8 @@ def rate_run(
                 times: list[float] = []
                 last_progress = time.monotonic()
                 while len(times) < n and time.monotonic() - last_progress < 30:
-                    time.sleep(0.25)
+                    # The emulator keeps 1000 messages: read well within that at 2,000/s.
+                    time.sleep(0.1)
                     mine = [m["received_at"] for m in inbox.new() if token in m["body"]]
                     if mine:
                         times += mine
@@ -221,7 +238,8 @@ def rate_run(
 
 
 def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
-    paced = ACCOUNT_RATE_PER_S * RATE_HEADROOM
+    rate = args.rate
+    paced = rate * RATE_HEADROOM
     with (
         throwaway_pg(args.pg_url) as db_url,
         emulator_process(latency_ms=args.latency_ms) as urls,
@@ -234,8 +252,10 @@ def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
                 urls,
                 Path(logs),
                 n=args.recipients,
-                per_sender=args.per_sender_rate,
+                rate=rate,
+                per_sender=args.per_sender_rate or rate,
                 threads=args.threads,
+                processes=args.processes,
                 priority=args.rate_priority,
             )
             for _ in range(args.runs)
@@ -245,16 +265,18 @@ def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ms": args.latency_ms,
         "recipients": args.recipients,
         "threads": args.threads,
+        "sender_processes": args.processes,
         "priority": args.rate_priority,
-        "sms_rate_account": ACCOUNT_RATE_PER_S,
-        "sms_rate_per_sender": args.per_sender_rate,
+        "sms_rate_account": rate,
+        "sms_rate_per_sender": args.per_sender_rate or rate,
         "from_numbers": 4,
         "paced_per_s": round(paced, 1),
         "steady_state": f"emulator received_at, first and last {EDGE_S:g} s excluded",
         "achieved_per_s": spread(rates),
-        "achieved_over_configured": spread([r / ACCOUNT_RATE_PER_S for r in rates], 3),
+        "achieved_over_configured": spread([r / rate for r in rates], 3),
         "achieved_over_paced": spread([r / paced for r in rates], 3),
-        "target_over_configured": 0.9,
+        "max_in_any_1s": max(r["max_in_any_1s"] for r in runs),
+        "target_over_configured": 0.95 if rate <= ACCOUNT_RATE_PER_S else 0.9,
         "runs": runs,
     }
 
@@ -327,6 +349,44 @@ def latency_figures(values: list[float]) -> dict[str, float]:
     }
 
 
+def publish_load(app: App, arns: dict[str, str]) -> dict[str, str]:
+    """Publish the load of ``--under-load``: a bulk blast, sending once its first page is
+    expanded, then the huge one; returns their alert ids by topic."""
+    ids = {}
+    for topic, priority in ((BULK_TOPIC, "bulk"), (BIG_TOPIC, "normal")):
+        alert_id = f"load-{topic}-{uuid.uuid4().hex[:6]}"
+        alert = {"alert_id": alert_id, "priority": priority, "sms": {"body": "Hi {{ first_name }}"}}
+        app.sns.publish(TopicArn=arns[topic], Message=json.dumps(alert))
+        ids[topic] = alert_id
+        deadline = time.monotonic() + 120
+        while (app.blasts.get(alert_id) or _NONE).status not in ("expanding", "sending"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"load blast {alert_id} did not start")
+            time.sleep(0.05)
+    return ids
+
+
+class _NoBlast:
+    status = None
+
+
+_NONE = _NoBlast()
+
+
+def load_state(app: App, ids: dict[str, str]) -> dict[str, Any]:
+    """How far the load blasts have got: expanding still, and SMS sent."""
+    state = {}
+    for topic, alert_id in ids.items():
+        blast = app.blasts.get(alert_id)
+        counts = app.blasts.state_counts([alert_id]).get(alert_id, {})
+        state[topic] = {
+            "status": blast.status if blast is not None else None,
+            "expanding": blast is not None and blast.expanded_at is None,
+            "sent": counts.get("sms", {}).get("sent", 0),
+        }
+    return state
+
+
 def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
     topic, prefix = "bench-first", f"bench{uuid.uuid4().hex[:6]}"
     priorities = tuple(args.priorities.split(","))
@@ -334,6 +394,13 @@ def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
     firsts: dict[str, list[list[float]]] = {p: [[] for _ in range(args.runs)] for p in priorities}
     intakes: dict[str, list[float]] = {p: [] for p in priorities}
     queued: dict[str, list[float]] = {p: [] for p in priorities}
+    #: Publish → first send of the alerts published while the huge blast was still expanding.
+    while_expanding: dict[str, list[float]] = {p: [] for p in priorities}
+    topics = {topic: args.subscribers}
+    load_env = {}
+    if args.under_load:
+        topics |= {BIG_TOPIC: args.load_recipients, BULK_TOPIC: args.bulk_recipients}
+        load_env = {"SMS_RATE_ACCOUNT": str(args.load_rate), "SMS_RATE_PER_SENDER": "100000"}
     with (
         moto_server() as moto_url,
         throwaway_pg(args.pg_url) as db_url,
@@ -348,17 +415,20 @@ def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
             AWS_REGION="us-east-1",
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto
+            **load_env,
         )
         subprocess.run(
-            [sys.executable, "-m", "workers", "provision", "--topic", topic],
+            [sys.executable, "-m", "workers", "provision"]
+            + [arg for t in topics for arg in ("--topic", t)],
             env=env,
             check=True,
             capture_output=True,
         )
-        seed_subscribers(db_url, {topic: args.subscribers})
+        seed_subscribers(db_url, topics)
         intake = ("intake",)  # the production long poll (20 s): moto wakes it on arrival
         sender = ("sender", "--threads", str(args.threads), "--channels", "sms")
         inbox = Inbox(urls["twilio"])
+        load: dict[str, Any] = {}
         try:
             with fleet(env, Path(logs), intake, sender) as app:
                 arn = _topic_arn(app, topic)
@@ -366,16 +436,27 @@ def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
                     for _ in range(args.warmup):
                         publish_and_time(app.sns, arn, inbox, app, priority, args.subscribers)
                         time.sleep(args.gap)
+                if args.under_load:
+                    ids = publish_load(app, {t: _topic_arn(app, t) for t in topics if t != topic})
+                    load["at_start"] = load_state(app, ids)
                 for run in range(args.runs):
                     for _ in range(args.alerts):
                         for priority in priorities:
+                            expanding = (
+                                args.under_load
+                                and (app.blasts.get(ids[BIG_TOPIC]) or _NONE).status == "expanding"
+                            )
                             first_ms, intake_ms, queued_ms = publish_and_time(
                                 app.sns, arn, inbox, app, priority, args.subscribers
                             )
                             firsts[priority][run].append(first_ms)
                             intakes[priority].append(intake_ms)
                             queued[priority].append(queued_ms)
+                            if expanding:
+                                while_expanding[priority].append(first_ms)
                             time.sleep(args.gap * rng.uniform(1.0, 2.0))
+                if args.under_load:
+                    load["at_end"] = load_state(app, ids)
         finally:
             inbox.close()
     result: dict[str, Any] = {
@@ -383,8 +464,15 @@ def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
         "alerts_per_run": args.alerts,
         "runs_count": args.runs,
         "gap_s": [args.gap, 2 * args.gap],
-        "targets_ms": {"p50": 250, "p99": 1000},
+        "targets_ms": {"p50": 100, "p99": 250},
     }
+    if args.under_load:
+        result["load"] = {
+            "huge_blast_recipients": args.load_recipients,
+            "bulk_blast_recipients": args.bulk_recipients,
+            "sms_rate_account": args.load_rate,
+            **load,
+        }
     for priority in priorities:
         per_run = [latency_figures(run) for run in firsts[priority]]
         pooled = [v for run in firsts[priority] for v in run]
@@ -396,6 +484,11 @@ def bench_first_send(args: argparse.Namespace) -> dict[str, Any]:
             "expanded_ms": latency_figures(queued[priority]),
             "runs": per_run,
         }
+        if while_expanding[priority]:
+            result[priority]["while_huge_blast_expanding"] = {
+                "alerts": len(while_expanding[priority]),
+                **latency_figures(while_expanding[priority]),
+            }
     return result
 
 
@@ -419,11 +512,15 @@ def main(argv: list[str] | None = None) -> int:
     rate.add_argument("--recipients", type=int, help="SMS per blast [10,000; quick: 3,000]")
     rate.add_argument("--latency-ms", type=int, default=200, help="emulator latency")
     rate.add_argument(
+        "--rate", type=float, default=ACCOUNT_RATE_PER_S, help="SMS_RATE_ACCOUNT, msg/s"
+    )
+    rate.add_argument(
         "--per-sender-rate",
         type=float,
-        default=ACCOUNT_RATE_PER_S,
-        help="SMS_RATE_PER_SENDER; 125 makes the four numbers' sum equal the account's",
+        help="SMS_RATE_PER_SENDER [the account rate]; a quarter of it makes the four "
+        "numbers' sum equal the account's",
     )
+    rate.add_argument("--processes", type=int, default=1, help="`rapid sender --processes`")
     rate.add_argument("--rate-priority", default="normal", help="the blast's priority")
     first = parser.add_argument_group("first-send")
     first.add_argument("--alerts", type=int, help="measured alerts per run [50; quick: 20]")
@@ -432,10 +529,24 @@ def main(argv: list[str] | None = None) -> int:
     first.add_argument("--gap", type=float, default=0.5, help="pause after each alert, s (x1-2)")
     first.add_argument("--priorities", default="urgent,normal")
     first.add_argument("--seed", type=int, default=1)
+    first.add_argument(
+        "--under-load",
+        action="store_true",
+        help="while a huge blast expands and a bulk blast sends (see the module's docstring)",
+    )
+    first.add_argument(
+        "--load-recipients", type=int, help="the huge blast [1,000,000; quick: 100,000]"
+    )
+    first.add_argument(
+        "--bulk-recipients", type=int, help="the bulk blast [200,000; quick: 30,000]"
+    )
+    first.add_argument("--load-rate", type=float, default=500, help="SMS_RATE_ACCOUNT under load")
     args = parser.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.recipients = args.recipients or (3_000 if args.quick else 10_000)
     args.alerts = args.alerts or (20 if args.quick else 50)
+    args.load_recipients = args.load_recipients or (100_000 if args.quick else 1_000_000)
+    args.bulk_recipients = args.bulk_recipients or (30_000 if args.quick else 200_000)
     # Logs to stderr, warnings only: stdout carries the JSON result.
     from config.logging import configure_logging
     from config.settings import Settings

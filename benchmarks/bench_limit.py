@@ -63,6 +63,8 @@ from workers.app import App
 #: Client processes flooding the emulator when measuring its ceiling (the box has 2 cores:
 #: more would only fight the emulator for CPU).
 FLOOD_PROCESSES = 2
+#: dramatiq brokers of one `rapid sender` process: one per priority (workers/commands/run.py).
+BROKERS_PER_PROCESS = 3
 #: The SMS template of every run (bench_sender's).
 BODY = "Hi {{ first_name }}, watch this clip: https://ex.am/p1"
 
@@ -208,9 +210,14 @@ def sender_path(
     command += ["--processes", str(processes)]
     proc = subprocess.Popen([*command, "--channels", "sms"], env=env, stderr=subprocess.DEVNULL)
     try:
-        # dramatiq records a worker's heartbeat with its first fetch: the clock starts there,
-        # after Python start-up, with the work already waiting.
-        while not app.redis.exists(f"{prefix}-dramatiq:__heartbeats__"):
+        # dramatiq records a broker's heartbeat with its first fetch: the clock starts once
+        # every process fetches (each has a broker per priority), after Python start-up,
+        # with the work already waiting. Started at the first one, it counted the second
+        # process's start-up against `--processes 2`.
+        heartbeats, deadline = f"{prefix}-dramatiq:__heartbeats__", time.monotonic() + 120
+        while app.redis.zcard(heartbeats) < BROKERS_PER_PROCESS * processes:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the sender's processes did not all start")
             time.sleep(0.002)
         started, cpu_before = time.monotonic(), tree_cpu_s(proc.pid)
         with app.engine.connect() as conn:
@@ -284,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "recipients": n,
         "sender_processes": args.processes,
+        # With several processes the pipeline is the host's: every core this machine has,
+        # against one process of the bare client (which cannot use a second core).
+        "figure": (
+            "host: `rapid sender --processes N` / one bare client process"
+            if args.processes > 1
+            else "one sender process / one bare client process"
+        ),
         "emulator": summary(emulator),
         "bare": summary(bare),
         "pipeline": summary(pipeline),

@@ -26,7 +26,7 @@ from messaging.expansion import Expander
 from messaging.lifecycle import BlastStatus, PauseReason, RowState
 from messaging.ports import NewReply, Outcome, RecentOutcomes
 from messaging.providers.memory import InMemorySms
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import deliveries
 from messaging.store.sql.breakers import SqlBreakerWindow
@@ -34,14 +34,9 @@ from messaging.store.sql.replies import SqlReplyStore
 from messaging.sweep import Sweeper
 from tests import fleet
 from tests.conftest import free_port
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 
-SMS = SmsConfig(
-    org_name="Acme",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=1e4,
-    rate_account_per_s=1e4,
-)
+SMS = sms_config(1e4)
 
 
 def test_thresholds_minimum_sample_and_overrides() -> None:

@@ -36,6 +36,7 @@ from messaging.store.sql.reports import SqlReportStore
 from messaging.store.sql.suppressions import SqlSuppressionList
 from queues.metrics import build_registry, record_outcomes
 from tests.conftest import REDIS_TEST_URL, free_port
+from tests.factories import add_delivery
 
 pytestmark = pytest.mark.integration
 
@@ -70,21 +71,15 @@ def add_row(
     provider_message_id: str | None = None,
 ) -> None:
     """One ledger row, as a sender would have left it."""
-    now = datetime.now(UTC)
-    with engine.begin() as conn:
-        conn.execute(
-            deliveries.insert().values(
-                blast_id=blast_id,
-                channel=channel,
-                supporter_id=supporter_id,
-                destination=destination,
-                state=state,
-                provider_message_id=provider_message_id,
-                created_at=now,
-                updated_at=now,
-                sent_at=now if state == "sent" else None,
-            )
-        )
+    add_delivery(
+        engine,
+        blast_id,
+        supporter_id,
+        destination,
+        state=state,
+        channel=channel,
+        provider_message_id=provider_message_id,
+    )
 
 
 def row(engine: Engine, channel: str = "sms", supporter_id: int = 1) -> Any:

@@ -13,6 +13,7 @@ from twilio.rest import Client
 
 from emulators.faults import Faults
 from emulators.server import Emulator
+from tests.factories import fresh_emulator_fixture
 from tests.openapi_check import assert_conforms
 from tests.test_emulators import EmulatorHttpClient
 
@@ -22,16 +23,8 @@ API_KEY = "SG.faults-key"
 SENDER = "+14155550100"
 
 
-@pytest.fixture
-def twilio(twilio_emulator: Emulator) -> Emulator:
-    twilio_emulator.reset()
-    return twilio_emulator
-
-
-@pytest.fixture
-def sendgrid(sendgrid_emulator: Emulator) -> Emulator:
-    sendgrid_emulator.reset()
-    return sendgrid_emulator
+twilio = fresh_emulator_fixture("twilio_emulator")
+sendgrid = fresh_emulator_fixture("sendgrid_emulator")
 
 
 def _client(emu: Emulator) -> Client:

@@ -51,6 +51,7 @@ from emulators.client import EmulatorClient
 from emulators.recorder import RecordedRequest
 from emulators.server import Emulator, start_in_thread
 from emulators.twilio import count_segments
+from tests.factories import fresh_emulator_fixture
 from tests.openapi_check import assert_conforms, request_errors
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -80,16 +81,8 @@ class EmulatorHttpClient(TwilioHttpClient):
         return super().request(method, url, *args, **kwargs)
 
 
-@pytest.fixture
-def twilio_emu(twilio_emulator: Emulator) -> Emulator:
-    twilio_emulator.reset()
-    return twilio_emulator
-
-
-@pytest.fixture
-def sendgrid_emu(sendgrid_emulator: Emulator) -> Emulator:
-    sendgrid_emulator.reset()
-    return sendgrid_emulator
+twilio_emu = fresh_emulator_fixture("twilio_emulator")
+sendgrid_emu = fresh_emulator_fixture("sendgrid_emulator")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from messaging.compliance.frequency_caps import (
 )
 from queues.flow.caps import RedisCapLedger
 from tests.conftest import REDIS_TEST_URL
+from tests.factories import live_redis
 
 DAY = FrequencyCap(limit=3, window_s=86_400)
 
@@ -62,11 +63,7 @@ def caps(request: pytest.FixtureRequest, prefix: str) -> Iterator[CapLedger]:
     if request.param == "memory":
         yield InMemoryCapLedger()
         return
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}", pytrace=False)
+    client = live_redis()
     yield RedisCapLedger(client, Names(prefix))
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:

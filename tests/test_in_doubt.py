@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,30 +30,20 @@ from messaging.lifecycle import RowState
 from messaging.memory import InMemoryInFlight
 from messaging.providers.base import SmsMessage, SmsReceipt
 from messaging.providers.twilio_sms import TwilioSms
-from messaging.sending.sms import SmsConfig, SmsSender, first_contact_text
+from messaging.sending.sms import SmsSender, first_contact_text
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
 from queues.flow.inflight import InFlightUnknown, RedisInFlight
 from tests import fleet
 from tests.conftest import REDIS_TEST_URL
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, emulated_twilio_fixture, send_context, sms_config
 
 ACCOUNT_SID = "AC" + "1234567890abcdef" * 2
 AUTH_TOKEN = "in-doubt-auth-token"
-CONFIG = SmsConfig(
-    org_name="Acme",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=1000,
-    rate_account_per_s=1000,
-)
+CONFIG = sms_config()
 
 
-@pytest.fixture
-def twilio(twilio_emulator: Emulator) -> Iterator[TwilioSms]:
-    twilio_emulator.reset()
-    sms = TwilioSms(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio_emulator.url)
-    yield sms
-    sms.close()
+twilio = emulated_twilio_fixture(ACCOUNT_SID, AUTH_TOKEN)
 
 
 def _states(engine: Engine) -> dict[tuple[str, int], tuple[str, str | None, str | None]]:

@@ -17,17 +17,14 @@ from config.names import Names
 from config.settings import load_settings
 from queues.leader import InMemoryLeadership, Leadership, RedisLeaderLease
 from tests.conftest import REDIS_TEST_URL
+from tests.factories import live_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        c.ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}", pytrace=False)
+    c = live_redis()
     yield c
     c.close()
 

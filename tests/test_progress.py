@@ -17,31 +17,21 @@ from messaging.expansion import Expander
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.providers.memory import InMemorySms
 from messaging.sending.common import SendContext
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
 from queues.flow.control import RedisBlastControl
 from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
-from tests.conftest import REDIS_TEST_URL
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, live_redis, send_context, sms_config
 from workers.watch import watch
 
-SMS = SmsConfig(
-    org_name="Acme for America",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=1000,
-    rate_account_per_s=1000,
-)
+SMS = sms_config(org_name="Acme for America")
 
 
 @pytest.fixture
 def client(prefix: str) -> Iterator[redis.Redis]:
     """The real Redis; this test's keys are deleted afterwards."""
-    c = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        c.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}")
+    c = live_redis()
     yield c
     keys = list(c.scan_iter(f"{prefix}*"))
     if keys:

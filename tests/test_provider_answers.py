@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
@@ -28,9 +27,9 @@ from messaging.providers.base import (
 )
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.providers.twilio_sms import TwilioSms
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, emulated_twilio_fixture, send_context, sms_config
 
 ACCOUNT_SID = "AC" + "0a1b2c3d4e5f6789" * 2
 AUTH_TOKEN = "answers-auth-token"
@@ -38,12 +37,7 @@ API_KEY = "SG.answers-key"
 FROM = "+15005550006"
 
 
-@pytest.fixture
-def twilio(twilio_emulator: Emulator) -> Iterator[TwilioSms]:
-    twilio_emulator.reset()
-    sms = TwilioSms(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio_emulator.url)
-    yield sms
-    sms.close()
+twilio = emulated_twilio_fixture(ACCOUNT_SID, AUTH_TOKEN)
 
 
 @pytest.fixture
@@ -168,12 +162,7 @@ def test_a_batch_records_every_accepted_text_whatever_the_answers_hold(
     sender = SmsSender(
         ctx,
         twilio,
-        SmsConfig(
-            org_name="Acme",
-            from_numbers=(FROM,),
-            rate_per_sender_per_s=1000,
-            rate_account_per_s=1000,
-        ),
+        sms_config(),
     )
     while queue.items:
         sender.process(queue.items.pop(0))

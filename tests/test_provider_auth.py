@@ -32,24 +32,19 @@ from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.providers.twilio_sms import TwilioSms
 from messaging.sending.common import SendContext
 from messaging.sending.email import EmailConfig, EmailSender
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import deliveries
 from messaging.store.sql.reports import SqlReportStore
 from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import REDIS_TEST_URL
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 from workers.web.health import Health
 
 ACCOUNT_SID = "AC" + "abcdef0123456789" * 2
 AUTH_TOKEN = "provider-auth-token"
 API_KEY = "SG.provider-auth-key"
-SMS = SmsConfig(
-    org_name="Acme",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=500,
-    rate_account_per_s=500,
-)
+SMS = sms_config(500)
 EMAIL = EmailConfig(
     "Acme <news@acme.org>",
     "Acme",

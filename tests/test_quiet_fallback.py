@@ -26,22 +26,16 @@ from messaging.errors import InputError
 from messaging.expansion import Expander
 from messaging.lifecycle import RowState
 from messaging.providers.memory import InMemorySms
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
 from messaging.store.sql.suppressions import SqlSuppressionList
 from messaging.store.sql.topics import SqlTopicStore
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 
 TCPA = QuietHours(time(21, 0), time(8, 0))
 #: 22:00 in New York, 17:00 in Honolulu; in the future, so a send_by after it has not passed.
 NIGHT = datetime(2030, 11, 27, 3, 0, tzinfo=UTC)
-CONFIG = SmsConfig(
-    org_name="Acme",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=100,
-    rate_account_per_s=100,
-    quiet_hours=TCPA,
-)
+CONFIG = sms_config(100, quiet_hours=TCPA)
 BOTH = {"sms": {"body": "Hi"}, "email": {"subject": "Now", "text": "Watch"}}
 
 

@@ -20,7 +20,7 @@ from messaging.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 
 TCPA = QuietHours(time(21, 0), time(8, 0))
 
@@ -99,13 +99,7 @@ def test_sms_in_quiet_hours_is_deferred_then_released_in_order(engine: Engine) -
     )
     Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
     sms = InMemorySms()
-    config = SmsConfig(
-        org_name="Acme",
-        from_numbers=("+15005550006",),
-        rate_per_sender_per_s=100,
-        rate_account_per_s=100,
-        quiet_hours=TCPA,
-    )
+    config = sms_config(100, quiet_hours=TCPA)
     # When the batch is processed at that hour
     SmsSender(ctx, sms, config, clock=lambda: night).process(queue.items.pop(0))
     # Then only Honolulu was texted; the others are deferred to the end of their quiet hours

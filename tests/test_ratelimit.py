@@ -7,13 +7,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from messaging.memory import InMemoryRateLimiter
 from messaging.pacing import LATENESS_BUDGET_S, RATE_HEADROOM, THROTTLE_DECREASE
 from messaging.ports import RateLimiter
 from queues.flow.ratelimit import RedisRateLimiter
-from tests.conftest import REDIS_TEST_URL
+from tests.factories import live_redis
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -21,11 +20,7 @@ def limiter(request: pytest.FixtureRequest) -> Iterator[RateLimiter]:
     if request.param == "memory":
         yield InMemoryRateLimiter()
         return
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.fail(f"Redis is not answering at {REDIS_TEST_URL}: {exc}", pytrace=False)
+    client = live_redis()
     yield RedisRateLimiter(client)
     client.close()
 

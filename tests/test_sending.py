@@ -13,17 +13,12 @@ from messaging.lifecycle import BlastStatus, RowState
 from messaging.memory import InMemorySendQueue
 from messaging.providers.memory import InMemoryEmail, InMemorySms
 from messaging.sending.email import EmailConfig, EmailSender
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries, supporters
 from messaging.unsubscribe import UnsubscribeTokens
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 
-SMS = SmsConfig(
-    org_name="Acme for America",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=1000,
-    rate_account_per_s=1000,
-)
+SMS = sms_config(org_name="Acme for America")
 
 
 def _setup(engine: Engine, alert: dict[str, object], people: list[dict[str, object]]):  # type: ignore[no-untyped-def]

@@ -13,17 +13,12 @@ from messaging.expansion import Expander
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl
 from messaging.providers.memory import InMemorySms
-from messaging.sending.sms import SmsConfig, SmsSender
+from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
 from messaging.sweep import Sweeper
-from tests.factories import add_supporters, send_context
+from tests.factories import add_supporters, send_context, sms_config
 
-CONFIG = SmsConfig(
-    org_name="Acme",
-    from_numbers=("+15005550006",),
-    rate_per_sender_per_s=1000,
-    rate_account_per_s=1000,
-)
+CONFIG = sms_config()
 
 
 def _setup(engine: Engine, n: int, **alert: object):  # type: ignore[no-untyped-def]

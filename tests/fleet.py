@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from tests.conftest import REDIS_TEST_URL
 
 if TYPE_CHECKING:
     from emulators.server import Emulator
+    from workers.app import App
 
 ACCOUNT_SID = "AC" + "a" * 32
 AUTH_TOKEN = "e2e-auth-token-0123456789"
@@ -75,9 +76,10 @@ def fleet_env(
 
 
 def rapid(
-    env: dict[str, str], *args: str, timeout: float = 120
+    env: dict[str, str], *args: str, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Run a `rapid` command to completion; fail the test with its stderr if it fails."""
+    """Run a `rapid` command to completion, as an operator would; fail the test with its
+    stderr if it fails, unless ``check`` is off (a test of the failure itself)."""
     result = subprocess.run(
         [sys.executable, "-m", "workers", *args],
         env=env,
@@ -86,8 +88,32 @@ def rapid(
         timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, f"rapid {' '.join(args)} failed:\n{result.stderr[-3000:]}"
+    if check:
+        assert result.returncode == 0, f"rapid {' '.join(args)} failed:\n{result.stderr[-3000:]}"
     return result
+
+
+@contextmanager
+def intake_worker(app: App) -> Iterator[tuple[str, str]]:
+    """The intake worker of ``app`` in a thread, on its provisioned queue; yields the intake
+    queue's and its dead-letter queue's URLs. Stopped (and joined) on exit."""
+    import threading
+
+    from queues.sqs_consumer import SqsConsumer
+
+    intake_url = app.sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
+    dlq_url = app.sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
+    stop = threading.Event()
+    consumer = SqsConsumer(
+        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1, stop=stop
+    )
+    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 1})
+    worker.start()
+    try:
+        yield intake_url, dlq_url
+    finally:
+        stop.set()
+        worker.join(30)
 
 
 class Fleet:

@@ -25,6 +25,19 @@ from tests.conftest import REDIS_TEST_URL
 from workers.app import App
 
 
+def service_settings(
+    pg_url: str, prefix: str, moto_url: str | None = None, **fields: Any
+) -> Settings:
+    """Settings of an app on this test's PostgreSQL, Redis and (given) moto, plus ``fields``."""
+    return Settings(
+        prefix=prefix,
+        database_url=pg_url,
+        redis_url=REDIS_TEST_URL,
+        aws_endpoint_url=moto_url,
+        **fields,
+    )
+
+
 def sendgrid_key_pair() -> tuple[ec.EllipticCurvePrivateKey, str]:
     """A P-256 key and its public half as SendGrid shows it: base64 of the DER SPKI."""
     private = ec.generate_private_key(ec.SECP256R1())

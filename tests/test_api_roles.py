@@ -15,12 +15,10 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from config.settings import Settings
 from messaging.alert import Alert, SmsContent
 from messaging.operators import Role, allows
 from messaging.store.schema import audit_log, operators
-from tests.conftest import REDIS_TEST_URL
-from tests.running_web import Web, queue_on_topic, web_servers
+from tests.running_web import Web, queue_on_topic, service_settings, web_servers
 from workers.web.api import ROUTE_PERMISSIONS
 from workers.web.app import create_app
 from workers.web.security import AUTH_FAILURE_LIMIT
@@ -53,11 +51,10 @@ ORDER = [Role.VIEWER, Role.SENDER, Role.APPROVER, Role.ADMIN]
 
 @pytest.fixture
 def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
-    settings = Settings(
-        prefix=prefix,
-        database_url=pg_url,
-        redis_url=REDIS_TEST_URL,
-        aws_endpoint_url=moto_url,
+    settings = service_settings(
+        pg_url,
+        prefix,
+        moto_url,
         api_token=BOOTSTRAP_TOKEN,
         secret_key="role-tests-secret-key-0123456789abcdef",
     )

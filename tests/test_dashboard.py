@@ -18,7 +18,6 @@ import httpx
 import pytest
 from sqlalchemy import Engine, insert
 
-from config.settings import Settings
 from emulators.server import start_in_thread
 from messaging.alert import Alert, SmsContent
 from messaging.breakdown import BreakdownReads
@@ -28,7 +27,7 @@ from messaging.store.memory.breakdown import MemoryBreakdown
 from messaging.store.memory.tables import MemoryTables, Row
 from messaging.store.schema import deliveries, supporters
 from messaging.store.sql.breakdown import SqlBreakdown
-from tests.conftest import REDIS_TEST_URL
+from tests.running_web import service_settings
 from workers.app import App
 from workers.web.app import create_app
 from workers.web.dashboard.sessions import (
@@ -51,10 +50,9 @@ class Web:
 
 @pytest.fixture
 def web(pg_url: str, prefix: str) -> Iterator[Web]:
-    settings = Settings(
-        prefix=prefix,
-        database_url=pg_url,
-        redis_url=REDIS_TEST_URL,
+    settings = service_settings(
+        pg_url,
+        prefix,
         api_token=BOOTSTRAP_TOKEN,
         secret_key="dashboard-tests-secret-key-0123456789abcdef",
     )

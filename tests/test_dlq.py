@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pytest
 
 from config.settings import load_settings
 from messaging.ports import SendWork
+from tests import fleet
+from tests.fleet import intake_worker, wait_until
 from workers.app import App
 
 pytestmark = pytest.mark.integration
 
 
-def rapid(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workers", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+#: Operators' commands here are tested for failing too: the test reads the return code.
+rapid = partial(fleet.rapid, check=False)
 
 
 def test_intake_dead_letters_are_listed_with_reasons_and_replayed(
@@ -31,7 +25,6 @@ def test_intake_dead_letters_are_listed_with_reasons_and_replayed(
 ) -> None:
     assert rapid(rapid_env, "provision", "--topic", "debate-night").returncode == 0
     app = App(load_settings(rapid_env))
-    intake_url = app.sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
     dlq_url = app.sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
     # Given a malformed alert the intake rejected, and a good one SQS redrove after crashes
     app.sqs.send_message(
@@ -55,22 +48,8 @@ def test_intake_dead_letters_are_listed_with_reasons_and_replayed(
     # When the good one is replayed, it is back on the intake queue and gets processed
     replayed = rapid(rapid_env, "dlq", "replay", good_id)
     assert replayed.returncode == 0 and "replayed 1" in replayed.stdout
-    import threading
-
-    from queues.sqs_consumer import SqsConsumer
-    from tests.fleet import wait_until
-
-    stop = threading.Event()
-    consumer = SqsConsumer(
-        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1, stop=stop
-    )
-    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 1})
-    worker.start()
-    try:
+    with intake_worker(app):
         wait_until(lambda: app.blasts.get("dlq-1") is not None, "the replayed alert's blast")
-    finally:
-        stop.set()
-        worker.join(30)
     # And the malformed one is still in the DLQ; an unknown id is an error
     assert [d["id"] for d in json.loads(rapid(rapid_env, "dlq", "list", "--json").stdout)] == [
         bad["id"]

@@ -17,10 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from config.settings import Settings
 from messaging.errors import InputError
 from messaging.store.schema import blasts
-from tests.conftest import REDIS_TEST_URL
 from tests.fuzzing import (
     BUDGET,
     FUZZ,
@@ -30,6 +28,7 @@ from tests.fuzzing import (
     json_values,
     quiet_logs,
 )
+from tests.running_web import service_settings
 from workers.app import App
 
 pytestmark = pytest.mark.integration
@@ -124,7 +123,7 @@ def bodies(draw: st.DrawFn, prefix: str) -> str:
 @pytest.fixture
 def app(pg_url: str, prefix: str) -> Iterator[App]:
     """The real application over PostgreSQL and Redis, with the fuzz topic."""
-    settings_ = Settings(prefix=prefix, database_url=pg_url, redis_url=REDIS_TEST_URL)
+    settings_ = service_settings(pg_url, prefix)
     app = App(settings_.with_overrides(environment="test"))
     from messaging.store.sql.topics import SqlTopicStore
 

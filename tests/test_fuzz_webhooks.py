@@ -18,9 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from config.settings import Settings
 from messaging.unsubscribe import UnsubscribeTokens
-from tests.conftest import REDIS_TEST_URL
 from tests.fuzzing import (
     BUDGET,
     FUZZ,
@@ -31,7 +29,7 @@ from tests.fuzzing import (
     json_values,
     quiet_logs,
 )
-from tests.running_web import SG_PUBLIC, sendgrid_headers
+from tests.running_web import SG_PUBLIC, sendgrid_headers, service_settings
 from workers.app import App
 
 pytestmark = pytest.mark.integration
@@ -47,10 +45,9 @@ def client(pg_url: str, prefix: str) -> Iterator[AsgiClient]:
     from workers.web.app import create_app
 
     app = App(
-        Settings(
-            prefix=prefix,
-            database_url=pg_url,
-            redis_url=REDIS_TEST_URL,
+        service_settings(
+            pg_url,
+            prefix,
             twilio_auth_token=TWILIO_TOKEN,
             sendgrid_webhook_public_key=SG_PUBLIC,
             secret_key=SECRET_KEY,

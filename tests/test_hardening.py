@@ -25,9 +25,9 @@ from config.settings import Settings, load_settings
 from messaging.errors import ConfigError
 from messaging.supporters.normalize import normalize_text
 from messaging.unsubscribe import UnsubscribeTokens, key_id
-from tests.conftest import REDIS_TEST_URL, free_port
+from tests.conftest import free_port
 from tests.fuzzing import AsgiClient
-from tests.running_web import SG_PUBLIC, sendgrid_headers
+from tests.running_web import SG_PUBLIC, sendgrid_headers, service_settings
 from workers.app import App
 
 KEY = "k" * 32
@@ -185,11 +185,10 @@ def test_email_subjects_lose_carriage_returns() -> None:
 
 def web_settings(pg_url: str, moto_url: str, prefix: str, **overrides: Any) -> Settings:
     """Settings of a test ``rapid web`` (production rules unless overridden)."""
-    return Settings(
-        prefix=prefix,
-        database_url=pg_url,
-        redis_url=REDIS_TEST_URL,
-        aws_endpoint_url=moto_url,
+    return service_settings(
+        pg_url,
+        prefix,
+        moto_url,
         api_token=API_TOKEN,
         secret_key=KEY,
         sendgrid_webhook_public_key=SG_PUBLIC,
@@ -359,30 +358,12 @@ def test_an_over_limit_alert_is_dead_lettered_with_its_reason_within_a_second(
     # Given the intake worker on a provisioned queue (moto), and an alert whose template
     # allocated 400 MB at validation before (larger ones raised MemoryError, which intake
     # retried instead of dead-lettering)
-    import threading
+    from tests.fleet import intake_worker, rapid
 
-    from queues.sqs_consumer import SqsConsumer
-
-    env = {**rapid_env}
-    done = subprocess.run(
-        [sys.executable, "-m", "workers", "provision", "--topic", "debate-night"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    app = App(load_settings(env))
-    intake_url = app.sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
-    dlq_url = app.sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
+    rapid(rapid_env, "provision", "--topic", "debate-night")
+    app = App(load_settings(rapid_env))
     alert = {"alert_id": "huge", "topic": "debate-night", "sms": {"body": "{{ 'x' * 4000000000 }}"}}
-    stop = threading.Event()
-    consumer = SqsConsumer(
-        app.sqs, intake_url, dlq_url, app.intake.handle, wait_time_s=1, stop=stop
-    )
-    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 1})
-    worker.start()
-    try:
+    with intake_worker(app) as (intake_url, dlq_url):
         # When it is published
         sent_at = time.monotonic()
         app.sqs.send_message(QueueUrl=intake_url, MessageBody=json.dumps(alert))
@@ -393,9 +374,6 @@ def test_an_over_limit_alert_is_dead_lettered_with_its_reason_within_a_second(
                 QueueUrl=dlq_url, MessageAttributeNames=["All"], WaitTimeSeconds=1
             ).get("Messages", [])
         elapsed = time.monotonic() - sent_at
-    finally:
-        stop.set()
-        worker.join(timeout=30)
     assert messages, "the alert never reached the dead-letter queue"
     reason = messages[0]["MessageAttributes"]["reason"]["StringValue"]
     assert "sms.body: template over a limit" in reason

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,8 +32,10 @@ from messaging.store.db import create_db_engine, migrate
 from messaging.store.memory.replies import MemoryReplyStore
 from messaging.store.memory.suppressions import MemorySuppressionList
 from messaging.store.memory.tables import MemoryTables
-from messaging.store.schema import blasts, deliveries, supporters
+from messaging.store.schema import blasts, supporters
 from messaging.store.sql.replies import SqlReplyStore
+from tests.factories import add_delivery
+from tests.fleet import rapid
 from tests.test_web import ORG as WEB_ORG
 from tests.test_web import Web, inbound_params, make_web  # noqa: F401 - the fixture
 
@@ -151,18 +151,9 @@ def _sms(engine: Engine, blast_id: str, sid: int, state: str, sent_at: datetime 
                     updated_at=sent_at or T0,
                 )
             )
-        conn.execute(
-            deliveries.insert().values(
-                blast_id=blast_id,
-                channel="sms",
-                supporter_id=sid,
-                destination=PHONE,
-                state=state,
-                created_at=T0,
-                updated_at=T0,
-                sent_at=sent_at,
-            )
-        )
+    add_delivery(
+        engine, blast_id, sid, PHONE, state=state, created_at=T0, updated_at=T0, sent_at=sent_at
+    )
 
 
 def test_a_reply_answers_the_last_blast_sent_to_that_phone(engine: Engine) -> None:
@@ -418,23 +409,23 @@ def test_a_reply_is_stored_with_its_supporter_and_blast_and_reviewed_by_cli(web:
     assert _answer(response) is None
     assert web.app.suppressions.lookup("sms", PHONE) is not None
     env = _cli_env(web)
-    listed = json.loads(_rapid(env, "replies", "list", "--needs-review", "--json").stdout)
+    listed = json.loads(rapid(env, "replies", "list", "--needs-review", "--json").stdout)
     assert [(r["body"], r["kind"], r["supporter_id"], r["blast_id"]) for r in listed] == [
         ("stop lying!", "needs_review", 1, "b2")
     ]
     assert web.app.replies.counts("b2") == {"needs_review": 1}
     # When an operator reviews it as not an opt-out
-    done = _rapid(env, "replies", "review", str(listed[0]["id"]), "--verdict", "not_opt_out")
+    done = rapid(env, "replies", "review", str(listed[0]["id"]), "--verdict", "not_opt_out")
     assert "suppression lifted" in done.stdout
     # Then the number may be texted again and nothing awaits review
     assert web.app.suppressions.lookup("sms", PHONE) is None
-    assert json.loads(_rapid(env, "replies", "list", "--needs-review", "--json").stdout) == []
-    everything = json.loads(_rapid(env, "replies", "list", "--json").stdout)
+    assert json.loads(rapid(env, "replies", "list", "--needs-review", "--json").stdout) == []
+    everything = json.loads(rapid(env, "replies", "list", "--json").stdout)
     assert everything[0]["review"]["verdict"] == "not_opt_out"
     assert everything[0]["review"]["by"] == "alice"
     # A usage error and an unknown reply are one line on stderr, exit 2 and 1
-    assert _rapid(env, "replies", "review", "1", check=False).returncode == 2
-    missing = _rapid(env, "replies", "review", "999999", "--verdict", "opt_out", check=False)
+    assert rapid(env, "replies", "review", "1", check=False).returncode == 2
+    missing = rapid(env, "replies", "review", "999999", "--verdict", "opt_out", check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == "error: no reply 999999"
 
 
@@ -449,20 +440,6 @@ def _cli_env(web: Web) -> dict[str, str]:
         RAPID_LOG_FORMAT="json",
     )
     return env
-
-
-def _rapid(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "workers", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
 
 
 @pytest.mark.integration

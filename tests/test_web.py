@@ -11,7 +11,6 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,19 +20,20 @@ from sqlalchemy import select
 from starlette.requests import Request
 from structlog.testing import capture_logs
 
-from config.settings import Settings
 from emulators.server import start_twilio
 from messaging.alert import Alert, SmsContent
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, replies
 from messaging.unsubscribe import UnsubscribeTokens
-from tests.conftest import REDIS_TEST_URL, free_port
+from tests.conftest import free_port
+from tests.factories import add_delivery
 from tests.running_web import (
     SG_PUBLIC,
     Web,
     queue_on_topic,
     sendgrid_headers,
     sendgrid_key_pair,
+    service_settings,
     web_servers,
 )
 from workers.web.security import SendGridSignature, public_url
@@ -52,11 +52,10 @@ EMAIL = "jane@example.org"
 @pytest.fixture
 def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
     """Start ``rapid web`` servers with test settings (overridable); all stopped at the end."""
-    settings = Settings(
-        prefix=prefix,
-        database_url=pg_url,
-        redis_url=REDIS_TEST_URL,
-        aws_endpoint_url=moto_url,
+    settings = service_settings(
+        pg_url,
+        prefix,
+        moto_url,
         twilio_auth_token=TWILIO_TOKEN,
         sendgrid_webhook_public_key=SG_PUBLIC,
         public_base_url=PUBLIC,
@@ -80,21 +79,7 @@ def sent_row(
     """Blast b1 with one ledger row in ``sent``."""
     alert = Alert(alert_id="b1", sms=SmsContent(body="Hi"))
     web.app.blasts.create(alert, "news", None)
-    now = datetime.now(UTC)
-    with web.app.engine.begin() as conn:
-        conn.execute(
-            deliveries.insert().values(
-                blast_id="b1",
-                channel=channel,
-                supporter_id=1,
-                destination=destination,
-                state="sent",
-                provider_message_id=pid,
-                created_at=now,
-                updated_at=now,
-                sent_at=now,
-            )
-        )
+    add_delivery(web.app.engine, "b1", 1, destination, channel=channel, provider_message_id=pid)
 
 
 def ledger_row(web: Web, channel: str = "sms") -> Any:

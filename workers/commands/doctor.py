@@ -37,6 +37,11 @@ class Check:
     detail: str
 
 
+def needs_provision(name: str, problem: str) -> Check:
+    """A failed check that ``rapid provision`` repairs (it creates and migrates everything)."""
+    return Check(name, False, f"{problem} (run `rapid provision`)")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
@@ -56,11 +61,8 @@ def check_database(app: App) -> Check:
     head = ScriptDirectory.from_config(config).get_current_head()
     current = current_revision(app.engine)
     if current != head:
-        return Check(
-            "database",
-            False,
-            f"{where}: schema at {current or 'nothing'}, code expects {head} "
-            "(run `rapid provision`)",
+        return needs_provision(
+            "database", f"{where}: schema at {current or 'nothing'}, code expects {head}"
         )
     return Check("database", True, f"{where}: migrations current ({head})")
 
@@ -83,11 +85,7 @@ def check_queues(app: App) -> Check:
         intake = sqs.get_queue_url(QueueName=app.names.intake_queue)["QueueUrl"]
         dlq = sqs.get_queue_url(QueueName=app.names.intake_dlq)["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:
-        return Check(
-            "sqs",
-            False,
-            f"queue {app.names.intake_queue} or its DLQ is missing: run `rapid provision`",
-        )
+        return needs_provision("sqs", f"queue {app.names.intake_queue} or its DLQ is missing")
     attributes = sqs.get_queue_attributes(QueueUrl=intake, AttributeNames=["RedrivePolicy"])
     policy = json.loads(attributes.get("Attributes", {}).get("RedrivePolicy") or "{}")
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
@@ -121,12 +119,8 @@ def check_topics(app: App) -> Check:
         if not any(s.get("Endpoint") == intake_arn for s in subs):
             unsubscribed.append(arn.rsplit(":", 1)[-1].removeprefix(head))
     if unsubscribed:
-        return Check(
-            "sns",
-            False,
-            f"not subscribed to the intake queue: {', '.join(sorted(unsubscribed))} "
-            "(run `rapid provision`)",
-        )
+        names = ", ".join(sorted(unsubscribed))
+        return needs_provision("sns", f"not subscribed to the intake queue: {names}")
     return Check("sns", True, f"{len(arns)} alert topic(s), all feeding the intake queue")
 
 

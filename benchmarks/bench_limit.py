@@ -11,10 +11,11 @@ emulator running in its own process:
 - ``bare``: one process, a bare loop of the official ``twilio`` client configured exactly
   as the product's (its HTTP client, ``MAX_IN_FLIGHT`` requests in flight), posting the same
   messages the pipeline sends;
-- ``pipeline``: the sender path — one ``rapid sender`` process taking the batches of a blast
-  expanded beforehand (claims, suppression and quiet-hours checks, rate limiter set high,
-  templates, the official client, ledger updates, dramatiq's fetch and ack); the clock runs
-  from its first fetch until the blast is completed in the ledger;
+- ``pipeline``: the sender path — one ``rapid sender`` process (``--processes`` of them)
+  taking the batches of a blast expanded beforehand (claims, suppression and quiet-hours
+  checks, rate limiter set high, templates, the official client, ledger updates, dramatiq's
+  fetch and ack); the blast waits paused until every process fetches, and the clock runs
+  from its resume until it is completed in the ledger;
 - ``blast``: the same plus expansion and queueing, from the alert to completion
   (:func:`benchmarks.bench_sender.run_once`).
 
@@ -54,6 +55,7 @@ from benchmarks.harness import (
     throwaway_pg,
 )
 from config.settings import load_settings
+from messaging.lifecycle import BlastLifecycle
 from messaging.providers.aioloop import new_event_loop
 from messaging.providers.twilio_sms import MAX_IN_FLIGHT, RebasedAsyncHttpClient
 from messaging.sending.sms import SmsConfig
@@ -204,6 +206,10 @@ def sender_path(
     app.intake.handle(
         json.dumps({"alert_id": blast_id, "topic": "bench-sms", "sms": {"body": BODY}})
     )
+    # Paused until every sender process is up: with `--processes 2` the first one would
+    # otherwise send a good part of the blast before the clock could start for both.
+    lifecycle = BlastLifecycle(app.blasts, app.ledger, app.control, app.lanes)
+    lifecycle.pause(blast_id)
     status = select(blasts.c.status).where(blasts.c.blast_id == blast_id)
     scripts_before = _script_calls(app.redis)
     command = [sys.executable, "-m", "workers", "sender", "--threads", str(threads)]
@@ -212,14 +218,15 @@ def sender_path(
     try:
         # dramatiq records a broker's heartbeat with its first fetch: the clock starts once
         # every process fetches (each has a broker per priority), after Python start-up,
-        # with the work already waiting. Started at the first one, it counted the second
-        # process's start-up against `--processes 2`.
+        # and the blast resumes (its pending rows go back on the lane, as on any resume).
         heartbeats, deadline = f"{prefix}-dramatiq:__heartbeats__", time.monotonic() + 120
         while app.redis.zcard(heartbeats) < BROKERS_PER_PROCESS * processes:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the sender's processes did not all start")
-            time.sleep(0.002)
+            time.sleep(0.01)
+        time.sleep(1.0)  # the units queued before the pause are taken and skipped
         started, cpu_before = time.monotonic(), tree_cpu_s(proc.pid)
+        lifecycle.resume(blast_id)
         with app.engine.connect() as conn:
             while conn.execute(status).scalar_one() != "completed":
                 conn.rollback()

@@ -86,11 +86,14 @@ def _states(stores: Stores, blast_id: str) -> list[str]:
     return sorted(r.state for r in tables.rows_of(blast_id))
 
 
+def _lifecycle(stores: Stores) -> BlastLifecycle:
+    """The lifecycle of ``stores``' blasts, with in-memory controls and queue."""
+    return BlastLifecycle(stores.blasts, stores.ledger, InMemoryBlastControl(), InMemorySendQueue())
+
+
 def _sending(stores: Stores, rows: Iterable[RowState] = (RowState.PENDING,)) -> BlastLifecycle:
     """A blast ``b1`` expanded and sending, with ledger rows in ``rows``."""
-    lifecycle = BlastLifecycle(
-        stores.blasts, stores.ledger, InMemoryBlastControl(), InMemorySendQueue()
-    )
+    lifecycle = _lifecycle(stores)
     _blast(stores)
     _rows(stores, "b1", rows)
     assert lifecycle.finish_expansion("b1", {})
@@ -131,9 +134,7 @@ def test_completing_a_canceled_blast_does_not_move_it() -> None:
 
 def test_a_blast_completes_only_when_expanded_and_nothing_is_owed() -> None:
     stores = memory_stores()
-    lifecycle = BlastLifecycle(
-        stores.blasts, stores.ledger, InMemoryBlastControl(), InMemorySendQueue()
-    )
+    lifecycle = _lifecycle(stores)
     _blast(stores)
     _rows(stores, "b1", [RowState.SENT, RowState.DEFERRED])
     # Still expanding: not complete, whatever the rows say
@@ -267,9 +268,7 @@ def test_expiry_waits_for_sends_in_flight() -> None:
 
 def test_a_scheduled_blast_is_released_once() -> None:
     stores = memory_stores()
-    lifecycle = BlastLifecycle(
-        stores.blasts, stores.ledger, InMemoryBlastControl(), InMemorySendQueue()
-    )
+    lifecycle = _lifecycle(stores)
     _blast(stores)
     stores.blasts.set_status("b1", BlastStatus.SCHEDULED)
     assert lifecycle.release("b1")

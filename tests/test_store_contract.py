@@ -78,6 +78,17 @@ def ids_of(stores: Stores, blast_id: str, channel: str = "sms") -> list[int]:
     return stores.ledger.open_ids(blast_id, channel, RowState.PENDING, 0, 10_000)
 
 
+def claimed_texts_and_emails(stores: Stores, emails: int = 2) -> tuple[list[int], list[int]]:
+    """Blast a-1 to supporters 1 and 2 by SMS and email, both texts and the first ``emails``
+    emails claimed; (the SMS row ids, the email row ids)."""
+    seed(stores, [person(1), person(2)])
+    expand_all(stores, alert(email={"subject": "S", "text": "T"}))
+    sms, email = ids_of(stores, "a-1"), ids_of(stores, "a-1", "email")
+    stores.ledger.claim("a-1", "sms", sms)
+    stores.ledger.claim("a-1", "email", email[:emails])
+    return sms, email
+
+
 # --- audience --------------------------------------------------------------------------------
 
 
@@ -310,12 +321,7 @@ def test_supporter_batches_insert_update_and_replace_topics(stores: Stores) -> N
 
 
 def test_delivery_events_settle_park_and_dedupe(stores: Stores) -> None:
-    seed(stores, [person(1), person(2)])
-    the_alert = alert(email={"subject": "S", "text": "T"})
-    expand_all(stores, the_alert)
-    sms, email = ids_of(stores, "a-1"), ids_of(stores, "a-1", "email")
-    stores.ledger.claim("a-1", "sms", sms)
-    stores.ledger.claim("a-1", "email", email)
+    sms, email = claimed_texts_and_emails(stores)
     now = datetime.now(UTC)
     events = stores.delivery_events
     # A status that overtakes its send is parked, a failure outranking a delivery, and applied
@@ -396,12 +402,7 @@ def test_provider_events_service_runs_on_every_backend(stores: Stores) -> None:
     from messaging.delivery_events import DeliveryEvents, SmsStatus
 
     # Given two texts sent and one email sent
-    seed(stores, [person(1), person(2)])
-    the_alert = alert(email={"subject": "S", "text": "T"})
-    expand_all(stores, the_alert)
-    sms, email = ids_of(stores, "a-1"), ids_of(stores, "a-1", "email")
-    stores.ledger.claim("a-1", "sms", sms)
-    stores.ledger.claim("a-1", "email", email[:1])
+    sms, email = claimed_texts_and_emails(stores, emails=1)
     sent = [Outcome(sid, RowState.SENT, provider_message_id=f"SM{sid}") for sid in sms]
     stores.ledger.record("a-1", "sms", sent)
     stores.ledger.record("a-1", "email", [Outcome(email[0], RowState.SENT)])

@@ -54,6 +54,27 @@ class Backend:
     def kept(self, blast_id: str) -> ByChannel:
         return self.stores.blasts.state_counts([blast_id])[blast_id]
 
+    def deltas_left(self) -> int:
+        """Count deltas not folded yet (a SQL backend's)."""
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(blast_count_deltas)).scalar())
+
+
+def expanded(stores: Stores, blast_id: str, people: int) -> list[int]:
+    """Blast ``blast_id`` by SMS to supporters 1 to ``people``, expanded; its pending ids."""
+    seed(stores, [person(i) for i in range(1, people + 1)])
+    expand_all(stores, alert(blast_id))
+    return ids_of(stores, blast_id)
+
+
+@pytest.fixture
+def pg_backend(pg_url: str) -> Iterator[Backend]:
+    """The stores on this test's PostgreSQL."""
+    engine = create_db_engine(pg_url)
+    yield Backend(open_stores(engine), engine)
+    engine.dispose()
+
 
 @pytest.fixture(
     params=[
@@ -122,9 +143,7 @@ def test_counts_follow_every_kind_of_ledger_write(backend: Backend) -> None:
 
 def test_compaction_folds_deltas_without_changing_counts(backend: Backend) -> None:
     stores = backend.stores
-    seed(stores, [person(i) for i in range(1, 11)])
-    expand_all(stores, alert("k-2"))
-    ids = ids_of(stores, "k-2")
+    ids = expanded(stores, "k-2", 10)
     stores.ledger.claim("k-2", "sms", ids)
     stores.ledger.record("k-2", "sms", [Outcome(i, RowState.SENT) for i in ids])
     before = backend.kept("k-2")
@@ -134,57 +153,49 @@ def test_compaction_folds_deltas_without_changing_counts(backend: Backend) -> No
     # Then nothing is left to fold and the counts are unchanged
     assert backend.kept("k-2") == before == backend.ledger_counts("k-2")
     if backend.engine is not None:
-        with backend.engine.connect() as conn:
-            left = conn.execute(select(func.count()).select_from(blast_count_deltas)).scalar()
-        assert left == 0
+        assert backend.deltas_left() == 0
 
 
 @pytest.mark.integration
 @pytest.mark.postgres
-def test_concurrent_senders_of_one_blast_count_exactly_on_postgresql(pg_url: str) -> None:
+def test_concurrent_senders_of_one_blast_count_exactly_on_postgresql(
+    pg_backend: Backend,
+) -> None:
     # Given a blast of 400 texts on PostgreSQL
-    engine = create_db_engine(pg_url)
-    try:
-        stores = open_stores(engine)
-        seed(stores, [person(i) for i in range(1, 401)])
-        expand_all(stores, alert("k-3"))
-        ids = ids_of(stores, "k-3")
-        errors: list[BaseException] = []
+    stores = pg_backend.stores
+    ids = expanded(stores, "k-3", 400)
+    errors: list[BaseException] = []
 
-        # When eight threads claim and record batches of it at once while a compactor runs
-        def send(batch: list[int]) -> None:
-            try:
-                got = [c.supporter_id for c in stores.ledger.claim("k-3", "sms", batch)]
-                stores.ledger.record("k-3", "sms", [Outcome(i, RowState.SENT) for i in got])
-            except BaseException as exc:  # reported below
-                errors.append(exc)
+    # When eight threads claim and record batches of it at once while a compactor runs
+    def send(batch: list[int]) -> None:
+        try:
+            got = [c.supporter_id for c in stores.ledger.claim("k-3", "sms", batch)]
+            stores.ledger.record("k-3", "sms", [Outcome(i, RowState.SENT) for i in got])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
 
-        def compact() -> None:
-            try:
-                for _ in range(20):
-                    stores.retention.compact_counts(max_rows=50)
-            except BaseException as exc:
-                errors.append(exc)
+    def compact() -> None:
+        try:
+            for _ in range(20):
+                stores.retention.compact_counts(max_rows=50)
+        except BaseException as exc:
+            errors.append(exc)
 
-        threads = [threading.Thread(target=send, args=(ids[i::8],)) for i in range(8)]
-        threads.append(threading.Thread(target=compact))
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        # Then no write waited into a deadlock, and every row is counted once
-        assert errors == []
-        assert Backend(stores, engine).kept("k-3") == {"sms": {RowState.SENT: 400}}
-    finally:
-        engine.dispose()
+    threads = [threading.Thread(target=send, args=(ids[i::8],)) for i in range(8)]
+    threads.append(threading.Thread(target=compact))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # Then no write waited into a deadlock, and every row is counted once
+    assert errors == []
+    assert pg_backend.kept("k-3") == {"sms": {RowState.SENT: 400}}
 
 
 def test_reports_read_the_kept_counts(backend: Backend) -> None:
     stores = backend.stores
-    seed(stores, [person(i) for i in range(1, 6)])
-    expand_all(stores, alert("k-4"))
+    ids = expanded(stores, "k-4", 5)
     stores.blasts.set_status("k-4", BlastStatus.SENDING)
-    ids = ids_of(stores, "k-4")
     stores.ledger.claim("k-4", "sms", ids[:2])
     stores.ledger.record("k-4", "sms", [Outcome(ids[0], RowState.FAILED, error_code="30007")])
     fleet = stores.reports.fleet_counts()
@@ -203,24 +214,16 @@ def test_reports_read_the_kept_counts(backend: Backend) -> None:
 
 @pytest.mark.integration
 @pytest.mark.postgres
-def test_the_scheduler_pass_folds_the_deltas(pg_url: str) -> None:
+def test_the_scheduler_pass_folds_the_deltas(pg_backend: Backend) -> None:
     from types import SimpleNamespace
 
     from workers.commands.run import _compact_counts
 
     # Given ledger writes on PostgreSQL, which leave count deltas behind
-    engine = create_db_engine(pg_url)
-    try:
-        stores = open_stores(engine)
-        seed(stores, [person(i) for i in range(1, 6)])
-        expand_all(stores, alert("k-5"))
-        with engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(blast_count_deltas)).scalar()
-        # When the scheduler's pass folds them
-        _compact_counts(SimpleNamespace(stores=stores))  # type: ignore[arg-type]
-        # Then none is left and the counts are unchanged
-        with engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(blast_count_deltas)).scalar() == 0
-        assert Backend(stores, engine).kept("k-5") == {"sms": {RowState.PENDING: 5}}
-    finally:
-        engine.dispose()
+    expanded(pg_backend.stores, "k-5", 5)
+    assert pg_backend.deltas_left()
+    # When the scheduler's pass folds them
+    _compact_counts(SimpleNamespace(stores=pg_backend.stores))  # type: ignore[arg-type]
+    # Then none is left and the counts are unchanged
+    assert pg_backend.deltas_left() == 0
+    assert pg_backend.kept("k-5") == {"sms": {RowState.PENDING: 5}}

@@ -27,7 +27,7 @@ import structlog
 
 from messaging.lifecycle import RowState
 from messaging.ports import DeliveryEventStore
-from messaging.store.schema import EMAIL_LEN
+from messaging.ports.stores import EMAIL_LEN
 from messaging.suppression import SuppressionList
 
 log = structlog.get_logger(__name__)

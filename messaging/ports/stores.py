@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+#: Longest email address RFC 5321 allows.
+EMAIL_LEN = 320
+#: Longest external id and name a store keeps for a supporter (the import rejects longer ones).
+EXTERNAL_ID_LEN = 128
+NAME_LEN = 200
+
 
 class SupporterRow(NamedTuple):
     """One supporter as the import will store it: every value already normalised.

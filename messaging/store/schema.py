@@ -28,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
+# The columns' lengths are the domain's (the import and the webhooks check them too).
+from messaging.ports.stores import EMAIL_LEN, EXTERNAL_ID_LEN, NAME_LEN
+
 #: Constraint names are deterministic so Alembic migrations can refer to them.
 metadata = MetaData(
     naming_convention={
@@ -44,12 +47,6 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 #: Custom fields of an import (migration 0009): JSONB on PostgreSQL, where a GIN index serves
 #: ``audience.fields`` containment filters; JSON text on SQLite.
 FieldsJson = JSON().with_variant(postgresql.JSONB(), "postgresql")
-
-#: Longest email address RFC 5321 allows.
-EMAIL_LEN = 320
-#: Longest external id and name the supporters table holds (the import rejects longer ones).
-EXTERNAL_ID_LEN = 128
-NAME_LEN = 200
 
 
 def _ts(name: str, nullable: bool = True) -> Column[object]:

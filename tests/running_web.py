@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from twilio.request_validator import RequestValidator
@@ -155,3 +156,15 @@ def web_servers(settings: Settings) -> Iterator[Callable[..., Web]]:
                 if keys:
                     web.app.redis.delete(*keys)
             web.app.close()
+
+
+def make_web_fixture(**fields: Any) -> Any:
+    """A test module's ``make_web`` fixture: :func:`web_servers` on :func:`service_settings`
+    with ``fields`` (the module's secrets). Use as ``make_web = make_web_fixture(...)``."""
+
+    @pytest.fixture
+    def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
+        with web_servers(service_settings(pg_url, prefix, moto_url, **fields)) as make:
+            yield make
+
+    return make_web

@@ -8,7 +8,7 @@ reach the logs or the database in clear.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from messaging.alert import Alert, SmsContent
 from messaging.operators import Role, allows
 from messaging.store.schema import audit_log, operators
-from tests.running_web import Web, queue_on_topic, service_settings, web_servers
+from tests.running_web import Web, make_web_fixture, queue_on_topic
 from workers.web.api import ROUTE_PERMISSIONS
 from workers.web.app import create_app
 from workers.web.security import AUTH_FAILURE_LIMIT
@@ -49,17 +49,9 @@ PUBLIC = {("GET", "/api/openapi.json")}
 ORDER = [Role.VIEWER, Role.SENDER, Role.APPROVER, Role.ADMIN]
 
 
-@pytest.fixture
-def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
-    settings = service_settings(
-        pg_url,
-        prefix,
-        moto_url,
-        api_token=BOOTSTRAP_TOKEN,
-        secret_key="role-tests-secret-key-0123456789abcdef",
-    )
-    with web_servers(settings) as make:
-        yield make
+make_web = make_web_fixture(
+    api_token=BOOTSTRAP_TOKEN, secret_key="role-tests-secret-key-0123456789abcdef"
+)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import random
 import re
 import signal
@@ -20,6 +19,7 @@ import pytest
 from config.settings import QuietHours
 from messaging.quiet_hours import next_allowed
 from tests.conftest import REDIS_TEST_URL, free_port
+from tests.fleet import unconfigured_environ
 from workers.demo import QUIET_EVERY, seed_csv
 
 QUIET = QuietHours(clock(21, 0), clock(8, 0))
@@ -39,29 +39,21 @@ def test_most_demo_supporters_may_be_texted_at_any_hour(tmp_path: Path, hour_utc
     assert all(z for z in zones)
 
 
+def _demo_serve(people: int, port: int) -> list[str]:
+    """The command line of `rapid demo --serve` for ``people`` supporters on ``port``."""
+    serve = ["demo", "--serve", "--people", str(people), "--port", str(port)]
+    return [sys.executable, "-m", "workers", *serve]
+
+
 @pytest.mark.e2e
 def test_demo_serve_shows_the_blast_until_ctrl_c() -> None:
     # Given a machine with nothing configured but Redis
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
-    }
+    env = unconfigured_environ()
     env.update(REDIS_URL=REDIS_TEST_URL, COLUMNS="200")
     port = free_port()
     # When `rapid demo --serve` runs
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workers",
-            "demo",
-            "--serve",
-            "--people",
-            "300",
-            "--port",
-            str(port),
-        ],
+        _demo_serve(people=300, port=port),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -106,28 +98,14 @@ def test_demo_serve_shows_the_blast_until_ctrl_c() -> None:
 def test_demo_serve_on_a_busy_port_says_so_in_one_line() -> None:
     import socket
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
-    }
+    env = unconfigured_environ()
     env["REDIS_URL"] = REDIS_TEST_URL
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "workers",
-                "demo",
-                "--serve",
-                "--people",
-                "50",
-                "--port",
-                str(port),
-            ],
+            _demo_serve(people=50, port=port),
             env=env,
             capture_output=True,
             text=True,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import REDIS_TEST_URL, free_port
+from tests.fleet import unconfigured_environ
 
 PEOPLE = 1200
 
@@ -22,11 +22,7 @@ PEOPLE = 1200
 )
 def test_demo_report_is_consistent(redis_url: str) -> None:
     # Given a machine with nothing configured (only REDIS_URL, once pointing nowhere)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
-    }
+    env = unconfigured_environ()
     env["REDIS_URL"] = redis_url
     # When the demo runs
     result = subprocess.run(

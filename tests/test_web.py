@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -30,11 +30,10 @@ from tests.factories import add_delivery
 from tests.running_web import (
     SG_PUBLIC,
     Web,
+    make_web_fixture,
     queue_on_topic,
     sendgrid_headers,
     sendgrid_key_pair,
-    service_settings,
-    web_servers,
 )
 from workers.web.security import SendGridSignature, public_url
 
@@ -49,22 +48,15 @@ PHONE = "+14155550100"
 EMAIL = "jane@example.org"
 
 
-@pytest.fixture
-def make_web(pg_url: str, moto_url: str, prefix: str) -> Iterator[Callable[..., Web]]:
-    """Start ``rapid web`` servers with test settings (overridable); all stopped at the end."""
-    settings = service_settings(
-        pg_url,
-        prefix,
-        moto_url,
-        twilio_auth_token=TWILIO_TOKEN,
-        sendgrid_webhook_public_key=SG_PUBLIC,
-        public_base_url=PUBLIC,
-        api_token=API_TOKEN,
-        secret_key=SECRET_KEY,
-        org_name=ORG,
-    )
-    with web_servers(settings) as make:
-        yield make
+#: ``rapid web`` servers with every secret configured (``make_web(**overrides)``).
+make_web = make_web_fixture(
+    twilio_auth_token=TWILIO_TOKEN,
+    sendgrid_webhook_public_key=SG_PUBLIC,
+    public_base_url=PUBLIC,
+    api_token=API_TOKEN,
+    secret_key=SECRET_KEY,
+    org_name=ORG,
+)
 
 
 @pytest.fixture

@@ -60,7 +60,9 @@ class SmsTransport(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
+# a batch makes one per recipient (as Outcome, messaging/ports/ledger.py).
+@dataclass(slots=True)
 class EmailRecipient:
     """One personalization: the address and what is particular to it."""
 

@@ -8,13 +8,14 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from emulators.server import Emulator, start_sendgrid
 from messaging.alert import EmailContent, parse_alert
 from messaging.expansion import Expander
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer
+from messaging.store.schema import deliveries
 from messaging.templates import render
 from messaging.unsubscribe import UnsubscribeTokens
 from tests.factories import add_supporters, send_context
@@ -97,3 +98,45 @@ def test_templates_with_logic_are_rendered_per_recipient(
     # Then it is still personalised (through whole-body substitutions)
     (message,) = sendgrid.recorder.messages()
     assert message["content"]["text/plain"].startswith("Hi ANN\n")
+
+
+def test_a_personalization_carries_only_what_its_parts_use(
+    engine: Engine, sendgrid: Emulator
+) -> None:
+    # Given a text part without fields and an HTML part with one
+    email = {
+        "subject": "Hi {{ first_name }}",
+        "text": "Watch this",
+        "html": "<p>{{ first_name }}</p>",
+    }
+    people = [{"email": f"P{i}@Example.org", "first_name": f"N{i}"} for i in range(5)]
+    _send(engine, sendgrid.url, email, people)
+    # Then each personalization carries the HTML field and one unsubscribe token, no more
+    (request,) = sendgrid.recorder.requests()
+    assert_conforms(request)
+    personalizations = json.loads(request.body)["personalizations"]
+    assert [sorted(p["substitutions"]) for p in personalizations] == [
+        ["-rr.first_name.h-", "-rr.unsubscribe-"]
+    ] * 5
+    # And the token behind every link (header, text, HTML) is genuine and names its person
+    for message in sendgrid.recorder.messages():
+        url = message["headers"]["List-Unsubscribe"][1:-1]
+        assert f"Unsubscribe: {url}\n" in message["content"]["text/plain"]
+        assert f'<a href="{url}">' in message["content"]["text/html"]
+        claim = TOKENS.verify(url.rsplit("/", 1)[1])
+        assert claim is not None and (claim.email, claim.blast_id) == (message["to"].lower(), "e1")
+    # And every row is recorded sent, with the call's message id and the sender
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                deliveries.c.state,
+                deliveries.c.provider_message_id,
+                deliveries.c.sender,
+                deliveries.c.sent_at,
+            ).where(deliveries.c.blast_id == "e1")
+        ).all()
+    assert len(rows) == 5
+    assert {(r.state, r.provider_message_id, r.sender) for r in rows} == {
+        ("sent", sendgrid.recorder.messages()[0]["x_message_id"], "news@acme.org")
+    }
+    assert all(r.sent_at is not None for r in rows)

@@ -97,11 +97,13 @@ class Expander:
         if blast.alert.dry_run:
             return self._dry_run(blast, result)
         cursor = blast.expansion_cursor
+        # The audience's figures, read once: they decide the hold below and are the blast's
+        # stats when expansion ends (reading them again at the end scanned the whole
+        # audience a second time).
+        stats = self._ledger.audience_stats(blast.alert, blast.topic)
         # A blast that may exceed the approval threshold queues no send work until its
         # final count says it does not (then it is re-driven at once).
-        hold = self._approval is not None and self._approval.may_hold(
-            blast.alert, self._ledger.audience_stats(blast.alert, blast.topic)
-        )
+        hold = self._approval is not None and self._approval.may_hold(blast.alert, stats)
         # Base the live counters on the ledger (empty unless this resumes an expansion).
         self._progress.replace(
             blast.blast_id, self._blasts.state_counts([blast.blast_id])[blast.blast_id]
@@ -117,7 +119,6 @@ class Expander:
         if queued is not None:
             result.batches += queued.result()
         if result.stopped is None:
-            stats = self._ledger.audience_stats(blast.alert, blast.topic)
             if hold:
                 self._finish_held(blast, stats)
             else:
@@ -188,7 +189,6 @@ class Expander:
             result.pages += 1
             written += page_size * len(pages)
             page_size = min(2 * page_size, self._page_size)
-            self._ledger.refresh_statistics(written)
             work: list[tuple[str, list[int]]] = []
             for channel, page in pages.items():
                 ids = page.pending_ids
@@ -198,16 +198,25 @@ class Expander:
                     work.append((channel, ids))
             if queued is not None:
                 result.batches += queued.result()
-            queued = enqueuer.submit(self._enqueue, blast, work)
+            queued = enqueuer.submit(self._after_page, blast, work, written)
             self._heartbeat()
         return queued
 
-    def _enqueue(self, blast: BlastRecord, work: list[tuple[str, list[int]]]) -> int:
-        """Queue one page's send work (in the helper thread); returns the batch count."""
-        return sum(
+    def _after_page(
+        self, blast: BlastRecord, work: list[tuple[str, list[int]]], rows_written: int
+    ) -> int:
+        """In the helper thread, after a page's commit: queue its send work (returns the
+        batch count), then refresh the planner's statistics if the ledger outgrew them.
+
+        The ANALYZE (one every doubling of the blast, ~0.2 s each) is for the senders'
+        claims; expansion's own statement reads the ledger only through its unique index,
+        so it need not wait for it."""
+        batches = sum(
             enqueue_in_batches(self._queue, blast.blast_id, channel, blast.priority, ids)
             for channel, ids in work
         )
+        self._ledger.refresh_statistics(rows_written)
+        return batches
 
     def _dry_run(self, blast: BlastRecord, result: ExpansionResult) -> ExpansionResult:
         """Expand inside one transaction, count, and roll back: the ledger stays empty."""

@@ -10,6 +10,7 @@ from messaging.alert import parse_alert
 from messaging.expansion import Expander
 from messaging.lifecycle import BlastStatus, RowState
 from messaging.memory import InMemorySendQueue
+from messaging.ports import ExpandedPage
 from messaging.store.schema import deliveries
 from messaging.store.sql.blasts import SqlBlastStore
 from messaging.store.sql.ledger import SqlLedger
@@ -167,3 +168,59 @@ def test_dry_run_counts_and_writes_nothing(engine: Engine) -> None:
     assert done is not None and done.status == BlastStatus.COMPLETED
     assert done.stats["would_send"]["sms"] == {"pending": 2, "duplicate": 1}
     assert _ledger_states(engine, "sms") == {} and queue.items == []
+
+
+def test_households_across_pages_and_a_rerun_page_write_each_destination_once(
+    engine: Engine,
+) -> None:
+    # Given a household whose members fall on different pages, a household whose first
+    # member is suppressed (its second is a duplicate, never pending), and a household of
+    # three on one page
+    people = [
+        {"phone": "+14155550200"},  # page 1: the first of its household
+        {"phone": "+14155550201"},  # page 1: suppressed, the first of its household
+        {"phone": "+14155550201"},  # page 2: same phone as a suppressed row
+        {"phone": "+14155550200"},  # page 2: same phone as page 1's first row
+        {"phone": "+14155550203"},  # page 3: three at one phone
+        {"phone": "+14155550203"},
+        {"phone": "+14155550203"},
+    ]
+    ids = add_supporters(engine, people, topic="t")
+    SqlSuppressionList(engine).add("sms", "+14155550201", reason="stop", source="test")
+    blasts, ledger = SqlBlastStore(engine), SqlLedger(engine)
+    alert = parse_alert(json.dumps({"alert_id": "h-1", "sms": {"body": "Hi"}}), fallback_id="x")
+    blasts.create(alert, "t", None)
+    written: dict[str, int] = {}
+
+    def count(_channel: str, page: ExpandedPage) -> None:
+        for state, n in page.by_state.items():
+            written[state] = written.get(state, 0) + n
+
+    # When it is expanded in pages of 2, 2 and 3
+    first = ledger.expand_page("h-1", alert, "t", 0, 2, count)
+    assert first is not None
+    second = ledger.expand_page("h-1", alert, "t", first[0], 2, count)
+    assert second is not None
+    third = ledger.expand_page("h-1", alert, "t", second[0], 3, count)
+    assert third is not None and third[1]["sms"].pending_ids == [ids[4]]
+
+    # Then the lowest id of each destination holds it, every other member is a duplicate
+    states = _ledger_states(engine, "sms")
+    assert states == {
+        ids[0]: RowState.PENDING,
+        ids[1]: RowState.SUPPRESSED,
+        ids[2]: RowState.DUPLICATE,
+        ids[3]: RowState.DUPLICATE,
+        ids[4]: RowState.PENDING,
+        ids[5]: RowState.DUPLICATE,
+        ids[6]: RowState.DUPLICATE,
+    }
+    assert written == {"pending": 2, "suppressed": 1, "duplicate": 4}
+    assert second[1]["sms"].pending_ids == [] and second[1]["sms"].by_state == {"duplicate": 2}
+
+    # When a page already written is written again (a second expander on the same cursor)
+    again = ledger.expand_page("h-1", alert, "t", first[0], 2, count)
+    # Then it writes nothing and reports nothing to send
+    assert again is not None and again[1]["sms"].pending_ids == []
+    assert sum(again[1]["sms"].by_state.values()) == 0
+    assert _ledger_states(engine, "sms") == states

@@ -11,8 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from tests.conftest import REDIS_TEST_URL
 
@@ -34,15 +37,21 @@ def far_quiet_window() -> str:
     return f"{start:%H:%M}-{start + timedelta(minutes=1):%H:%M}"
 
 
-def fleet_env(
-    *, db_url: str, moto_url: str, prefix: str, twilio_url: str, sendgrid_url: str, **extra: str
-) -> dict[str, str]:
-    """The environment of a `rapid` process wired to the test's services and emulators."""
-    base = {
+def unconfigured_environ() -> dict[str, str]:
+    """This process's environment without any of the fleet's settings (``RAPID_``, ``AWS_``,
+    ``TWILIO_``, ``SENDGRID_``): a `rapid` process started with it sees a bare machine."""
+    return {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("RAPID_", "AWS_", "TWILIO_", "SENDGRID_"))
     }
+
+
+def fleet_env(
+    *, db_url: str, moto_url: str, prefix: str, twilio_url: str, sendgrid_url: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a `rapid` process wired to the test's services and emulators."""
+    base = unconfigured_environ()
     base.update(
         RAPID_PREFIX=prefix,
         DATABASE_URL=db_url,
@@ -285,9 +294,12 @@ class EmulatorProcess:
     """The Twilio and SendGrid emulators in a process of their own (as in production, the
     provider is not on our CPU), read through their HTTP control routes."""
 
-    def __init__(self) -> None:
+    def __init__(self, **services: str) -> None:
+        """``services``: ``db_url``, ``moto_url`` and ``prefix`` for :meth:`env`."""
         from emulators.client import EmulatorClient
         from emulators.server import EmulatorProcess as Process
+
+        self._services = services
 
         self._process = Process(
             "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID, "--api-key", SENDGRID_KEY
@@ -301,6 +313,11 @@ class EmulatorProcess:
         urls = {"twilio_url": self.twilio_url, "sendgrid_url": self.sendgrid_url}
         return fleet_env(db_url=db_url, moto_url=moto_url, prefix=prefix, **urls, **extra)
 
+    def env(self, **extra: str) -> dict[str, str]:
+        """:meth:`fleet_env` on the services this process was made with (the
+        :func:`emulators` fixture's: the test's database, moto and prefix)."""
+        return self.fleet_env(**self._services, **extra)
+
     def sms(self) -> list[dict[str, Any]]:
         """Every SMS the Twilio emulator accepted."""
         return self.twilio.messages()[0]
@@ -308,3 +325,22 @@ class EmulatorProcess:
     def close(self) -> None:
         self.twilio.close()
         self._process.stop()
+
+
+# --- fixtures (a test module imports the ones it uses) -------------------------------------
+
+
+@pytest.fixture
+def emulated_fleet(pg_url: str, moto_url: str, prefix: str) -> Callable[..., EmulatedFleet]:
+    """``with emulated_fleet(**env) as (twilio, sendgrid, env)``: :class:`EmulatedFleet` on this
+    test's database, moto and prefix."""
+    return partial(EmulatedFleet, db_url=pg_url, moto_url=moto_url, prefix=prefix)
+
+
+@pytest.fixture
+def emulators(pg_url: str, moto_url: str, prefix: str) -> Iterator[EmulatorProcess]:
+    """The emulators in a process of their own for one test; ``emulators.env(**extra)`` wires
+    a `rapid` process to them and to this test's database, moto and prefix."""
+    process = EmulatorProcess(db_url=pg_url, moto_url=moto_url, prefix=prefix)
+    yield process
+    process.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import asdict
 from datetime import datetime
 
 from messaging.audit import AuditEntry, NewAuditEntry
@@ -18,16 +19,7 @@ class MemoryAuditStore:
     def append(self, entry: NewAuditEntry) -> AuditEntry:
         """Append one entry; returns it with its id."""
         with self._lock:
-            stored = AuditEntry(
-                id=len(self._entries) + 1,
-                at=entry.at,
-                actor=entry.actor,
-                source=entry.source,
-                action=entry.action,
-                blast_id=entry.blast_id,
-                value=entry.value,
-                detail=entry.detail,
-            )
+            stored = AuditEntry(id=len(self._entries) + 1, **asdict(entry))
             self._entries.append(stored)
             return stored
 

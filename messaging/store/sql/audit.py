@@ -6,6 +6,7 @@ table's trigger refuses UPDATE, DELETE and TRUNCATE from any role.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,17 +17,9 @@ from messaging.store.schema import audit_log
 
 
 def _entry(row: Any) -> AuditEntry:
+    # SQLite hands back naive datetimes; what it stored was UTC.
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
-    return AuditEntry(
-        id=int(row.id),
-        at=at,
-        actor=row.actor,
-        source=row.source,
-        action=row.action,
-        blast_id=row.blast_id,
-        value=row.value,
-        detail=row.detail,
-    )
+    return AuditEntry(**{**row._mapping, "id": int(row.id), "at": at})
 
 
 class SqlAuditStore:
@@ -37,15 +30,7 @@ class SqlAuditStore:
 
     def append(self, entry: NewAuditEntry) -> AuditEntry:
         """Append one entry; returns it with its id."""
-        values: dict[str, Any] = {
-            "at": entry.at,
-            "actor": entry.actor,
-            "source": entry.source,
-            "action": entry.action,
-            "blast_id": entry.blast_id,
-            "value": entry.value,
-            "detail": entry.detail,
-        }
+        values: dict[str, Any] = asdict(entry)
         with self._engine.begin() as conn:
             new_id = conn.execute(
                 audit_log.insert().values(**values).returning(audit_log.c.id)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -344,7 +345,10 @@ def _write_page_postgres(
         )
         .on_conflict_do_nothing(
             index_elements=["blast_id", "channel", "destination"],
-            index_where=deliveries.c.state != RowState.DUPLICATE,
+            # Written out, not bound: a generic plan (psycopg prepares a statement at its
+            # 5th execution, PostgreSQL plans it generically some executions later) must
+            # still prove the index's predicate, or the statement fails.
+            index_where=deliveries.c.state != literal_column(f"'{RowState.DUPLICATE}'"),
         )
         .returning(deliveries.c.supporter_id, deliveries.c.state)
         .cte("written")

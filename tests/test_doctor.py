@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from config.settings import load_settings
-from tests.fleet import EmulatedFleet, rapid
+from tests.fleet import EmulatedFleet, emulated_fleet, rapid  # noqa: F401 - the fixture
 from workers.app import App
 from workers.commands.doctor import check_public_url, check_secret_key, check_webhook_keys
 
@@ -41,12 +42,11 @@ def _doctor(env: dict[str, str]) -> tuple[int, dict[str, object], str]:
 
 
 def test_doctor_passes_when_healthy_and_names_refused_credentials(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulated_fleet: Callable[..., EmulatedFleet],  # noqa: F811 - the fixture
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    with EmulatedFleet(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
+    with emulated_fleet(
         RAPID_SECRET_KEY=SECRET,
         SENDGRID_WEBHOOK_PUBLIC_KEY=WEBHOOK_KEY,
     ) as (_, _, env):

@@ -7,22 +7,23 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fleet import (
+from tests.fleet import (  # noqa: F401 - emulators: the fixture
     EmulatorProcess,
     Fleet,
     aws_clients,
+    emulators,
     rapid,
     seed_people,
     topic_arn,
     wait_ended,
     wait_until,
 )
+from tests.test_ratelimit import max_in_any_window
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -30,8 +31,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 class _Twilio:
     """What the tests read from the emulator process."""
 
-    def __init__(self, emulators: EmulatorProcess) -> None:
-        self._emulators = emulators
+    def __init__(self, process: EmulatorProcess) -> None:
+        self._emulators = process
         self.recorder = self
 
     def messages(self) -> list[dict[str, Any]]:
@@ -39,29 +40,17 @@ class _Twilio:
 
 
 @pytest.fixture
-def emulators() -> Iterator[EmulatorProcess]:
-    emulators = EmulatorProcess()
-    yield emulators
-    emulators.close()
-
-
-@pytest.fixture
-def twilio(emulators: EmulatorProcess) -> _Twilio:
+def twilio(emulators: EmulatorProcess) -> _Twilio:  # noqa: F811 - the fixture
     return _Twilio(emulators)
 
 
 @pytest.fixture
-def setup(pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
+def setup(moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path):  # type: ignore[no-untyped-def]  # noqa: F811 - the fixture
     """A provisioned fleet environment; returns a function that imports N people and starts."""
     fleets: list[Fleet] = []
 
     def make(n: int, **env_extra: str) -> tuple[dict[str, str], Fleet, list[str], Any]:
-        env = emulators.fleet_env(
-            db_url=pg_url,
-            moto_url=moto_url,
-            prefix=prefix,
-            **env_extra,
-        )
+        env = emulators.env(**env_extra)
         phones = seed_people(env, tmp_path, n, "debate-night")
         fleet = Fleet(env, tmp_path)
         fleets.append(fleet)
@@ -78,17 +67,6 @@ def setup(pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, t
     yield make
     for fleet in fleets:
         fleet.stop()
-
-
-def max_in_any_window(times: list[float], window_s: float = 1.0) -> int:
-    """The most events in any half-open window [t, t + window_s)."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window_s:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_one_sender_number_holds_its_rate_across_four_processes(setup, twilio: _Twilio) -> None:  # type: ignore[no-untyped-def]

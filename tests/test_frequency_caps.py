@@ -28,6 +28,7 @@ from messaging.compliance.frequency_caps import (
 from queues.flow.caps import RedisCapLedger
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import live_redis
+from tests.fleet import EmulatorProcess, emulators  # noqa: F401 - the fixture
 
 DAY = FrequencyCap(limit=3, window_s=86_400)
 
@@ -227,11 +228,15 @@ def test_expansion_writes_supporters_over_the_cap_capped_and_queues_nothing_for_
 
 @pytest.mark.e2e
 @pytest.mark.integration
-def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path: Path) -> None:
+def test_caps_from_the_outside(
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
     from collections import Counter
 
     from tests.fleet import (
-        EmulatorProcess,
         Fleet,
         aws_clients,
         rapid,
@@ -240,15 +245,9 @@ def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path
         write_people,
     )
 
-    emulators = EmulatorProcess()
     # Given a fleet capped at one text per supporter a day, two intake workers, and 300
     # subscribers who have had no text yet
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
-        SMS_FREQUENCY_CAP="1/24h",
-    )
+    env = emulators.env(SMS_FREQUENCY_CAP="1/24h")
     fleet = Fleet(env, tmp_path)
     client = redis.Redis.from_url(REDIS_TEST_URL)
     try:
@@ -280,7 +279,6 @@ def test_caps_from_the_outside(pg_url: str, moto_url: str, prefix: str, tmp_path
         assert "capped" in rapid({**env, "COLUMNS": "200"}, "blast", "show", "cap-2").stdout
     finally:
         fleet.stop()
-        emulators.close()
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:
             client.delete(*keys)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from queues.flow.inflight import InFlightUnknown, RedisInFlight
 from tests import fleet
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, emulated_twilio_fixture, send_context, sms_config
+from tests.fleet import emulated_fleet  # noqa: F401 - the fixture
 
 ACCOUNT_SID = "AC" + "1234567890abcdef" * 2
 AUTH_TOKEN = "in-doubt-auth-token"
@@ -209,15 +211,16 @@ KILL_EVERY_S = 2.0
 
 @pytest.mark.e2e
 def test_sigkilled_senders_every_2s_lose_nothing_and_duplicate_nothing(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulated_fleet: Callable[..., fleet.EmulatedFleet],  # noqa: F811 - the fixture
+    pg_url: str,
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
     """Given a 3,000-recipient SMS blast and three senders, when one sender is SIGKILLed every
     2 s (its requests to Twilio in flight), then every number gets exactly one text and the
     ledger records each as sent with the SID Twilio has: 0 duplicates, 0 lost."""
-    with fleet.EmulatedFleet(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
+    with emulated_fleet(
         SMS_RATE_PER_SENDER="100",
         SMS_RATE_ACCOUNT="300",
     ) as (twilio_emu, _, env):

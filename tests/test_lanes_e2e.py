@@ -7,7 +7,6 @@ import csv
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,12 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import free_port
-from tests.fleet import (
+from tests.fleet import (  # noqa: F401 - emulators: the fixture
     AUTH_TOKEN,
     EmulatorProcess,
     Fleet,
     aws_clients,
+    emulators,
     rapid,
     topic_arn,
     wait_ended,
@@ -28,13 +28,6 @@ from tests.fleet import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-
-@pytest.fixture
-def emulators() -> Iterator[EmulatorProcess]:
-    emulators = EmulatorProcess()
-    yield emulators
-    emulators.close()
 
 
 def people_csv(path: Path, n: int, topics_of: Any) -> list[str]:
@@ -50,12 +43,12 @@ def people_csv(path: Path, n: int, topics_of: Any) -> list[str]:
 
 
 def test_an_urgent_alert_overtakes_a_bulk_blast_in_flight(
-    pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path
+    moto_url: str,
+    prefix: str,
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
+    env = emulators.env(
         SMS_RATE_ACCOUNT="300",
         SMS_RATE_PER_SENDER="100",
     )
@@ -101,13 +94,12 @@ def test_an_urgent_alert_overtakes_a_bulk_blast_in_flight(
 
 
 def test_first_contact_text_once_per_supporter_under_concurrent_blasts(
-    pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path
+    moto_url: str,
+    prefix: str,
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
-    )
+    env = emulators.env()
     rapid(env, "provision", "--topic", "debate-night")
     phones = people_csv(tmp_path / "p.csv", 300, lambda i: "debate-night")
     rapid(env, "supporters", "import", str(tmp_path / "p.csv"))
@@ -143,14 +135,14 @@ def test_first_contact_text_once_per_supporter_under_concurrent_blasts(
 
 
 def test_a_stop_through_the_signed_webhook_stops_that_number_mid_blast(
-    pg_url: str, moto_url: str, prefix: str, emulators: EmulatorProcess, tmp_path: Path
+    moto_url: str,
+    prefix: str,
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     port = free_port()
     public = "https://rr.acme.example"
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
+    env = emulators.env(
         TWILIO_FROM_NUMBERS="+15005550001",
         SMS_RATE_PER_SENDER="10",
         SMS_RATE_ACCOUNT="10",

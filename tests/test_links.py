@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,10 +38,11 @@ from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import Delivery, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.schema import deliveries
-from tests.fleet import (
+from tests.fleet import (  # noqa: F401 - emulated_fleet: the fixture
     EmulatedFleet,
     aws_clients,
     blast_summary,
+    emulated_fleet,
     seed_people,
     start_pipeline,
     topic_arn,
@@ -254,12 +256,12 @@ def _supporter_ids(stores: Stores, blast_id: str) -> list[int]:
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_links_are_rewritten_redirected_with_refcode_and_clicks_counted_once(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulated_fleet: Callable[..., EmulatedFleet],  # noqa: F811 - the fixture
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    with EmulatedFleet(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
+    with emulated_fleet(
         SHORT_LINK_BASE_URL="https://go.acme.example",
     ) as (twilio, sendgrid, env):
         phones = seed_people(env, tmp_path, 20, "debate")

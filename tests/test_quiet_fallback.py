@@ -31,6 +31,7 @@ from messaging.store.schema import deliveries
 from messaging.store.sql.suppressions import SqlSuppressionList
 from messaging.store.sql.topics import SqlTopicStore
 from tests.factories import add_supporters, send_context, sms_config
+from tests.fleet import EmulatorProcess, emulators  # noqa: F401 - the fixture
 
 TCPA = QuietHours(time(21, 0), time(8, 0))
 #: 22:00 in New York, 17:00 in Honolulu; in the future, so a send_by after it has not passed.
@@ -210,11 +211,11 @@ def _window_quiet_now_in(zone: str) -> str:
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_debate_night_from_the_outside(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    tmp_path: Path,
 ) -> None:
     from emulators.client import EmulatorClient
     from tests.fleet import (
-        EmulatorProcess,
         Fleet,
         blast_summary,
         far_quiet_window,
@@ -223,16 +224,10 @@ def test_debate_night_from_the_outside(
         wait_until,
     )
 
-    emulators = EmulatorProcess()
     sendgrid = EmulatorClient(emulators.sendgrid_url)
     # Given the fleet's QUIET_HOURS are quiet right now in New York (and so for unknown
     # zones), not in Honolulu
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
-        QUIET_HOURS=_window_quiet_now_in("America/New_York"),
-    )
+    env = emulators.env(QUIET_HOURS=_window_quiet_now_in("America/New_York"))
     fleet = Fleet(env, tmp_path)
     try:
         # And a debate topic whose subscribers asked for live alerts (its own window is
@@ -318,4 +313,3 @@ def test_debate_night_from_the_outside(
     finally:
         fleet.stop()
         sendgrid.close()
-        emulators.close()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import (
+from tests.fleet import (  # noqa: F401 - emulators: the fixture
     EmulatorProcess,
     Fleet,
     aws_clients,
+    emulators,
     seed_people,
     topic_arn,
     wait_ended,
@@ -41,16 +42,12 @@ def _children(pid: int) -> set[int]:
 
 
 def test_sender_processes_share_the_work_restart_and_stop_together(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulators: EmulatorProcess,  # noqa: F811 - the fixture
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    emulators = EmulatorProcess()
-    env = emulators.fleet_env(
-        db_url=pg_url,
-        moto_url=moto_url,
-        prefix=prefix,
-        SMS_RATE_ACCOUNT="400",
-        SMS_RATE_PER_SENDER="200",
-    )
+    env = emulators.env(SMS_RATE_ACCOUNT="400", SMS_RATE_PER_SENDER="200")
     phones = seed_people(env, tmp_path, 600, "procs")
     fleet = Fleet(env, tmp_path)
     fleet.start("intake", "intake", "--wait-time", "1")
@@ -89,4 +86,3 @@ def test_sender_processes_share_the_work_restart_and_stop_together(
         assert not any(Path(f"/proc/{c}").exists() for c in children)
     finally:
         fleet.stop()
-        emulators.close()

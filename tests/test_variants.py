@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,9 +32,10 @@ from messaging.store.schema import deliveries
 from messaging.variants import is_held, variant_of
 from messaging.winner import WinnerPicker, held_variants, winner_by_clicks
 from tests.factories import write_texters
-from tests.fleet import (
+from tests.fleet import (  # noqa: F401 - emulated_fleet: the fixture
     EmulatedFleet,
     aws_clients,
+    emulated_fleet,
     seed_people,
     start_pipeline,
     topic_arn,
@@ -197,9 +199,12 @@ def test_an_alert_without_variants_has_no_variant_rows(backend: tuple[Stores, ob
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_variants_go_end_to_end_each_recipient_once_across_a_redelivery(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulated_fleet: Callable[..., EmulatedFleet],  # noqa: F811 - the fixture
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    with EmulatedFleet(db_url=pg_url, moto_url=moto_url, prefix=prefix) as (twilio, _, env):
+    with emulated_fleet() as (twilio, _, env):
         phones = seed_people(env, tmp_path, 200, "debate")
         sns, _ = aws_clients(moto_url)
         arn = topic_arn(sns, prefix, "debate")
@@ -325,9 +330,13 @@ def test_a_tie_picks_the_first_variant() -> None:
 @pytest.mark.e2e
 @pytest.mark.integration
 def test_pick_winner_end_to_end_the_rest_get_the_variant_clicked_most(
-    pg_url: str, moto_url: str, prefix: str, tmp_path: Path
+    emulated_fleet: Callable[..., EmulatedFleet],  # noqa: F811 - the fixture
+    pg_url: str,
+    moto_url: str,
+    prefix: str,
+    tmp_path: Path,
 ) -> None:
-    with EmulatedFleet(db_url=pg_url, moto_url=moto_url, prefix=prefix) as (twilio, _, env):
+    with emulated_fleet() as (twilio, _, env):
         phones = seed_people(env, tmp_path, 100, "debate")
         sns, _ = aws_clients(moto_url)
         fleet = start_pipeline(env, tmp_path)

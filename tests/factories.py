@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -24,6 +24,8 @@ from messaging.store.sql.blasts import SqlBlastStore
 from messaging.store.sql.ledger import SqlLedger
 from messaging.store.sql.suppressions import SqlSuppressionList
 from tests.conftest import REDIS_TEST_URL
+
+T = TypeVar("T")
 
 #: The number the tests' Twilio account sends from (one of Twilio's magic test numbers).
 TEST_FROM_NUMBER = "+15005550006"
@@ -162,6 +164,22 @@ def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
     engine = create_db_engine(url)
     migrate(engine)
     return engine
+
+
+def store_on_backend(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    memory: Callable[[], T],
+    sql: Callable[[Engine], T],
+) -> Iterator[T]:
+    """A per-backend fixture's store (``yield from`` it): ``memory()`` for the "memory" param,
+    else ``sql(engine)`` on a migrated database, disposed of afterwards."""
+    if request.param == "memory":
+        yield memory()
+        return
+    engine = migrated_engine(request, tmp_path)
+    yield sql(engine)
+    engine.dispose()
 
 
 def write_texters(stores: Stores, n: int, topic: str = "t") -> None:

@@ -26,7 +26,7 @@ from messaging.operators import (
     parse_role,
 )
 from messaging.store.memory.operators import MemoryOperatorStore
-from tests.factories import migrated_engine
+from tests.factories import store_on_backend
 
 BOOTSTRAP_TOKEN = "bootstrap-token-0123456789abcdef-0123"
 
@@ -108,12 +108,7 @@ def operator_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Op
     """The operator store: in memory, on SQLite and on PostgreSQL."""
     from messaging.store.sql.operators import SqlOperatorStore
 
-    if request.param == "memory":
-        yield MemoryOperatorStore()
-        return
-    engine = migrated_engine(request, tmp_path)
-    yield SqlOperatorStore(engine)
-    engine.dispose()
+    yield from store_on_backend(request, tmp_path, MemoryOperatorStore, SqlOperatorStore)
 
 
 def test_every_operator_store_behaves_the_same(operator_store: OperatorStore) -> None:

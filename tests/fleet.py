@@ -201,17 +201,22 @@ def wait_ended(env: dict[str, str], blast_id: str, timeout_s: float = 120) -> di
     raise AssertionError(f"blast {blast_id} did not end in {timeout_s}s: {summary}")
 
 
-def aws_clients(moto_url: str) -> tuple[Any, Any]:
-    """(sns, sqs) boto3 clients on the moto server."""
+def moto_client(service: str, moto_url: str) -> Any:
+    """A boto3 client of ``service`` on the moto server (us-east-1, dummy credentials)."""
     import boto3
 
-    kw: dict[str, Any] = {
-        "endpoint_url": moto_url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    return boto3.client("sns", **kw), boto3.client("sqs", **kw)
+    return boto3.client(
+        service,
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def aws_clients(moto_url: str) -> tuple[Any, Any]:
+    """(sns, sqs) boto3 clients on the moto server."""
+    return moto_client("sns", moto_url), moto_client("sqs", moto_url)
 
 
 def topic_arn(sns: Any, prefix: str, topic: str) -> str:

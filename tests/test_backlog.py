@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
-import boto3
 import pytest
 from sqlalchemy import Engine
 
@@ -33,6 +32,7 @@ from queues.backlog import (
     compute_outcomes,
     publish_backlog,
 )
+from tests.fleet import moto_client
 
 _ids = count(1)
 
@@ -189,13 +189,7 @@ def test_publish_sends_one_batched_call_with_lanes_channel_totals_and_total() ->
 @pytest.fixture
 def cloudwatch(moto_url: str) -> Iterator[Any]:
     """A boto3 CloudWatch client on the moto server (dummy credentials, us-east-1)."""
-    client = boto3.client(
-        "cloudwatch",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client("cloudwatch", moto_url)
     yield client
     client.close()
 

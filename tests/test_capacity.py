@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pytest
 from sqlalchemy import Engine
 
@@ -20,6 +19,7 @@ from queues.capacity import (
     publish_metrics,
     required_by_channel,
 )
+from tests.fleet import moto_client
 
 RATES = {"sms": 225.0, "email": 1000.0}
 
@@ -75,13 +75,7 @@ def test_publish_metrics_sends_backlog_and_capacity_in_one_request(
     engine: Engine, moto_url: str, prefix: str
 ) -> None:
     # Given an empty ledger and a CloudWatch (moto) endpoint
-    cloudwatch = boto3.client(
-        "cloudwatch",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    cloudwatch = moto_client("cloudwatch", moto_url)
     # When the scheduler publishes
     summary = publish_metrics(SqlReportStore(engine), cloudwatch, prefix, RATES)
     # Then the total is there, at zero: silence is kept for a dead scheduler, not an idle one

@@ -24,7 +24,6 @@ from importlib.machinery import SourceFileLoader
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from cfnlint.decode.cfn_yaml import load as load_cfn_yaml
 from sqlalchemy.engine import make_url
@@ -36,6 +35,7 @@ from queues import provision
 from queues.backlog import NAMESPACE, BacklogPublisher, Outcomes
 from queues.capacity import REQUIRED_INSTANCES, capacity_metric_data
 from queues.provision import Provisioner, ProvisionReport
+from tests.fleet import moto_client
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "cloudformation" / "rapid-response.yaml"
@@ -194,13 +194,7 @@ def test_queue_policy_admits_only_the_alert_topics(template: dict[str, Any]) -> 
 @pytest.fixture
 def aws(moto_url: str) -> Iterator[dict[str, Any]]:
     """boto3 clients on the moto server (dummy credentials)."""
-    kw = {
-        "endpoint_url": moto_url,
-        "region_name": REGION,
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    clients = {name: boto3.client(name, **kw) for name in ("sns", "sqs", "cloudwatch")}
+    clients = {name: moto_client(name, moto_url) for name in ("sns", "sqs", "cloudwatch")}
     yield clients
     for client in clients.values():
         client.close()
@@ -716,13 +710,7 @@ def test_rapid_env_hands_processes_an_environment_the_settings_accept(
     # Given secrets as the stack holds them: the app role's and the master's JSON database
     # secrets (with URL-hostile characters), a generated Redis token, a provider token not
     # filled in yet, and a channel left out (empty ARN)
-    sm = boto3.client(
-        "secretsmanager",
-        endpoint_url=moto_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sm = moto_client("secretsmanager", moto_url)
     password = 'p@ss:w/rd"$`\\%'
 
     def secret(name: str, value: str) -> str:

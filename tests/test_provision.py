@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from functools import partial
 
-import boto3
 import pytest
 
 from tests import fleet
@@ -16,13 +15,7 @@ rapid = partial(fleet.rapid, check=False)
 
 def snapshot(moto_url: str, prefix: str) -> dict[str, object]:
     """Every SNS/SQS resource of this prefix, as AWS reports it."""
-    kw = {
-        "endpoint_url": moto_url,
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    sns, sqs = boto3.client("sns", **kw), boto3.client("sqs", **kw)
+    sns, sqs = fleet.aws_clients(moto_url)
     topics = sorted(
         t["TopicArn"] for t in sns.list_topics()["Topics"] if f":{prefix}-" in t["TopicArn"]
     )

@@ -132,3 +132,23 @@ def test_the_gate_looks_at_once_off_an_event_loop() -> None:
     # When the blast is paused, then nothing may go
     control.status = "paused"
     assert not gate("+14155550001")
+
+
+def test_the_gate_closes_when_the_kill_switch_cannot_be_read() -> None:
+    # Given a batch's gate, and then Redis stops answering
+    control, stops = _Control(), _Stops()
+    gate = _gate(control, stops)
+
+    def unreadable(_blast_id: str, _fallback: str) -> bool:
+        raise ConnectionError("redis down")
+
+    control.gate = unreadable  # type: ignore[method-assign]
+    time.sleep(GATE_REFRESH_S)
+
+    async def ask() -> bool:
+        return gate("+14155550001")
+
+    # When sends on the provider loop ask, then once the failed look is in, none may go
+    asyncio.run(ask())
+    time.sleep(0.2)
+    assert asyncio.run(ask()) is False

@@ -187,7 +187,9 @@ class SendGate:
         self._ctx, self._blast, self._late = ctx, blast, late
         self._lock = threading.Lock()
         self._refreshing = False
-        self._look()
+        self._live, self._at = True, 0.0
+        self._stopped: frozenset[str] = frozenset()
+        self._refresh()  # a first look that fails leaves the gate closed, as later ones do
 
     def _look(self) -> None:
         live = self._ctx.gate(self._blast.blast_id, self._blast.status)
@@ -197,8 +199,12 @@ class SendGate:
     def _refresh(self) -> None:
         try:
             self._look()
-        except Exception as exc:  # the next send asks again; meanwhile the last look holds
-            log.warning("send.gate_refresh_failed", error=str(exc)[:200])
+        except Exception as exc:
+            # Closed until a look succeeds: a kill switch we cannot read may have been
+            # pulled (the held sends go back to pending, as when the read failed on the loop).
+            if self._live:
+                log.warning("send.gate_refresh_failed", error=str(exc)[:200])
+            self._live = False
         finally:
             with self._lock:
                 self._refreshing = False

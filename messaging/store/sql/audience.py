@@ -74,6 +74,14 @@ class Audience:
         self._keys: tuple[Any, ...] = (
             (self.key,) if self.key is supporters.c.id else (self.key, supporters.c.id)
         )
+        #: Where the page bounds are found: a whole topic's pages are its subscriptions
+        #: alone (an index-only range of their primary key; each has its supporter, the
+        #: foreign key cascades), a filtered audience's need the supporters too.
+        self._bounds_from: tuple[Any, list[ColumnElement[bool]], tuple[Any, ...]] = (
+            (subscriptions, list(self.where), (self.key,))
+            if self.key is subscriptions.c.supporter_id and alert.audience is None
+            else (self.source, self.where, self._keys)
+        )
         if alert.audience is not None:
             self.where += audience_filter(alert.audience, dialect)
 
@@ -86,10 +94,11 @@ class Audience:
 
     def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
         """The highest key of the next page after ``after``, or None when the audience is done."""
+        source, where, keys = self._bounds_from
         page = (
             select(self.key.label("key"))
-            .select_from(self.source)
-            .where(*self.where, *self.between(after))
+            .select_from(source)
+            .where(*where, *(key > after for key in keys))
             .order_by(self.key)
             .limit(page_size)
             .subquery()

@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, TemplateSyntaxError, nodes
+from jinja2 import (
+    ChainableUndefined,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    meta,
+    nodes,
+)
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -428,6 +435,24 @@ def plain_parts(source: str) -> tuple[str | Field, ...] | None:
             else:
                 return None
     return tuple(parts)
+
+
+@lru_cache(maxsize=256)
+def template_names(source: str) -> frozenset[str] | None:
+    """The names ``source`` reads from its fields, or None if that cannot be told (a
+    template that does not parse: it reads whatever it reads, and fails when rendered).
+
+    A sender reads only these of each recipient's fields. Jinja has no way to look a
+    variable up by a computed name, so the names the template does not declare itself are
+    all it can read (``{{ fields.ward }}`` reads ``fields``).
+    """
+    if len(source) > TEMPLATE_MAX_CHARS:
+        return None
+    try:
+        tree = _environment(False).parse(source)
+    except (TemplateSyntaxError, RecursionError):
+        return None
+    return frozenset(meta.find_undeclared_variables(tree))
 
 
 #: Characters HTML escaping changes (markupsafe's set).

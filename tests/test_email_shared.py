@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -14,7 +15,13 @@ from emulators.server import Emulator, start_sendgrid
 from messaging.alert import EmailContent, parse_alert
 from messaging.expansion import Expander
 from messaging.providers.sendgrid_email import SendGridEmail
-from messaging.sending.email import EmailConfig, EmailSender, shared_plan, with_footer
+from messaging.sending.email import (
+    EmailConfig,
+    EmailSender,
+    email_fields,
+    shared_plan,
+    with_footer,
+)
 from messaging.store.schema import deliveries
 from messaging.templates import render
 from messaging.unsubscribe import UnsubscribeTokens
@@ -34,7 +41,7 @@ def sendgrid() -> Iterator[Emulator]:
         yield emulator
 
 
-def _send(engine: Engine, url: str, email: dict[str, str], people: list[dict[str, str]]) -> None:
+def _send(engine: Engine, url: str, email: dict[str, str], people: list[dict[str, Any]]) -> None:
     add_supporters(engine, people, topic="t")
     ctx, queue = send_context(engine)
     doc = {"alert_id": "e1", "email": email}
@@ -140,3 +147,38 @@ def test_a_personalization_carries_only_what_its_parts_use(
         ("sent", sendgrid.recorder.messages()[0]["x_message_id"], "news@acme.org")
     }
     assert all(r.sent_at is not None for r in rows)
+
+
+def test_a_claim_reads_the_fields_the_email_and_its_variants_use() -> None:
+    # Given an alert whose email reads a custom field, and a variant whose subject reads state
+    doc = {
+        "alert_id": "v1",
+        "sms": {"body": "{{ last_name }}"},
+        "email": {"subject": "Hi {{ first_name }}", "text": "Ward {{ fields.ward }}"},
+        "variants": [
+            {"email": {"subject": "{{ state | lower }}", "text": "x"}},
+            {"email": {"subject": "Hi", "html": "<p>{{ first_name }}</p>"}},
+        ],
+    }
+    # Then a claim reads those fields, and none the SMS alone reads
+    alert = parse_alert(json.dumps(doc), fallback_id="x")
+    assert email_fields(alert) == ("first_name", "state", "fields")
+
+
+def test_custom_fields_reach_a_template_that_reads_them(engine: Engine, sendgrid: Emulator) -> None:
+    # Given bodies that read a custom field, plainly and through logic
+    email = {
+        "subject": "Ward {{ fields.ward }}",
+        "text": "{% if fields.ward == '7' %}Seven{% else %}{{ fields.ward }}{% endif %}",
+    }
+    people: list[dict[str, Any]] = [
+        {"email": "ann@example.org", "first_name": "Ann", "fields": {"ward": "7"}},
+        {"email": "bo@example.org", "first_name": "Bo", "fields": {"ward": "12"}},
+    ]
+    _send(engine, sendgrid.url, email, people)
+    # Then each recipient's message has their own ward
+    received = {m["to"]: m for m in sendgrid.recorder.messages()}
+    assert received["ann@example.org"]["subject"] == "Ward 7"
+    assert received["ann@example.org"]["content"]["text/plain"].startswith("Seven\n")
+    assert received["bo@example.org"]["subject"] == "Ward 12"
+    assert received["bo@example.org"]["content"]["text/plain"].startswith("12\n")

@@ -208,6 +208,28 @@ def test_a_row_is_claimed_once_and_outcomes_only_move_claimed_rows(stores: Store
     assert stores.blasts.state_counts(["a-1"])["a-1"]["sms"][RowState.SENT] == 1
 
 
+def test_a_claim_reads_only_the_fields_it_is_asked_for(stores: Stores) -> None:
+    # Given supporters with names, a state and custom fields
+    rows = [person(i, state="PA", fields={"ward": str(i)}) for i in (1, 2)]
+    stores.supporters.write_batch(rows, COLUMNS | {"fields"})
+    expand_all(stores, alert())
+    ids = ids_of(stores, "a-1")
+    # When a claim asks for the custom fields and the first name (and a name no column has)
+    claimed = stores.ledger.claim("a-1", "sms", ids, ("fields", "first_name", "nickname"))
+    # Then each claim carries exactly those known fields, custom ones whole
+    assert [c.fields for c in claimed] == [
+        {"first_name": "P1", "fields": {"ward": "1"}},
+        {"first_name": "P2", "fields": {"ward": "2"}},
+    ]
+    # And a claim asking for no field still claims, with first contact and destination
+    stores.ledger.record("a-1", "sms", [Outcome(i, RowState.PENDING) for i in ids])
+    bare = stores.ledger.claim("a-1", "sms", ids, ())
+    assert [(c.fields, c.destination, c.attempts) for c in bare] == [
+        ({}, "+14155551001", 2),
+        ({}, "+14155551002", 2),
+    ]
+
+
 def test_release_stuck_close_and_open_queries(stores: Stores) -> None:
     seed(stores, [person(i) for i in range(1, 5)])
     the_alert = alert()

@@ -19,6 +19,7 @@ from messaging.templates import (
     check_template,
     plain_parts,
     render,
+    template_names,
 )
 
 FIELDS = ("first_name", "last_name", "postal_code")
@@ -48,6 +49,27 @@ def test_templates_with_logic_go_through_jinja_and_missing_fields_fail() -> None
     for source in ("Hi {{ nickname }}", "Hi {{ nickname | upper }}"):
         with pytest.raises(RenderError, match="nickname"):
             render(source, {"first_name": "ann"})
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ("Hi {{ first_name }}", {"first_name"}),
+        ("{{ fields.ward }} {{ fields['union'] | upper }}", {"fields"}),
+        (
+            "{% set state = 'PA' %}{{ state }}{% for x in [last_name] %}{{ x }}{% endfor %}",
+            {"last_name"},
+        ),
+        ("{% if timezone %}{{ external_id }}{% endif %}", {"timezone", "external_id"}),
+        ("no fields at all", set()),
+    ],
+)
+def test_template_names_are_the_fields_a_template_can_read(source: str, names: set[str]) -> None:
+    assert template_names(source) == names
+
+
+def test_template_names_are_unknown_for_a_template_that_does_not_parse() -> None:
+    assert template_names("Hi {{ first_name") is None
 
 
 # --- limits: a publisher's template cannot take the fleet's memory or time (issue #16) -------

@@ -28,7 +28,9 @@ TEMPLATE_FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field, and
+# a claim makes one per recipient.
+@dataclass(slots=True)
 class Claimed:
     """A recipient this worker now owns: the provider call is its alone to make."""
 
@@ -173,8 +175,16 @@ class LedgerExpansion(Protocol):
 class LedgerClaims(Protocol):
     """The senders' half: take rows, write what happened."""
 
-    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
-        """Take ``pending`` rows for sending; rows someone else took are skipped."""
+    def claim(
+        self,
+        blast_id: str,
+        channel: str,
+        supporter_ids: Sequence[int],
+        fields: Sequence[str] = TEMPLATE_FIELDS,
+    ) -> list[Claimed]:
+        """Take ``pending`` rows for sending; rows someone else took are skipped. Each
+        claim carries ``fields`` (of :data:`TEMPLATE_FIELDS`) of its supporter: those its
+        templates read."""
         ...
 
     def record(self, blast_id: str, channel: str, outcomes: Sequence[Outcome]) -> None:

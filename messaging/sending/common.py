@@ -29,6 +29,7 @@ from messaging.lifecycle import (
 )
 from messaging.memory import InMemoryInFlight
 from messaging.ports import (
+    TEMPLATE_FIELDS,
     BlastControl,
     BlastRecord,
     BlastStore,
@@ -278,9 +279,13 @@ class BatchReport:
 
 
 def start_batch(
-    ctx: SendContext, work: SendWork, report: BatchReport
+    ctx: SendContext,
+    work: SendWork,
+    report: BatchReport,
+    fields: Sequence[str] = TEMPLATE_FIELDS,
 ) -> tuple[BlastRecord, list[Claimed]] | None:
-    """Check the blast and claim the batch's rows; None when there is nothing to do."""
+    """Check the blast and claim the batch's rows, each with the supporter's ``fields``
+    (those its templates read); None when there is nothing to do."""
     blast = ctx.blast(work.blast_id)
     if blast is None:
         report.skipped = "unknown blast"
@@ -303,7 +308,7 @@ def start_batch(
     # sender's claimed rows always have an owner the sweep can see.
     ctx.inflight.hold(work.blast_id, work.channel, work.supporter_ids)
     try:
-        claimed = ctx.ledger.claim(work.blast_id, work.channel, work.supporter_ids)
+        claimed = ctx.ledger.claim(work.blast_id, work.channel, work.supporter_ids, fields)
     except BaseException:
         ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
         raise

@@ -9,11 +9,11 @@ from email.utils import parseaddr
 
 import structlog
 
-from messaging.alert import EmailContent
+from messaging.alert import Alert, EmailContent
 from messaging.errors import PermanentSendError, ProviderAuthError, TransientSendError
 from messaging.lifecycle import RowState
 from messaging.links import ShortLinks, tracked_templates
-from messaging.ports import BlastRecord, Claimed, Outcome, SendWork
+from messaging.ports import TEMPLATE_FIELDS, BlastRecord, Claimed, Outcome, SendWork
 from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport, SharedBodies
 from messaging.sending.common import (
     PACING_HORIZON_S,
@@ -33,6 +33,7 @@ from messaging.templates import (
     header_line,
     plain_parts,
     render,
+    template_names,
 )
 from messaging.unsubscribe import UnsubscribeTokens
 from messaging.variants import email_content, recipient_variant
@@ -138,6 +139,22 @@ def shared_plan(config: EmailConfig, content: EmailContent) -> SharedPlan | None
     )
 
 
+def email_fields(alert: Alert) -> tuple[str, ...]:
+    """The supporter fields an alert's email parts read (its variants' too): all a claim
+    needs to read. Every field when a part does not parse (it fails when rendered)."""
+    used: set[str] = set()
+    contents = [alert.email, *(v.email for v in alert.variants or ())]
+    for content in contents:
+        if content is None:
+            continue
+        for source in (content.subject, content.text, content.html):
+            names = template_names(source) if source else frozenset()
+            if names is None:
+                return TEMPLATE_FIELDS
+            used |= names
+    return tuple(f for f in TEMPLATE_FIELDS if f in used)
+
+
 def _recipient(
     blast_id: str,
     c: Claimed,
@@ -181,6 +198,15 @@ class EmailSender:
         self._from_name, self._from_email = parseaddr(config.email_from)
         self._unsubscribe_base = config.unsubscribe_base
         self._plans: dict[str, SharedPlan | None] = {}
+        self._fields: dict[str, tuple[str, ...]] = {}
+
+    def _claim_fields(self, blast_id: str) -> tuple[str, ...]:
+        if blast_id not in self._fields:
+            blast = self._ctx.blast(blast_id)
+            if blast is None:  # start_batch skips it
+                return TEMPLATE_FIELDS
+            self._fields[blast_id] = email_fields(blast.alert)
+        return self._fields[blast_id]
 
     def _plan(self, blast_id: str) -> SharedPlan | None:
         if blast_id not in self._plans:
@@ -240,7 +266,7 @@ class EmailSender:
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of email send work."""
         ctx, report = self._ctx, BatchReport()
-        started = start_batch(ctx, work, report)
+        started = start_batch(ctx, work, report, self._claim_fields(work.blast_id))
         if started is None:
             return report
         blast, claimed = started

@@ -215,7 +215,13 @@ class MemoryLedger:
 
     # --- claims and outcomes -----------------------------------------------------------
 
-    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
+    def claim(
+        self,
+        blast_id: str,
+        channel: str,
+        supporter_ids: Sequence[int],
+        fields: Sequence[str] = TEMPLATE_FIELDS,
+    ) -> list[Claimed]:
         now = datetime.now(UTC)
         claimed = []
         with self._t.lock:
@@ -225,9 +231,9 @@ class MemoryLedger:
                     continue
                 row.state, row.attempts, row.updated_at = RowState.SENDING, row.attempts + 1, now
                 person = self._t.supporters.get(sid, {})
-                fields = {f: person.get(f) or "" for f in TEMPLATE_FIELDS}
+                values = {f: person.get(f) or "" for f in TEMPLATE_FIELDS if f in fields}
                 claimed.append(
-                    Claimed(sid, row.destination, row.attempts, fields, person.get("first_sms_at"))
+                    Claimed(sid, row.destination, row.attempts, values, person.get("first_sms_at"))
                 )
         return claimed
 

@@ -21,9 +21,11 @@ from messaging.store.sql.dialect import SqlDialect
 from messaging.store.sql.fallback import email_fallback
 
 
-def template_fields(values: Sequence[Any]) -> dict[str, Any]:
-    """A supporter's template fields from their columns read in ``TEMPLATE_FIELDS`` order."""
-    return {f: v or "" for f, v in zip(TEMPLATE_FIELDS, values, strict=True)}
+def template_fields(
+    values: Sequence[Any], fields: Sequence[str] = TEMPLATE_FIELDS
+) -> dict[str, Any]:
+    """A supporter's template fields from their columns read in ``fields`` order."""
+    return {f: v or "" for f, v in zip(fields, values, strict=True)}
 
 
 class SqlLedgerClaims:
@@ -33,25 +35,38 @@ class SqlLedgerClaims:
     engine: Engine
     _dialect: SqlDialect
 
-    def claim(self, blast_id: str, channel: str, supporter_ids: Sequence[int]) -> list[Claimed]:
+    def claim(
+        self,
+        blast_id: str,
+        channel: str,
+        supporter_ids: Sequence[int],
+        fields: Sequence[str] = TEMPLATE_FIELDS,
+    ) -> list[Claimed]:
         """Atomically take ``pending`` rows for sending; rows someone else took are skipped.
 
         This conditional update is the durable at-most-once guard: two workers handed the
         same batch (SQS or dramatiq redelivery, a sweep re-drive) cannot both claim a row.
+        Only ``fields`` are read: the custom ``fields`` column is a JSON document per row,
+        decoded whether the templates read it or not.
         """
         if not supporter_ids:
             return []
+        fields = tuple(f for f in TEMPLATE_FIELDS if f in fields)  # known columns only
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            rows = self._dialect.claim(conn, blast_id, channel, supporter_ids, TEMPLATE_FIELDS, now)
+            rows = self._dialect.claim(conn, blast_id, channel, supporter_ids, fields, now)
+        # A batch is a thousand rows: no call per row where the usual templates (one field,
+        # or none) let it be avoided. Both databases return the ids and attempts as ints.
+        if len(fields) == 1:
+            (name,) = fields
+            return [
+                Claimed(sid, destination, attempts, {name: value or ""}, first)
+                for sid, destination, attempts, first, value in rows
+            ]
+        if not fields:
+            return [Claimed(sid, dest, att, {}, first) for sid, dest, att, first in rows]
         return [
-            Claimed(
-                int(sid),
-                destination,
-                int(attempts),
-                template_fields(values),
-                first,
-            )
+            Claimed(sid, destination, attempts, template_fields(values, fields), first)
             for sid, destination, attempts, first, *values in rows
         ]
 

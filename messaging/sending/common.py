@@ -204,7 +204,13 @@ class SendGate:
             # Closed until a look succeeds: a kill switch we cannot read may have been
             # pulled (the held sends go back to pending, as when the read failed on the loop).
             if self._live:
-                log.warning("send.gate_refresh_failed", error=str(exc)[:200])
+                # error_type makes a Redis or database outage one `outage` line for the
+                # process (config/outages.py), not one line per sender thread's gate.
+                log.warning(
+                    "send.gate_refresh_failed",
+                    error=str(exc)[:200],
+                    error_type=type(exc).__name__,
+                )
             self._live = False
         finally:
             with self._lock:

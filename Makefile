@@ -83,7 +83,7 @@ test: install services browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); $(NO_TESTS)
 
 test-fast: install
-	$(DEAD_URLS) $(BIN)/python -m pytest -q -m 'not ($(SERVICE_MARKERS))' $(PYTEST_ARGS); \
+	$(DEAD_URLS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m 'not ($(SERVICE_MARKERS))' $(PYTEST_ARGS); \
 	$(NO_TESTS)
 
 lint: install

@@ -45,9 +45,9 @@ def seed_blast(database_url: str, rows: int, blast_id: str = BLAST_ID) -> None:
     with a tenth of its rows settled (sent, delivered, failed) and a hundredth clicked."""
     from sqlalchemy import func, update
 
-    from messaging.alert import parse_alert
-    from messaging.expansion import Expander
-    from messaging.lifecycle import RowState
+    from messaging.blasts.expansion import Expander
+    from messaging.blasts.lifecycle import RowState
+    from messaging.content.alert import parse_alert
     from messaging.memory import InMemorySendQueue
     from messaging.ports import SupporterRow
     from messaging.store import open_stores

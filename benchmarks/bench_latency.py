@@ -68,7 +68,7 @@ from benchmarks.harness import (
 )
 from config.settings import load_settings
 from emulators.client import EmulatorClient
-from messaging.pacing import headroom
+from messaging.sending.pacing import headroom
 from workers.app import App
 
 #: The account rate of the rate benchmark, in messages per second (the issue's figure).

@@ -55,7 +55,7 @@ from benchmarks.harness import (
     throwaway_pg,
 )
 from config.settings import load_settings
-from messaging.lifecycle import BlastLifecycle
+from messaging.blasts.lifecycle import BlastLifecycle
 from messaging.providers.aioloop import new_event_loop
 from messaging.providers.twilio_sms import MAX_IN_FLIGHT, RebasedAsyncHttpClient
 from messaging.sending.sms import SmsConfig

@@ -39,9 +39,9 @@ SEED_BATCH = 20_000
 def seed(database_url: str, recipients: int, env: dict[str, str]) -> list[str]:
     """An expanded blast over ``recipients`` supporters; returns one short-link code each."""
     from config.settings import load_settings
-    from messaging.alert import parse_alert
-    from messaging.expansion import Expander
-    from messaging.links import LinkCodes
+    from messaging.blasts.expansion import Expander
+    from messaging.content.alert import parse_alert
+    from messaging.content.links import LinkCodes
     from messaging.memory import InMemorySendQueue
     from messaging.ports import SupporterRow
     from messaging.store import open_stores

@@ -7,15 +7,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from messaging.lifecycle import as_written
-from messaging.pacing import (
+from messaging.blasts.lifecycle import as_written
+from messaging.ports import ByChannel, HeldRow, ProgressCounters, Reservation, SendWork
+from messaging.sending.pacing import (
     THROTTLE_COOLDOWN_S,
     THROTTLE_DECREASE,
     THROTTLE_FLOOR,
     THROTTLE_RECOVERY_PER_S,
     interval_us,
 )
-from messaging.ports import ByChannel, HeldRow, ProgressCounters, Reservation, SendWork
 
 
 class InMemorySendQueue:

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
 from messaging.ports import PRIORITIES, ReportStore
 
 log = structlog.get_logger(__name__)

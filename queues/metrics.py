@@ -31,7 +31,7 @@ from prometheus_client.core import (
 )
 
 from config.names import Names
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
 from messaging.ports import PRIORITIES, ReportStore
 from queues.lanes import lane_name
 

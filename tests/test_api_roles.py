@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from messaging.alert import Alert, SmsContent
-from messaging.operators import Role, allows
+from messaging.access.operators import Role, allows
+from messaging.content.alert import Alert, SmsContent
 from messaging.store.schema import audit_log, operators
 from tests.running_web import Web, make_web_fixture, queue_on_topic
 from workers.web.api import ROUTE_PERMISSIONS

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from messaging.alert import parse_alert
-from messaging.approval import ApprovalGate, Approvals, needs_approval, over_threshold
-from messaging.audit import Actor, AuditLog, Source
-from messaging.dry_run import DryRunConfig
+from messaging.access.audit import Actor, AuditLog, Source
+from messaging.blasts.approval import ApprovalGate, Approvals, needs_approval, over_threshold
+from messaging.blasts.dry_run import DryRunConfig
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastLifecycle, BlastStatus, RowState
+from messaging.content.alert import parse_alert
 from messaging.errors import InputError
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastLifecycle, BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.store import memory_stores
 from messaging.store.memory.audit import MemoryAuditStore
@@ -304,7 +304,7 @@ def _show(env: dict[str, str], status: str) -> dict[str, Any] | None:
 
 @pytest.mark.parametrize("via", ["sns", "cli"])
 def test_intake_records_the_alert_and_its_requester(via: str) -> None:
-    from messaging.intake import Intake
+    from messaging.blasts.intake import Intake
     from messaging.ports import Delivery
 
     stores = memory_stores()

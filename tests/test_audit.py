@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from messaging.audit import (
+from messaging.access.audit import (
     Actor,
     AuditAction,
     AuditLog,

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from messaging.alert import parse_alert
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import parse_alert
 from messaging.store.schema import deliveries
 from messaging.store.sql.blasts import SqlBlastStore
 from messaging.store.sql.reports import SqlReportStore

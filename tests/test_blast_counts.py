@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
 from messaging.ports import Outcome
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine, migrate

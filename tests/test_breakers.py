@@ -17,21 +17,21 @@ from sqlalchemy import Engine, update
 
 from config.settings import load_settings
 from emulators.server import start_sendgrid, start_twilio
-from messaging.alert import parse_alert
-from messaging.audit import AuditLog
-from messaging.blast_control import BlastActions
-from messaging.breakers import BreakerLimits, Breakers, tripped
+from messaging.access.audit import AuditLog
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, PauseReason, RowState
+from messaging.content.alert import parse_alert
 from messaging.errors import ConfigError, PermanentSendError
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, PauseReason, RowState
 from messaging.ports import NewReply, Outcome, RecentOutcomes
 from messaging.providers.memory import InMemorySms
+from messaging.safety.breakers import BreakerLimits, Breakers, tripped
+from messaging.safety.sweep import Sweeper
 from messaging.sending.sms import SmsSender
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import deliveries
 from messaging.store.sql.breakers import SqlBreakerWindow
 from messaging.store.sql.replies import SqlReplyStore
-from messaging.sweep import Sweeper
 from tests import fleet
 from tests.conftest import free_port
 from tests.factories import add_supporters, send_context, sms_config

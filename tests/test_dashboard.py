@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import Engine, insert
 
 from emulators.server import start_in_thread
-from messaging.alert import Alert, SmsContent
-from messaging.breakdown import BreakdownReads
-from messaging.lifecycle import BlastStatus
-from messaging.operators import Role
+from messaging.access.operators import Role
+from messaging.blasts.breakdown import BreakdownReads
+from messaging.blasts.lifecycle import BlastStatus
+from messaging.content.alert import Alert, SmsContent
 from messaging.store.memory.breakdown import MemoryBreakdown
 from messaging.store.memory.tables import MemoryTables, Row
 from messaging.store.schema import deliveries, supporters
@@ -318,7 +318,7 @@ def test_the_stream_pushes_summaries_with_progress(web: Web, tokens: dict[Role, 
 
 
 def test_audit_and_replies_pages(web: Web, tokens: dict[Role, str]) -> None:
-    from messaging.audit import Actor, AuditAction, Source
+    from messaging.access.audit import Actor, AuditAction, Source
 
     for i in range(60):
         web.app.audit.record(Actor("alice", Source.CLI), AuditAction.BLAST_PAUSED, blast_id=f"b{i}")
@@ -486,7 +486,7 @@ def test_rates_and_etas_only_while_sending() -> None:
 
 
 def test_a_blast_with_variants_shows_counts_per_variant(web: Web, tokens: dict[Role, str]) -> None:
-    from messaging.alert import parse_alert
+    from messaging.content.alert import parse_alert
 
     alert = parse_alert(
         json.dumps(

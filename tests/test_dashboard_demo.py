@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from config.settings import QuietHours
-from messaging.quiet_hours import next_allowed
+from messaging.compliance.quiet_hours import next_allowed
 from tests.conftest import REDIS_TEST_URL, free_port
 from tests.fleet import unconfigured_environ
 from workers.demo import QUIET_EVERY, seed_csv

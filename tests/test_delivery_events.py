@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, func, select
 
 from config.names import Names
-from messaging.alert import Alert, EmailContent, SmsContent
-from messaging.delivery_events import (
+from messaging.content.alert import Alert, EmailContent, SmsContent
+from messaging.sending.delivery_events import (
     HELP,
     START,
     STOP,

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine, select
 
 from emulators.server import Emulator, start_sendgrid
-from messaging.alert import parse_alert
-from messaging.expansion import Expander
-from messaging.lifecycle import RowState
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
+from messaging.content.unsubscribe import UnsubscribeTokens
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.sending.email import EmailConfig, EmailSender
 from messaging.store.schema import deliveries
-from messaging.unsubscribe import UnsubscribeTokens
 from tests.factories import add_supporters, send_context
 
 KEY = "SG.partial.key"

@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from emulators.server import Emulator, start_sendgrid
-from messaging.alert import EmailContent, parse_alert
-from messaging.expansion import Expander
+from messaging.blasts.expansion import Expander
+from messaging.content.alert import EmailContent, parse_alert
+from messaging.content.templates import render
+from messaging.content.unsubscribe import UnsubscribeTokens
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.sending.email import (
     EmailConfig,
@@ -23,8 +25,6 @@ from messaging.sending.email import (
     with_footer,
 )
 from messaging.store.schema import deliveries
-from messaging.templates import render
-from messaging.unsubscribe import UnsubscribeTokens
 from tests.factories import add_supporters, send_context
 from tests.openapi_check import assert_conforms
 

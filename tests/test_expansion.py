@@ -6,9 +6,9 @@ import json
 
 from sqlalchemy import Engine, select
 
-from messaging.alert import parse_alert
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import parse_alert
 from messaging.memory import InMemorySendQueue
 from messaging.ports import ExpandedPage
 from messaging.store.schema import deliveries
@@ -101,7 +101,7 @@ def test_dry_run_estimates_segments_cost_quiet_hours_and_eta(engine: Engine) -> 
     from zoneinfo import ZoneInfo
 
     from config.settings import QuietHours
-    from messaging.dry_run import DryRunConfig
+    from messaging.blasts.dry_run import DryRunConfig
 
     # Given two supporters in New York, where it is quiet hours now, one in Honolulu, and a
     # 150-character GSM text (with the first-contact wrapper: 2 segments each)

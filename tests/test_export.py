@@ -26,10 +26,10 @@ from sqlalchemy import Engine, text, update
 from benchmarks.bench_export import seed_blast
 from config.settings import Settings
 from emulators.server import start_in_thread
-from messaging.alert import parse_alert
-from messaging.export import EXPORT_HEADER, csv_chunks
-from messaging.lifecycle import RowState
-from messaging.operators import Role
+from messaging.access.operators import Role
+from messaging.blasts.export import EXPORT_HEADER, csv_chunks
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
 from messaging.ports import Outcome, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine

@@ -212,8 +212,8 @@ def test_concurrent_blasts_interleave_at_the_provider(
 def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
     engine: Engine,
 ) -> None:
-    from messaging.alert import parse_alert
-    from messaging.expansion import Expander
+    from messaging.blasts.expansion import Expander
+    from messaging.content.alert import parse_alert
     from messaging.providers.memory import InMemorySms
     from messaging.sending.sms import SmsConfig, SmsSender
     from tests.factories import add_supporters, send_context

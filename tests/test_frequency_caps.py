@@ -169,8 +169,8 @@ def test_settings_read_the_caps_and_name_a_malformed_one() -> None:
 
 
 def _expand(stores: Any, caps: FrequencyCaps, alert: dict[str, Any]) -> Any:
-    from messaging.alert import parse_alert
-    from messaging.expansion import Expander
+    from messaging.blasts.expansion import Expander
+    from messaging.content.alert import parse_alert
     from messaging.memory import InMemoryProgressCounters, InMemorySendQueue
 
     record, _ = stores.blasts.create(parse_alert(json.dumps(alert), fallback_id="x"), "t", None)
@@ -187,7 +187,7 @@ def _expand(stores: Any, caps: FrequencyCaps, alert: dict[str, Any]) -> Any:
 
 
 def test_expansion_writes_supporters_over_the_cap_capped_and_queues_nothing_for_them() -> None:
-    from messaging.lifecycle import RowState
+    from messaging.blasts.lifecycle import RowState
     from messaging.ports import SupporterRow
     from messaging.store import memory_stores
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import load_settings
-from messaging.alert import parse_alert
+from messaging.content.alert import parse_alert
 from tests.fuzzing import (
     BUDGET,
     FUZZ,

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
-from messaging.unsubscribe import UnsubscribeTokens
+from messaging.content.unsubscribe import UnsubscribeTokens
 from tests.fuzzing import (
     BUDGET,
     FUZZ,

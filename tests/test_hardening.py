@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import Engine
 
 from config.settings import Settings, load_settings
+from messaging.content.unsubscribe import UnsubscribeTokens, key_id
 from messaging.errors import ConfigError
 from messaging.supporters.normalize import normalize_text
-from messaging.unsubscribe import UnsubscribeTokens, key_id
 from tests.conftest import free_port
 from tests.fuzzing import AsgiClient
 from tests.running_web import SG_PUBLIC, sendgrid_headers, service_settings
@@ -173,7 +173,7 @@ def test_imported_names_lose_line_breaks_and_control_characters() -> None:
 
 
 def test_email_subjects_lose_carriage_returns() -> None:
-    from messaging.templates import header_line, render
+    from messaging.content.templates import header_line, render
 
     subject = render("Hi {{ first_name }}", {"first_name": "Ann\rBcc: x@evil.example"})
     assert header_line(subject) == "Hi Ann Bcc: x@evil.example"

@@ -24,13 +24,13 @@ from sqlalchemy import Engine, select
 
 from config.names import Names
 from emulators.server import Emulator
-from messaging.alert import parse_alert
-from messaging.expansion import Expander
-from messaging.in_doubt import InDoubtReport, InDoubtSettler
-from messaging.lifecycle import RowState
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
 from messaging.memory import InMemoryInFlight
 from messaging.providers.base import SmsMessage, SmsReceipt
 from messaging.providers.twilio_sms import TwilioSms
+from messaging.safety.in_doubt import InDoubtReport, InDoubtSettler
 from messaging.sending.sms import SmsSender, first_contact_text
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries

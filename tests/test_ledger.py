@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
 
-from messaging.alert import parse_alert
-from messaging.expansion import Expander
-from messaging.lifecycle import RowState
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
 from messaging.memory import InMemorySendQueue
 from messaging.ports import Outcome
 from messaging.store.schema import deliveries, supporters

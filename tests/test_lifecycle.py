@@ -16,10 +16,8 @@ import redis
 import structlog
 from sqlalchemy import Engine
 
-from messaging.alert import parse_alert
-from messaging.blast_control import BlastActions
-from messaging.errors import InputError, PermanentSendError
-from messaging.lifecycle import (
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.lifecycle import (
     BLAST_TRANSITIONS,
     COUNT_KEYS,
     ENDED_STATUSES,
@@ -29,11 +27,13 @@ from messaging.lifecycle import (
     RowState,
     counts_from_states,
 )
+from messaging.content.alert import parse_alert
+from messaging.errors import InputError, PermanentSendError
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import SendWork
+from messaging.safety.sweep import Sweeper
 from messaging.store import Stores, memory_stores
 from messaging.store.memory.tables import Row
-from messaging.sweep import Sweeper
 from tests.conftest import REDIS_TEST_URL
 
 
@@ -318,7 +318,7 @@ def test_a_send_batch_logs_its_blast_and_lane_and_permanent_failures_are_not_ret
 
 
 def _intake(stores: Stores, control: InMemoryBlastControl) -> Any:
-    from messaging.intake import Intake
+    from messaging.blasts.intake import Intake
     from messaging.ports import Delivery
 
     # The transport's envelope reader is injected: the domain never imports queues/.
@@ -348,7 +348,7 @@ def test_intake_expires_an_alert_published_after_its_deadline() -> None:
 
 
 def test_a_pause_mid_batch_leaves_typed_waiting_rows_not_pseudo_states(engine: Engine) -> None:
-    from messaging.expansion import Expander
+    from messaging.blasts.expansion import Expander
     from messaging.providers.base import SmsMessage
     from messaging.providers.memory import InMemorySms
     from messaging.sending.common import Waiting

@@ -22,10 +22,10 @@ from sqlalchemy import Engine, select
 
 from config.settings import load_settings
 from emulators.server import start_in_thread
-from messaging.alert import parse_alert
-from messaging.dry_run import DryRunConfig
-from messaging.intake import Intake
-from messaging.links import (
+from messaging.blasts.dry_run import DryRunConfig
+from messaging.blasts.intake import Intake
+from messaging.content.alert import parse_alert
+from messaging.content.links import (
     TAG_BITS,
     BlastLinks,
     LinkCodes,

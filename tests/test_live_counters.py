@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 
-from messaging.alert import parse_alert
-from messaging.blast_control import BlastActions
-from messaging.expansion import Expander
-from messaging.lifecycle import counts_from_states
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import counts_from_states
+from messaging.content.alert import parse_alert
 from messaging.ports import ExpandedPage
+from messaging.safety.sweep import Sweeper
 from messaging.store.db import create_db_engine
-from messaging.sweep import Sweeper
 from tests.factories import add_supporters, send_context
 
 

@@ -20,10 +20,10 @@ import pytest
 from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from emulators.server import Emulator, start_sendgrid, start_twilio
-from messaging.alert import parse_alert
-from messaging.dry_run import DryRunConfig
+from messaging.blasts.dry_run import DryRunConfig
+from messaging.blasts.intake import Intake
+from messaging.content.alert import parse_alert
 from messaging.errors import InputError
-from messaging.intake import Intake
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import Delivery, SupporterRow
 from messaging.providers.base import SmsMessage, SmsReceipt

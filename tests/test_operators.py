@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from messaging.errors import InputError
-from messaging.operators import (
+from messaging.access.operators import (
     BOOTSTRAP,
     ROLE_PERMISSIONS,
     Operator,
@@ -25,6 +24,7 @@ from messaging.operators import (
     hash_token,
     parse_role,
 )
+from messaging.errors import InputError
 from messaging.store.memory.operators import MemoryOperatorStore
 from tests.factories import store_on_backend
 

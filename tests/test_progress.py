@@ -11,15 +11,15 @@ import redis
 from sqlalchemy import Engine
 
 from config.names import Names
-from messaging.alert import parse_alert
-from messaging.blast_control import BlastActions
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import parse_alert
 from messaging.providers.memory import InMemorySms
+from messaging.safety.sweep import Sweeper
 from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
-from messaging.sweep import Sweeper
 from queues.flow.control import RedisBlastControl
 from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
 from tests.factories import add_supporters, live_redis, send_context, sms_config

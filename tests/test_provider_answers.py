@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import Engine, select
 
 from emulators.server import Emulator
-from messaging.alert import parse_alert
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
 from messaging.errors import (
     PermanentSendError,
     ProviderAuthError,
     TransientSendError,
 )
-from messaging.expansion import Expander
-from messaging.lifecycle import RowState
 from messaging.providers.base import (
     EmailBatch,
     EmailRecipient,

@@ -21,22 +21,22 @@ from sqlalchemy import Engine, select
 from starlette.applications import Starlette
 
 from emulators.server import Emulator, start_in_thread, start_sendgrid, start_twilio
-from messaging.alert import parse_alert
-from messaging.audit import AuditLog
-from messaging.blast_control import BlastActions
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, PauseReason, RowState
+from messaging.access.audit import AuditLog
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, PauseReason, RowState
+from messaging.content.alert import parse_alert
+from messaging.content.unsubscribe import UnsubscribeTokens
 from messaging.memory import InMemorySendQueue
-from messaging.provider_auth import ProviderAuthPause
 from messaging.providers.sendgrid_email import SendGridEmail
 from messaging.providers.twilio_sms import TwilioSms
+from messaging.safety.provider_auth import ProviderAuthPause
 from messaging.sending.common import SendContext
 from messaging.sending.email import EmailConfig, EmailSender
 from messaging.sending.sms import SmsSender
 from messaging.store.memory.audit import MemoryAuditStore
 from messaging.store.schema import deliveries
 from messaging.store.sql.reports import SqlReportStore
-from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import REDIS_TEST_URL
 from tests.factories import add_supporters, send_context, sms_config
 from workers.web.health import Health

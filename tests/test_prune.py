@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
 from messaging.ports import Outcome
 from messaging.store import open_stores
 from messaging.store.db import create_db_engine

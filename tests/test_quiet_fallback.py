@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config.settings import QuietHours
-from messaging.alert import parse_alert
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
 from messaging.errors import InputError
-from messaging.expansion import Expander
-from messaging.lifecycle import RowState
 from messaging.providers.memory import InMemorySms
 from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries

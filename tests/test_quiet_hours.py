@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import Engine, select
 
 from config.settings import QuietHours
-from messaging.alert import parse_alert
-from messaging.blast_control import BlastActions
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.compliance.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
+from messaging.content.alert import parse_alert
 from messaging.memory import InMemoryBlastControl
 from messaging.providers.memory import InMemorySms
-from messaging.quiet_hours import US_TIME_ZONES, is_quiet, next_allowed
+from messaging.safety.sweep import Sweeper
 from messaging.sending.sms import SmsConfig, SmsSender
 from messaging.store.schema import deliveries
-from messaging.sweep import Sweeper
 from tests.factories import add_supporters, send_context, sms_config
 
 TCPA = QuietHours(time(21, 0), time(8, 0))

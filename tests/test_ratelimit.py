@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from messaging.memory import InMemoryRateLimiter
-from messaging.pacing import THROTTLE_DECREASE, headroom, lateness_budget_s
 from messaging.ports import RateLimiter
+from messaging.sending.pacing import THROTTLE_DECREASE, headroom, lateness_budget_s
 from queues.flow.ratelimit import RedisRateLimiter
 from tests.factories import live_redis
 

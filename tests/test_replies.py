@@ -444,7 +444,7 @@ def _cli_env(web: Web) -> dict[str, str]:
 
 @pytest.mark.integration
 def test_api_lists_replies_to_viewers_and_lets_approvers_review(web: Web) -> None:
-    from messaging.operators import Role
+    from messaging.access.operators import Role
 
     # Given an unclear reply and a clear one, and a viewer and an approver
     web.twilio("/webhooks/twilio/inbound", inbound_params("stop lying!", "SM1"))

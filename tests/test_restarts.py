@@ -19,7 +19,7 @@ import pytest
 import redis
 from sqlalchemy import select, text
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.db import create_db_engine
 from messaging.store.schema import deliveries
 from tests import fleet

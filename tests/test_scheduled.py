@@ -2,7 +2,7 @@
 
 A blast published with ``send_at`` ahead is ``scheduled``: nothing is expanded or sent until
 then, it can be canceled meanwhile, and ``rapid scheduler`` releases it within a second of
-its time. The unit tests drive :class:`~messaging.scheduled.ScheduledReleases` with a clock
+its time. The unit tests drive :class:`~messaging.blasts.scheduled.ScheduledReleases` with a clock
 of their own over the in-memory stores; the end-to-end test runs intake, sender and
 scheduler as processes against PostgreSQL, moto and the Twilio emulator.
 """
@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from emulators.server import Emulator
+from messaging.blasts.intake import Intake
+from messaging.blasts.lifecycle import BlastLifecycle, BlastStatus, RowState
+from messaging.blasts.scheduled import ORPHAN_S, POLL_S, ScheduledReleases
 from messaging.errors import InputError
-from messaging.intake import Intake
-from messaging.lifecycle import BlastLifecycle, BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
 from messaging.ports import Delivery, SupporterRow
-from messaging.scheduled import ORPHAN_S, POLL_S, ScheduledReleases
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from tests.fleet import (

@@ -6,16 +6,16 @@ import json
 
 from sqlalchemy import Engine, select
 
-from messaging.alert import parse_alert
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import parse_alert
+from messaging.content.unsubscribe import UnsubscribeTokens
 from messaging.errors import PermanentSendError, TransientSendError
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, RowState
 from messaging.memory import InMemorySendQueue
 from messaging.providers.memory import InMemoryEmail, InMemorySms
 from messaging.sending.email import EmailConfig, EmailSender
 from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries, supporters
-from messaging.unsubscribe import UnsubscribeTokens
 from tests.factories import add_supporters, send_context, sms_config
 
 SMS = sms_config(org_name="Acme for America")

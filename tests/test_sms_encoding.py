@@ -1,4 +1,4 @@
-"""Tests for messaging.sms_encoding: GSM-7 detection, look-alike normalisation, exact segments."""
+"""Tests for messaging.content.sms_encoding: GSM-7 detection, look-alike normalisation, exact segments."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from messaging.sms_encoding import (
+from messaging.content.sms_encoding import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     GSM7_LOOKALIKES,

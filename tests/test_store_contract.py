@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from messaging.alert import Alert, parse_alert
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import Alert, parse_alert
 from messaging.ports import ExpandedPage, Outcome, PendingView, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 
@@ -404,7 +404,7 @@ def test_reports_count_live_blasts(stores: Stores) -> None:
 
 
 def test_expander_runs_on_every_backend(stores: Stores) -> None:
-    from messaging.expansion import Expander
+    from messaging.blasts.expansion import Expander
     from messaging.memory import InMemorySendQueue
 
     # Given twelve subscribers, one of them a household duplicate
@@ -421,7 +421,7 @@ def test_expander_runs_on_every_backend(stores: Stores) -> None:
 
 
 def test_provider_events_service_runs_on_every_backend(stores: Stores) -> None:
-    from messaging.delivery_events import DeliveryEvents, SmsStatus
+    from messaging.sending.delivery_events import DeliveryEvents, SmsStatus
 
     # Given two texts sent and one email sent
     sms, email = claimed_texts_and_emails(stores, emails=1)

@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
-from messaging.alert import parse_alert
-from messaging.blast_control import BlastActions
-from messaging.expansion import Expander
-from messaging.lifecycle import BlastStatus, RowState
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.content.alert import parse_alert
 from messaging.memory import InMemoryBlastControl
 from messaging.providers.memory import InMemorySms
+from messaging.safety.sweep import Sweeper
 from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
-from messaging.sweep import Sweeper
 from tests.factories import add_supporters, send_context, sms_config
 
 CONFIG = sms_config()

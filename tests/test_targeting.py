@@ -16,16 +16,16 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text, update
 
-from messaging.alert import parse_alert
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import parse_alert
+from messaging.content.templates import render
 from messaging.errors import InputError
-from messaging.lifecycle import RowState
 from messaging.ports import Outcome, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from messaging.store.memory.ledger import MemoryLedger
 from messaging.store.schema import deliveries
 from messaging.supporters.csv_import import import_csv
-from messaging.templates import render
 
 TOPIC = "debate-night"
 COLUMNS = frozenset({"first_name", "phone", "sms_opt_in", "tags", "topics", "fields"})
@@ -241,7 +241,7 @@ def test_a_missing_custom_field_fails_that_message_only(stores: Stores) -> None:
     claimed = stores.ledger.claim(
         "m-1", "sms", stores.ledger.open_ids("m-1", "sms", RowState.PENDING, 0, 100)
     )
-    from messaging.templates import RenderError
+    from messaging.content.templates import RenderError
 
     rendered, failed = [], []
     for c in claimed:
@@ -261,7 +261,7 @@ def test_fields_filter_uses_the_gin_index_on_postgresql(pg_url: str) -> None:
     # supporters matching a fields filter
     from sqlalchemy import func, select
 
-    from messaging.alert import Alert
+    from messaging.content.alert import Alert
     from messaging.store.schema import supporters
     from messaging.store.sql.audience import audience_filter
     from messaging.store.sql.dialect import dialect_for

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.alert import parse_alert
-from messaging.errors import InputError
-from messaging.templates import (
+from messaging.content.alert import parse_alert
+from messaging.content.templates import (
     RENDER_TIMEOUT_S,
     SMS_RENDERED_MAX_CHARS,
     RenderError,
@@ -21,6 +20,7 @@ from messaging.templates import (
     render,
     template_names,
 )
+from messaging.errors import InputError
 
 FIELDS = ("first_name", "last_name", "postal_code")
 literal = st.text(alphabet=st.characters(blacklist_characters="{}%#"), max_size=20)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from messaging.unsubscribe import UnsubscribeTokens
+from messaging.content.unsubscribe import UnsubscribeTokens
 from tests.test_web import EMAIL, SECRET_KEY, Web, make_web  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration

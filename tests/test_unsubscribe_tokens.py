@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from messaging.unsubscribe import UnsubscribeClaim, UnsubscribeTokens, key_id
+from messaging.content.unsubscribe import UnsubscribeClaim, UnsubscribeTokens, key_id
 
 KEY = b"unsubscribe-tokens-test-key-0123"
 

@@ -19,18 +19,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from messaging.alert import parse_alert
+from messaging.blasts.intake import Intake
+from messaging.blasts.winner import WinnerPicker, held_variants, winner_by_clicks
+from messaging.content.alert import parse_alert
+from messaging.content.personalize import sms_body
+from messaging.content.variants import is_held, variant_of
 from messaging.errors import InputError
-from messaging.intake import Intake
 from messaging.memory import InMemoryBlastControl, InMemorySendQueue
-from messaging.personalize import sms_body
 from messaging.ports import Delivery, SupporterRow
 from messaging.store import Stores, memory_stores, open_stores
 from messaging.store.db import create_db_engine
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.schema import deliveries
-from messaging.variants import is_held, variant_of
-from messaging.winner import WinnerPicker, held_variants, winner_by_clicks
 from tests.factories import write_texters
 from tests.fleet import (  # noqa: F401 - emulated_fleet: the fixture
     EmulatedFleet,

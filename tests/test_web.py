@@ -21,10 +21,10 @@ from starlette.requests import Request
 from structlog.testing import capture_logs
 
 from emulators.server import start_twilio
-from messaging.alert import Alert, SmsContent
+from messaging.content.alert import Alert, SmsContent
+from messaging.content.unsubscribe import UnsubscribeTokens
 from messaging.errors import ConfigError
 from messaging.store.schema import deliveries, replies
-from messaging.unsubscribe import UnsubscribeTokens
 from tests.conftest import free_port
 from tests.factories import add_delivery
 from tests.running_web import (

@@ -18,23 +18,23 @@ from config.settings import Settings, load_settings
 from messaging.errors import ConfigError
 
 if TYPE_CHECKING:
-    from messaging.approval import Approvals
-    from messaging.audit import AuditLog
-    from messaging.blast_control import BlastActions
-    from messaging.breakers import Breakers
+    from messaging.access.audit import AuditLog
+    from messaging.access.operators import Operators
+    from messaging.blasts.approval import Approvals
+    from messaging.blasts.blast_control import BlastActions
+    from messaging.blasts.intake import Intake
     from messaging.compliance.frequency_caps import FrequencyCaps
     from messaging.compliance.replies import ReplyHandler
-    from messaging.in_doubt import InDoubtSettler
-    from messaging.intake import Intake
-    from messaging.links import ShortLinks
-    from messaging.operators import Operators
+    from messaging.compliance.suppression import NotifyingSuppressionList
+    from messaging.content.links import ShortLinks
     from messaging.ports import AlertPublisher, BlastStore, LedgerStore
-    from messaging.provider_auth import ProviderAuthPause
+    from messaging.safety.breakers import Breakers
+    from messaging.safety.in_doubt import InDoubtSettler
+    from messaging.safety.provider_auth import ProviderAuthPause
     from messaging.sending.common import SendContext
     from messaging.sending.email import EmailSender
     from messaging.sending.sms import SmsSender
     from messaging.store import Stores
-    from messaging.suppression import NotifyingSuppressionList
     from queues.flow.control import RedisBlastControl
     from queues.flow.inflight import RedisInFlight
     from queues.lanes import Lanes
@@ -122,7 +122,7 @@ class App:
     @cached_property
     def suppressions(self) -> NotifyingSuppressionList:
         """The suppression list; every addition is announced to the senders through Redis."""
-        from messaging.suppression import NotifyingSuppressionList
+        from messaging.compliance.suppression import NotifyingSuppressionList
 
         return NotifyingSuppressionList(self.stores.suppressions, self._announce_suppression)
 
@@ -152,29 +152,29 @@ class App:
     @cached_property
     def actions(self) -> BlastActions:
         """Pause, resume, cancel, re-drive."""
-        from messaging.blast_control import BlastActions
+        from messaging.blasts.blast_control import BlastActions
 
         return BlastActions(self.blasts, self.ledger, self.lanes, self.control)
 
     @cached_property
     def operators(self) -> Operators:
         """Operators and their tokens (``RAPID_API_TOKEN`` is the admin ``bootstrap``)."""
-        from messaging.operators import Operators
+        from messaging.access.operators import Operators
 
         return Operators(self.stores.operators, bootstrap_token=self.settings.api_token)
 
     @cached_property
     def audit(self) -> AuditLog:
         """The append-only audit log."""
-        from messaging.audit import AuditLog
+        from messaging.access.audit import AuditLog
 
         return AuditLog(self.stores.audit)
 
     @cached_property
     def approvals(self) -> Approvals:
         """Approve and reject blasts awaiting a second operator."""
-        from messaging.approval import Approvals
-        from messaging.lifecycle import BlastLifecycle
+        from messaging.blasts.approval import Approvals
+        from messaging.blasts.lifecycle import BlastLifecycle
 
         lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
         return Approvals(self.blasts, lifecycle, self.audit)
@@ -190,9 +190,9 @@ class App:
     @cached_property
     def intake(self) -> Intake:
         """The intake service."""
-        from messaging.approval import ApprovalGate
-        from messaging.dry_run import DryRunConfig
-        from messaging.intake import Intake
+        from messaging.blasts.approval import ApprovalGate
+        from messaging.blasts.dry_run import DryRunConfig
+        from messaging.blasts.intake import Intake
 
         s = self.settings
         sms_rate = s.sms_rate_account
@@ -273,16 +273,16 @@ class App:
     @cached_property
     def provider_auth_pause(self) -> ProviderAuthPause:
         """Pauses a channel's running blasts when its provider refuses our credentials."""
-        from messaging.lifecycle import BlastLifecycle
-        from messaging.provider_auth import ProviderAuthPause
+        from messaging.blasts.lifecycle import BlastLifecycle
+        from messaging.safety.provider_auth import ProviderAuthPause
 
         lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
         return ProviderAuthPause(self.blasts, lifecycle, self.audit)
 
     def breakers(self) -> Breakers:
         """The sweep's circuit breakers (contract §13), with ``RAPID_BREAKERS`` as defaults."""
-        from messaging.breakers import BreakerLimits, Breakers
-        from messaging.lifecycle import BlastLifecycle
+        from messaging.blasts.lifecycle import BlastLifecycle
+        from messaging.safety.breakers import BreakerLimits, Breakers
         from messaging.store.sql.breakers import SqlBreakerWindow
 
         lifecycle = BlastLifecycle(self.blasts, self.ledger, self.control, self.lanes)
@@ -297,7 +297,7 @@ class App:
     def in_doubt_settler(self) -> InDoubtSettler:
         """The sweep's settlement of rows whose sender died: SMS by asking Twilio's message
         log when Twilio is configured (else they fail after ``--stuck-after``)."""
-        from messaging.in_doubt import InDoubtSettler
+        from messaging.safety.in_doubt import InDoubtSettler
 
         sms_log, sms_config = None, None
         s = self.settings
@@ -335,7 +335,7 @@ class App:
         no key (production without one: SMS go with their URLs as written, and say so)."""
         import structlog
 
-        from messaging.links import LinkCodes, ShortLinks
+        from messaging.content.links import LinkCodes, ShortLinks
 
         s = self.settings
         try:
@@ -396,9 +396,9 @@ class App:
 
     def email_sender(self) -> EmailSender:
         """The email sender on the official SendGrid client (fails at start if unconfigured)."""
+        from messaging.content.unsubscribe import UnsubscribeTokens
         from messaging.providers.sendgrid_email import SendGridEmail
         from messaging.sending.email import EmailConfig, EmailSender
-        from messaging.unsubscribe import UnsubscribeTokens
 
         s = self.settings
         self._require(

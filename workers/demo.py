@@ -81,7 +81,7 @@ def run_demo(
         ) from exc
 
     from emulators.server import start_sendgrid, start_twilio
-    from messaging.services import publish_alert
+    from messaging.blasts.services import publish_alert
     from messaging.supporters.csv_import import import_csv
     from workers.app import App
     from workers.commands.blast import build_alert
@@ -234,7 +234,7 @@ def run_demo(
 def _serve(app: Any, port: int, console: Console) -> Any:
     """``rapid web`` on ``port`` in this process, and an admin operator to log in with."""
     from emulators.server import start_in_thread
-    from messaging.operators import Role
+    from messaging.access.operators import Role
     from workers.web.app import create_app
 
     try:

@@ -62,7 +62,7 @@ class Seeded:
 def zones_now(now: datetime, quiet_hours: QuietHours) -> tuple[list[str], list[str]]:
     """``(awake, asleep)``: the demo zones where texts may go now (and for the next
     :data:`AWAKE_FOR`), and those inside their quiet hours."""
-    from messaging.quiet_hours import next_allowed
+    from messaging.compliance.quiet_hours import next_allowed
 
     awake = [
         z

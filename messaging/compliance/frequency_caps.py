@@ -25,7 +25,7 @@ from config.caps import FrequencyCap, parse_frequency_cap
 from messaging.ports import CapLedger, CapScreen
 
 if TYPE_CHECKING:
-    from messaging.alert import Alert
+    from messaging.content.alert import Alert
 
 __all__ = [
     "CapLedger",

@@ -27,9 +27,9 @@ from messaging.compliance.optout_language import (
     ReplyClass,
     classify_reply,
 )
+from messaging.compliance.suppression import Suppression, SuppressionList
 from messaging.errors import InputError
 from messaging.ports import NewReply, Reply, ReplyStore
-from messaging.suppression import Suppression, SuppressionList
 
 log = structlog.get_logger(__name__)
 

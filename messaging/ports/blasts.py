@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from config.settings import QuietHours
-    from messaging.alert import Alert
+    from messaging.content.alert import Alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class BlastRecord:
     ended_at: datetime | None
     expansion_cursor: int
     stats: dict[str, Any]
-    #: Why a paused blast is paused (:class:`messaging.lifecycle.PauseReason`) and what
+    #: Why a paused blast is paused (:class:`messaging.blasts.lifecycle.PauseReason`) and what
     #: tripped it, in one line; None unless paused.
     pause_reason: str | None = None
     pause_detail: str | None = None
@@ -40,7 +40,7 @@ class BlastRecord:
     @property
     def ended(self) -> bool:
         """True once nothing more will be sent."""
-        from messaging.lifecycle import ENDED_STATUSES
+        from messaging.blasts.lifecycle import ENDED_STATUSES
 
         return self.status in ENDED_STATUSES
 
@@ -106,7 +106,7 @@ class BlastStore(BlastReads, Protocol):
     ) -> bool:
         """Move a blast to ``status`` (from one of ``only_from``, if given); True if it moved.
 
-        Only :class:`messaging.lifecycle.BlastLifecycle` calls this. ``pause_reason`` and
+        Only :class:`messaging.blasts.lifecycle.BlastLifecycle` calls this. ``pause_reason`` and
         ``pause_detail`` are stored with ``paused`` and cleared by any other status;
         ``approved_by`` is stored when given."""
         ...

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from messaging.alert import Alert
+    from messaging.content.alert import Alert
 
 
 # ============================================================================================
@@ -44,7 +44,7 @@ class Claimed:
 @dataclass(frozen=True, slots=True)
 class SendingRow:
     """A row in ``sending`` as the sweep sees it: its channel, what a claim of it reads, and
-    when it was claimed (messaging/in_doubt.py settles those no live sender holds)."""
+    when it was claimed (messaging/safety/in_doubt.py settles those no live sender holds)."""
 
     channel: str
     claimed: Claimed

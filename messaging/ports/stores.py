@@ -245,7 +245,7 @@ class ReplyStore(ReplyLog, ReplyReview, Protocol):
     """Both sides, as the backends implement them."""
 
 
-# --- circuit breakers (messaging/breakers.py) --------------------------------------------
+# --- circuit breakers (messaging/safety/breakers.py) --------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,7 @@ class ProgressCounters(Protocol):
 
     Writers count a claimed (``sending``) row as ``pending``; :meth:`replace` takes the
     ledger's counts as they are and folds ``sending`` into ``pending`` itself
-    (:func:`messaging.lifecycle.as_written`).
+    (:func:`messaging.blasts.lifecycle.as_written`).
     """
 
     def add(self, blast_id: str, channel: str, deltas: Mapping[str, int]) -> None:
@@ -109,7 +109,7 @@ class ProgressCounters(Protocol):
 class BlastControl(Protocol):
     """The fleet-wide copy of each blast's status that senders read before every send.
 
-    The system of record holds the status; :class:`messaging.lifecycle.BlastLifecycle`
+    The system of record holds the status; :class:`messaging.blasts.lifecycle.BlastLifecycle`
     writes it there first and mirrors it here.
     """
 

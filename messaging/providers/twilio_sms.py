@@ -48,7 +48,7 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 256
 #: A send may leave this late after its slot; later, it takes a new slot. With the early
 #: tolerance below, the spread of our own departures; the limiter's lateness budget
-#: (``messaging.pacing.LATENESS_BUDGET_S``, 40 ms) leaves the rest (24 ms) to what comes
+#: (``messaging.sending.pacing.LATENESS_BUDGET_S``, 40 ms) leaves the rest (24 ms) to what comes
 #: after the check: the client's own work, a descheduled process, the network.
 LATE_TOLERANCE_S = 0.015
 #: A send may leave this early (no timer is set for less).

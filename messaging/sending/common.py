@@ -19,7 +19,7 @@ from typing import Protocol
 import structlog
 
 from config.names import Names
-from messaging.lifecycle import (
+from messaging.blasts.lifecycle import (
     ENDED_STATUSES,
     HOLDING_STATUSES,
     SENDABLE_STATUSES,
@@ -27,6 +27,7 @@ from messaging.lifecycle import (
     BlastStatus,
     RowState,
 )
+from messaging.compliance.suppression import Channel
 from messaging.memory import InMemoryInFlight
 from messaging.ports import (
     TEMPLATE_FIELDS,
@@ -41,7 +42,6 @@ from messaging.ports import (
     SendQueue,
     SendWork,
 )
-from messaging.suppression import Channel
 
 log = structlog.get_logger(__name__)
 

@@ -9,10 +9,23 @@ from email.utils import parseaddr
 
 import structlog
 
-from messaging.alert import Alert, EmailContent
+from messaging.blasts.lifecycle import RowState
+from messaging.blasts.winner import held_variants
+from messaging.content.alert import Alert, EmailContent
+from messaging.content.links import ShortLinks, tracked_templates
+from messaging.content.templates import (
+    Field,
+    RenderError,
+    assemble,
+    field_value,
+    header_line,
+    plain_parts,
+    render,
+    template_names,
+)
+from messaging.content.unsubscribe import UnsubscribeTokens
+from messaging.content.variants import email_content, recipient_variant
 from messaging.errors import PermanentSendError, ProviderAuthError, TransientSendError
-from messaging.lifecycle import RowState
-from messaging.links import ShortLinks, tracked_templates
 from messaging.ports import TEMPLATE_FIELDS, BlastRecord, Claimed, Outcome, SendWork
 from messaging.providers.base import EmailBatch, EmailRecipient, EmailTransport, SharedBodies
 from messaging.sending.common import (
@@ -25,19 +38,6 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
-from messaging.templates import (
-    Field,
-    RenderError,
-    assemble,
-    field_value,
-    header_line,
-    plain_parts,
-    render,
-    template_names,
-)
-from messaging.unsubscribe import UnsubscribeTokens
-from messaging.variants import email_content, recipient_variant
-from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 

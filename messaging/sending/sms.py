@@ -12,6 +12,13 @@ from datetime import UTC, datetime
 import structlog
 
 from config.settings import QuietHours
+from messaging.blasts.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
+from messaging.blasts.winner import held_variants
+from messaging.compliance.quiet_hours import next_allowed
+from messaging.content.links import ShortLinks
+from messaging.content.personalize import sms_body, sms_part
+from messaging.content.sms_encoding import normalize_for_gsm, segment_info
+from messaging.content.templates import RenderError
 from messaging.errors import (
     InDoubtSendError,
     PermanentSendError,
@@ -19,9 +26,6 @@ from messaging.errors import (
     SendError,
     TransientSendError,
 )
-from messaging.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
-from messaging.links import ShortLinks
-from messaging.personalize import sms_body, sms_part
 from messaging.ports import (
     BlastRecord,
     Claimed,
@@ -32,7 +36,6 @@ from messaging.ports import (
     enqueue_in_batches,
 )
 from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
-from messaging.quiet_hours import next_allowed
 from messaging.sending.common import (
     BLAST_CACHE_TTL_S,
     PACING_HORIZON_S,
@@ -45,10 +48,7 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
-from messaging.sms_encoding import normalize_for_gsm, segment_info
 from messaging.supporters.normalize import derive_timezone
-from messaging.templates import RenderError
-from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 

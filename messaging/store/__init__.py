@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from messaging.audit import AuditStore
-    from messaging.export import ExportStore
-    from messaging.links import LinkStore
-    from messaging.operators import OperatorStore
+    from messaging.access.audit import AuditStore
+    from messaging.access.operators import OperatorStore
+    from messaging.blasts.export import ExportStore
+    from messaging.compliance.suppression import SuppressionList
+    from messaging.content.links import LinkStore
     from messaging.ports import (
         BlastStore,
         DeliveryEventStore,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         SupporterWriter,
         TopicStore,
     )
-    from messaging.suppression import SuppressionList
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +46,9 @@ class Stores:
     replies: ReplyStore
     #: Counts folding and pruning of the ledger (issue #21).
     retention: LedgerRetention
-    #: Tracked short links and clicks (messaging/links.py).
+    #: Tracked short links and clicks (messaging/content/links.py).
     links: LinkStore
-    #: Per-recipient export of a blast (messaging/export.py).
+    #: Per-recipient export of a blast (messaging/blasts/export.py).
     exports: ExportStore
 
 

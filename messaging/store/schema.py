@@ -214,7 +214,7 @@ deliveries = Table(
 
 # --- tracked short links (migration 0011) --------------------------------------------------
 
-#: One row per distinct URL of a blast's channel (messaging/links.py): a short link's code
+#: One row per distinct URL of a blast's channel (messaging/content/links.py): a short link's code
 #: names the id, so the redirect finds where it points with one primary-key read. The
 #: recipient is in the code, never in a row here; the click lands on ``deliveries.clicked_at``.
 links = Table(

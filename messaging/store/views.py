@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 
-from messaging.lifecycle import ENDED_STATUSES, counts_from_states
+from messaging.blasts.lifecycle import ENDED_STATUSES, counts_from_states
 from messaging.ports import BlastRecord, ByChannel, LiveCounts
 
 log = structlog.get_logger(__name__)

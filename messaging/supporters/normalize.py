@@ -33,8 +33,8 @@ from phonenumbers import (
 )
 from phonenumbers.timezone import time_zones_for_geographical_number, time_zones_for_number
 
+from messaging.content.topics import TOPIC_NAME_RE
 from messaging.errors import InputError
-from messaging.topics import TOPIC_NAME_RE
 
 #: What a tag may look like once trimmed and lower-cased.
 TAG_RE = re.compile(r"^[a-z0-9_-]{1,64}$")

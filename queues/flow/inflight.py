@@ -4,7 +4,7 @@ A row is ``sending`` from its claim until its outcome is written. While a sender
 the sender's id and the row are in Redis, and the sender beats every :data:`BEAT_S`. When
 the beats stop (SIGKILL, a lost instance) the sweep finds the dead process's rows
 ``sending`` and held by nobody alive, and settles them within a minute: SMS by asking the
-provider's message log, email as ``lost_in_flight`` (see :mod:`messaging.sweep`). A batch
+provider's message log, email as ``lost_in_flight`` (see :mod:`messaging.safety.sweep`). A batch
 that hits an unexpected error gives its rows up the same way, so nothing is stranded.
 
 Rows are announced before they are claimed and given up after their outcome is written, so

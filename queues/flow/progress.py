@@ -15,7 +15,7 @@ based on the ledger (a blast from before they existed, expired keys) are ignored
 readers, who count the ledger instead.
 
 Rows in ``sending`` are counted as ``pending`` by writers (a claim is not worth a round
-trip); readers merge the two, as :func:`messaging.lifecycle.counts_from_states` does.
+trip); readers merge the two, as :func:`messaging.blasts.lifecycle.counts_from_states` does.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from config.names import Names
-from messaging.lifecycle import as_written
+from messaging.blasts.lifecycle import as_written
 from messaging.ports import ByChannel
 
 #: Counters and the progress stamp outlive any blast by far; a reconcile re-creates them.

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from messaging.pacing import (
+from messaging.ports import Reservation
+from messaging.sending.pacing import (
     THROTTLE_COOLDOWN_S,
     THROTTLE_DECREASE,
     THROTTLE_FLOOR,
     THROTTLE_RECOVERY_PER_S,
     interval_us,
 )
-from messaging.ports import Reservation
 
 #: A reservation's slots are kept this long after the last one (a key idle longer resets).
 KEY_TTL_MS = 60_000

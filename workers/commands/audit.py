@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from messaging.audit import parse_since
+from messaging.access.audit import parse_since
 from workers.app import App
 from workers.output import echo_json, table
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from messaging.alert import new_alert_id, parse_alert
+from messaging.blasts.lifecycle import COUNT_KEYS
+from messaging.blasts.services import act_on_blast, publish_alert
+from messaging.content.alert import new_alert_id, parse_alert
 from messaging.errors import InputError
-from messaging.lifecycle import COUNT_KEYS
-from messaging.services import act_on_blast, publish_alert
 from workers.app import App
 from workers.output import echo_json, table
 
@@ -41,7 +41,7 @@ def build_alert(
     pick_winner_share: float | None = None,
 ) -> dict[str, Any]:
     """The alert document of ``rapid alert send`` (validated before anything is published)."""
-    from messaging.suppression import classify
+    from messaging.compliance.suppression import classify
 
     document: dict[str, Any] = {
         "alert_id": alert_id or new_alert_id(topic),
@@ -411,7 +411,7 @@ def _action(name: str, help_text: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True)
     @pass_app
     def command(app: App, blast_id: str, as_json: bool) -> None:
-        from messaging.audit import Actor, Source
+        from messaging.access.audit import Actor, Source
 
         actor = Actor(app.settings.operator, Source.CLI)
         act_on_blast(
@@ -439,7 +439,7 @@ def blast_export(app: App, blast_id: str, out: Path | None) -> None:
     error code, sent/delivered/clicked times, variant. Streams: any size, little memory."""
     import sys
 
-    from messaging.export import write_csv
+    from messaging.blasts.export import write_csv
 
     if app.blasts.get(blast_id) is None:
         raise InputError(f"no blast {blast_id!r}")

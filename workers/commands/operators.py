@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from messaging.audit import Actor, AuditAction, Source
-from messaging.operators import Role, parse_role
+from messaging.access.audit import Actor, AuditAction, Source
+from messaging.access.operators import Role, parse_role
 from workers.app import App
 from workers.output import echo_json, table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from messaging.audit import Actor, AuditAction, Source
+from messaging.access.audit import Actor, AuditAction, Source
 from messaging.compliance.replies import VERDICTS, reply_document
 from workers.app import App
 from workers.output import echo_json, table

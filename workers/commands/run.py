@@ -17,8 +17,8 @@ import structlog
 from workers.app import App
 
 if TYPE_CHECKING:
+    from messaging.blasts.scheduled import ScheduledReleases
     from messaging.ports import BlastRecord
-    from messaging.scheduled import ScheduledReleases
     from queues.leader import Leadership
 
 pass_app = click.make_pass_decorator(App)
@@ -226,9 +226,9 @@ def run_scheduler(
     """Sweep every ``interval_s`` (and publish the scaling metrics every
     ``publish_metrics_s``, when positive) until ``stop`` is set, while this process holds
     the scheduler's lease (``leadership``, default: the Redis lease)."""
-    from messaging.scheduled import ScheduledReleases
-    from messaging.sweep import STALL_S, STUCK_S, Sweeper
-    from messaging.winner import WinnerPicker
+    from messaging.blasts.scheduled import ScheduledReleases
+    from messaging.blasts.winner import WinnerPicker
+    from messaging.safety.sweep import STALL_S, STUCK_S, Sweeper
     from queues.aws import make_cloudwatch
     from queues.capacity import publish_metrics
     from queues.leader import RedisLeaderLease
@@ -240,7 +240,7 @@ def run_scheduler(
 
     def between_pages() -> None:
         # SIGTERM: stop after this page (exit within 30 s); the next leader resumes the
-        # expansion from its cursor (messaging.scheduled.ORPHAN_S).
+        # expansion from its cursor (messaging.blasts.scheduled.ORPHAN_S).
         if stop.is_set():
             raise InterruptedError("scheduler stopping")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from config.settings import QuietHours, parse_quiet_hours
-from messaging.audit import Actor, AuditAction, Source
-from messaging.suppression import classify
+from messaging.access.audit import Actor, AuditAction, Source
+from messaging.compliance.suppression import classify
 from workers.app import App
 from workers.output import echo_json, table
 
@@ -21,7 +21,7 @@ def _actor(app: App) -> Actor:
 
 def provision_all(app: App, extra_topics: tuple[str, ...] = ()) -> dict[str, object]:
     """Migrate the database, then create or update every AWS resource; returns the report."""
-    from messaging.services import provision as provision_fleet
+    from messaging.blasts.services import provision as provision_fleet
     from messaging.store.db import migrate
     from queues.provision import AwsResources, Provisioner
 
@@ -88,7 +88,7 @@ def _quiet_window(
 @pass_app
 def topics_create(app: App, name: str, quiet_hours: QuietHours | str | None) -> None:
     """Create alert topic NAME (SNS topic subscribed to the intake queue)."""
-    from messaging.topics import validate_topic_name
+    from messaging.content.topics import validate_topic_name
 
     validate_topic_name(name)
     report = provision_all(app, (name,))

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from messaging.alert import new_alert_id, parse_alert
-from messaging.audit import Source
+from messaging.access.audit import Source
+from messaging.compliance.suppression import classify
+from messaging.content.alert import new_alert_id, parse_alert
+from messaging.content.topics import validate_topic_name
 from messaging.errors import InputError
-from messaging.suppression import classify
-from messaging.topics import validate_topic_name
 
 
 def alert_from_json(body: bytes, requested_by: str) -> tuple[str, dict[str, Any]]:

@@ -21,12 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from messaging.alert import ALERT_ID_PATTERN
-from messaging.audit import Actor, AuditAction, Source, parse_since
+from messaging.access.audit import Actor, AuditAction, Source, parse_since
+from messaging.access.operators import Operator, Permission
+from messaging.blasts.services import act_on_blast
 from messaging.compliance.replies import VERDICTS, reply_document
+from messaging.content.alert import ALERT_ID_PATTERN
 from messaging.errors import InputError
-from messaging.operators import Operator, Permission
-from messaging.services import act_on_blast
 from workers.app import App
 from workers.web.alert_body import alert_document, alert_from_json
 from workers.web.api_surface import (
@@ -110,7 +110,7 @@ class Api:
             return _error(422, str(exc))
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from messaging.services import publish_alert
+        from messaging.blasts.services import publish_alert
 
         try:
             message_id = await run_in_threadpool(
@@ -239,7 +239,7 @@ class Api:
             return _error(404, f"no blast {blast_id!r}")
         if await run_in_threadpool(self._app.blasts.get, blast_id) is None:
             return _error(404, f"no blast {blast_id!r}")
-        from messaging.export import csv_chunks
+        from messaging.blasts.export import csv_chunks
 
         log.info("api.blast_exported", blast_id=blast_id, operator=who.name)
         # A sync iterator: Starlette pulls each chunk in a worker thread (the rows come

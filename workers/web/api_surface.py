@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from messaging.operators import Permission
+from messaging.access.operators import Permission
 
 #: Blast actions the API exposes: the first three are methods of
-#: :class:`~messaging.blast_control.BlastActions`, the last two of
-#: :class:`~messaging.approval.Approvals`.
+#: :class:`~messaging.blasts.blast_control.BlastActions`, the last two of
+#: :class:`~messaging.blasts.approval.Approvals`.
 BLAST_ACTIONS: Final = ("cancel", "pause", "resume", "approve", "reject")
 #: What each route requires (contract §11); the roles matrix test walks this table.
 ROUTE_PERMISSIONS: Final[dict[tuple[str, str], Permission]] = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 import structlog
 from starlette.applications import Starlette
 
-from messaging.delivery_events import DeliveryEvents
-from messaging.links import LinkCodes
-from messaging.unsubscribe import UnsubscribeTokens
+from messaging.content.links import LinkCodes
+from messaging.content.unsubscribe import UnsubscribeTokens
+from messaging.sending.delivery_events import DeliveryEvents
 from queues.metrics import build_registry
 from workers.app import App
 from workers.web.api import Api

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messaging.lifecycle import BlastStatus, PauseReason
+from messaging.blasts.lifecycle import BlastStatus, PauseReason
 from messaging.ports import BlastReads, ReportStore
 
 log = structlog.get_logger(__name__)
@@ -129,7 +129,7 @@ def _refusal(request: Request) -> Response | None:
     The check is the app's one operator check (``state.auth``, the API's); without one the
     metrics are refused, never served.
     """
-    from messaging.operators import Permission
+    from messaging.access.operators import Permission
 
     auth = getattr(request.app.state, "auth", None)
     if auth is None:

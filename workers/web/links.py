@@ -1,6 +1,6 @@
 """``GET /l/{code}``: a tracked short link (contract §7).
 
-The code is checked (HMAC, messaging/links.py) before anything is read, so a guessed or
+The code is checked (HMAC, messaging/content/links.py) before anything is read, so a guessed or
 altered code costs one hash and gets a 404. A genuine one redirects (302) to the blast's
 URL with ``refcode=<blast id>`` added, and the first ``GET`` per recipient marks their ledger
 row clicked (a conditional update: later clicks change nothing). ``HEAD`` and the
@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from messaging.links import DEFAULT_REFCODE_PARAM, Link, LinkCodes, LinkStore, original_url
-from messaging.links import with_refcode as add_refcode
+from messaging.content.links import DEFAULT_REFCODE_PARAM, Link, LinkCodes, LinkStore, original_url
+from messaging.content.links import with_refcode as add_refcode
 
 log = structlog.get_logger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from messaging.audit import Source
+from messaging.access.audit import Source
+from messaging.blasts.lifecycle import BLAST_STATUSES, COUNT_KEYS
 from messaging.compliance.replies import VERDICTS
-from messaging.lifecycle import BLAST_STATUSES, COUNT_KEYS
 from workers.web.api_surface import (
     BLAST_ACTIONS,
     MAX_AUDIT_LIMIT,

@@ -20,8 +20,8 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from messaging.access.operators import Operator, Operators, Permission
 from messaging.errors import ConfigError
-from messaging.operators import Operator, Operators, Permission
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from messaging.alert import ALERT_ID_PATTERN
-from messaging.delivery_events import DeliveryEvents
+from messaging.content.alert import ALERT_ID_PATTERN
+from messaging.sending.delivery_events import DeliveryEvents
 from workers.web.security import (
     SENDGRID_MAX_BODY,
     SENDGRID_SIGNATURE_HEADER,

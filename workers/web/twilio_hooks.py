@@ -17,7 +17,7 @@ from starlette.routing import Route
 from twilio.twiml.messaging_response import MessagingResponse
 
 from messaging.compliance.replies import InboundReply, ReplyHandler
-from messaging.delivery_events import DeliveryEvents, SmsStatus
+from messaging.sending.delivery_events import DeliveryEvents, SmsStatus
 from workers.web.security import (
     TWILIO_MAX_BODY,
     TWILIO_SIGNATURE_HEADER,

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from messaging.suppression import SuppressionList
-from messaging.unsubscribe import UnsubscribeClaim, UnsubscribeTokens
+from messaging.compliance.suppression import SuppressionList
+from messaging.content.unsubscribe import UnsubscribeClaim, UnsubscribeTokens
 from workers.web.security import UNSUBSCRIBE_MAX_BODY, read_body
 
 log = structlog.get_logger(__name__)

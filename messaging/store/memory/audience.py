@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from messaging.alert import Audience
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import Audience
 from messaging.store.memory.tables import MemoryTables
 
 #: Ledger states of a recipient an earlier blast reached (``from_blast``).

@@ -6,7 +6,7 @@ import threading
 from dataclasses import asdict
 from datetime import datetime
 
-from messaging.audit import AuditEntry, NewAuditEntry
+from messaging.access.audit import AuditEntry, NewAuditEntry
 
 
 class MemoryAuditStore:

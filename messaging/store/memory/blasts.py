@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from messaging.alert import Alert
-from messaging.lifecycle import ENDED_STATUSES, BlastStatus
+from messaging.blasts.lifecycle import ENDED_STATUSES, BlastStatus
+from messaging.content.alert import Alert
 from messaging.ports import BlastRecord, ByChannel
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.views import Summaries

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from messaging.breakdown import Breakdown, DeferredZone, ordered
-from messaging.lifecycle import RowState
+from messaging.blasts.breakdown import Breakdown, DeferredZone, ordered
+from messaging.blasts.lifecycle import RowState
 from messaging.store.memory.tables import MemoryTables
 
 
 class MemoryBreakdown:
-    """:class:`~messaging.breakdown.BreakdownReads` over :class:`MemoryTables`."""
+    """:class:`~messaging.blasts.breakdown.BreakdownReads` over :class:`MemoryTables`."""
 
     def __init__(self, tables: MemoryTables) -> None:
         self._t = tables

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from messaging.breakers import CARRIER_FILTERING_CODES, NOT_COUNTED_AS_FAILURES
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.ports import RecentOutcomes
+from messaging.safety.breakers import CARRIER_FILTERING_CODES, NOT_COUNTED_AS_FAILURES
 from messaging.store.memory.tables import MemoryTables
 
 _FINISHED = frozenset({RowState.SENT, RowState.DELIVERED, RowState.FAILED})

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.memory.tables import MemoryTables, Row
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from messaging.export import ExportRow
+from messaging.blasts.export import ExportRow
 from messaging.store.memory.tables import MemoryTables
 
 
 class MemoryExportStore:
-    """:class:`~messaging.export.ExportStore` over :class:`MemoryTables`."""
+    """:class:`~messaging.blasts.export.ExportStore` over :class:`MemoryTables`."""
 
     def __init__(self, tables: MemoryTables) -> None:
         self._t = tables
 
     def export_rows(self, blast_id: str) -> Iterator[ExportRow]:
-        """See :class:`~messaging.export.ExportStore`."""
+        """See :class:`~messaging.blasts.export.ExportStore`."""
         with self._t.lock:
             rows = sorted(self._t.rows_of(blast_id), key=lambda r: (r.channel, r.supporter_id))
             people = {r.supporter_id: self._t.supporters.get(r.supporter_id) for r in rows}

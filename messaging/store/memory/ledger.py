@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from messaging.alert import Alert
-from messaging.lifecycle import OPEN, BlastStatus, RowState
+from messaging.blasts.lifecycle import OPEN, BlastStatus, RowState
+from messaging.content.alert import Alert
+from messaging.content.variants import held_until, is_held, variant_of
 from messaging.ports import (
     TEMPLATE_FIELDS,
     CapScreen,
@@ -19,7 +20,6 @@ from messaging.ports import (
 )
 from messaging.store.memory.audience import AudienceFilter
 from messaging.store.memory.tables import MemoryTables, Row
-from messaging.variants import held_until, is_held, variant_of
 
 LOST_IN_FLIGHT = "lost_in_flight"
 
@@ -123,7 +123,7 @@ class MemoryLedger:
                 state = RowState.DUPLICATE
             elif (channel, destination) in self._t.suppressions:
                 state = RowState.SUPPRESSED
-            elif held(sid):  # pick_winner: waits for the winner (messaging/winner.py)
+            elif held(sid):  # pick_winner: waits for the winner (messaging/blasts/winner.py)
                 state = RowState.DEFERRED
             else:
                 state = RowState.PENDING

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from messaging.lifecycle import RowState
-from messaging.links import Link
+from messaging.blasts.lifecycle import RowState
+from messaging.content.links import Link
 from messaging.store.memory.tables import MemoryTables
 
 

@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime
 
-from messaging.operators import Operator
+from messaging.access.operators import Operator
 
 
 class MemoryOperatorStore:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from messaging.lifecycle import ENDED_STATUSES, RowState
+from messaging.blasts.lifecycle import ENDED_STATUSES, RowState
 from messaging.ports import FleetCounts
 from messaging.store.memory.tables import MemoryTables
 

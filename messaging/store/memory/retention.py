@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from messaging.lifecycle import ENDED_STATUSES
+from messaging.blasts.lifecycle import ENDED_STATUSES
 from messaging.store.memory.tables import MemoryTables
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from messaging.compliance.suppression import Channel, Suppression, suppression_key
 from messaging.store.memory.tables import MemoryTables
-from messaging.suppression import Channel, Suppression, suppression_key
 
 
 class MemorySuppressionList:
-    """:class:`~messaging.suppression.SuppressionList` over :class:`MemoryTables`."""
+    """:class:`~messaging.compliance.suppression.SuppressionList` over :class:`MemoryTables`."""
 
     def __init__(self, tables: MemoryTables) -> None:
         self._t = tables

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from config.settings import QuietHours, parse_quiet_hours
+from messaging.content.topics import validate_topic_name
 from messaging.ports import TopicInfo
 from messaging.store.memory.tables import MemoryTables
-from messaging.topics import validate_topic_name
 
 
 class MemoryTopicStore:

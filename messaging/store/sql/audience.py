@@ -29,13 +29,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.sql.elements import ColumnElement
 
-from messaging.alert import Alert
-from messaging.alert import Audience as AudienceFilter
-from messaging.lifecycle import RowState
-from messaging.ports import CapScreen
-from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
-from messaging.store.sql.dialect import SqlDialect
-from messaging.variants import (
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import Alert
+from messaging.content.alert import Audience as AudienceFilter
+from messaging.content.variants import (
     SHARE_BUCKETS,
     coefficients,
     field_hash,
@@ -43,6 +40,9 @@ from messaging.variants import (
     share_coefficients,
     share_threshold,
 )
+from messaging.ports import CapScreen
+from messaging.store.schema import deliveries, subscriptions, supporters, suppressions
+from messaging.store.sql.dialect import SqlDialect
 
 
 class Audience:
@@ -202,7 +202,7 @@ def _destination(channel: str) -> Any:
 
 
 def _variant(alert: Alert, supporter_id: Any) -> Any:
-    """The row's A/B variant (messaging/variants.py), computed in the INSERT; NULL without,
+    """The row's A/B variant (messaging/content/variants.py), computed in the INSERT; NULL without,
     and for a row held for a ``pick_winner`` winner (set when it is picked)."""
     if not alert.variants:
         return null()
@@ -213,7 +213,7 @@ def _variant(alert: Alert, supporter_id: Any) -> Any:
 
 
 def _held(alert: Alert, supporter_id: Any) -> Any:
-    """True for a recipient outside a ``pick_winner`` test share (messaging/variants.py)."""
+    """True for a recipient outside a ``pick_winner`` test share (messaging/content/variants.py)."""
     if alert.pick_winner is None:
         return false()
     bucket = field_hash(share_coefficients(alert.alert_id), supporter_id) % SHARE_BUCKETS

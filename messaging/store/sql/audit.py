@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from messaging.audit import AuditEntry, NewAuditEntry
+from messaging.access.audit import AuditEntry, NewAuditEntry
 from messaging.store.schema import audit_log
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from messaging.alert import Alert
-from messaging.lifecycle import ENDED_STATUSES, BlastStatus
+from messaging.blasts.lifecycle import ENDED_STATUSES, BlastStatus
+from messaging.content.alert import Alert
 from messaging.ports import BlastRecord
 from messaging.store.schema import blasts
 from messaging.store.sql.counts import state_counts_query

@@ -1,4 +1,4 @@
-"""The breakdown of one blast (messaging/breakdown.py) from the ledger."""
+"""The breakdown of one blast (messaging/blasts/breakdown.py) from the ledger."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, func, select
 
-from messaging.breakdown import Breakdown, DeferredZone, ordered
-from messaging.lifecycle import RowState
+from messaging.blasts.breakdown import Breakdown, DeferredZone, ordered
+from messaging.blasts.lifecycle import RowState
 from messaging.store.schema import deliveries, supporters
 
 
 class SqlBreakdown:
-    """:class:`~messaging.breakdown.BreakdownReads`: both queries ride the
+    """:class:`~messaging.blasts.breakdown.BreakdownReads`: both queries ride the
     ``(blast_id, channel, state)`` index, so a page view costs the failed and deferred rows
     of one blast, not its whole ledger."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, delete, func, select, tuple_, union_all
 
-from messaging.lifecycle import ENDED_STATUSES
+from messaging.blasts.lifecycle import ENDED_STATUSES
 from messaging.store.schema import blast_count_deltas, blast_counts, blasts, deliveries
 from messaging.store.sql.dialect import SqlDialect
 

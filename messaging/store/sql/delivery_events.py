@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, select
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.schema import deliveries, early_statuses, inbound_messages, webhook_events
 from messaging.store.sql.dialect import SqlDialect, dialect_for
 

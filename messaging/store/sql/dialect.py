@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Connection, Engine, Table, bindparam, exists, select
 from sqlalchemy.sql.dml import Insert
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.schema import deliveries, supporters
 
 if TYPE_CHECKING:

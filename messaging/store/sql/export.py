@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from sqlalchemy import Engine, select
 
-from messaging.export import ExportRow
+from messaging.blasts.export import ExportRow
 from messaging.store.schema import deliveries, supporters
 
 #: Rows fetched per round trip from the server-side cursor (PostgreSQL) or SQLite's.
@@ -14,13 +14,13 @@ FETCH_ROWS = 5_000
 
 
 class SqlExportStore:
-    """:class:`~messaging.export.ExportStore` on ``deliveries`` (+ ``supporters``)."""
+    """:class:`~messaging.blasts.export.ExportStore` on ``deliveries`` (+ ``supporters``)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def export_rows(self, blast_id: str) -> Iterator[ExportRow]:
-        """See :class:`~messaging.export.ExportStore`: a server-side cursor, so memory holds
+        """See :class:`~messaging.blasts.export.ExportStore`: a server-side cursor, so memory holds
         :data:`FETCH_ROWS` rows at a time whatever the blast's size."""
         query = (
             select(

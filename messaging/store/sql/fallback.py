@@ -15,7 +15,7 @@ from typing import Final
 from sqlalchemy import Connection, and_, exists, func, select
 from sqlalchemy.orm import aliased
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.schema import deliveries, supporters, suppressions
 from messaging.store.sql.dialect import SqlDialect
 

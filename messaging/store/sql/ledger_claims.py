@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.ports import TEMPLATE_FIELDS, Claimed, Outcome
 from messaging.store.schema import deliveries, early_statuses, supporters
 from messaging.store.sql.dialect import SqlDialect

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from messaging.alert import Alert
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
+from messaging.content.alert import Alert
 from messaging.ports import TEMPLATE_FIELDS, CapScreen, DryRun, ExpandedPage, PendingView
 from messaging.store.schema import blasts, deliveries, supporters
 from messaging.store.sql.audience import Audience, insert_page

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
-from messaging.lifecycle import OPEN, BlastStatus, RowState
+from messaging.blasts.lifecycle import OPEN, BlastStatus, RowState
 from messaging.ports import TEMPLATE_FIELDS, Claimed, SendingRow
 from messaging.store.schema import blasts, deliveries, supporters
 from messaging.store.sql.ledger_claims import template_fields

@@ -1,4 +1,4 @@
-"""Tracked short links (:class:`messaging.links.LinkStore`) and counts per A/B variant."""
+"""Tracked short links (:class:`messaging.content.links.LinkStore`) and counts per A/B variant."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
-from messaging.lifecycle import RowState
-from messaging.links import Link
+from messaging.blasts.lifecycle import RowState
+from messaging.content.links import Link
 from messaging.ports import ByChannel
 from messaging.store.schema import deliveries, links
 from messaging.store.sql.dialect import SqlDialect, dialect_for
@@ -21,7 +21,7 @@ def url_hash(url: str) -> str:
 
 
 class SqlLinkStore:
-    """:class:`~messaging.links.LinkStore` on the ``links`` table and the ledger."""
+    """:class:`~messaging.content.links.LinkStore` on the ``links`` table and the ledger."""
 
     def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self._engine = engine

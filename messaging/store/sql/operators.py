@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from messaging.operators import Operator, Role
+from messaging.access.operators import Operator, Role
 from messaging.store.schema import operators
 
 

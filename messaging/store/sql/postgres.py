@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.store.sql.dialect import ClaimRow, SqlDialect, clipped_error
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, func, select
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
 from messaging.ports import NewReply, Reply
 from messaging.store.schema import blasts, deliveries, replies, supporters
 from messaging.store.sql.dialect import dialect_for

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, func, select, text
 
-from messaging.lifecycle import ENDED_STATUSES, RowState
+from messaging.blasts.lifecycle import ENDED_STATUSES, RowState
 from messaging.ports import FleetCounts
 from messaging.store.schema import blasts, deliveries
 from messaging.store.sql.counts import counts_subquery

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 
+from messaging.compliance.suppression import Channel, Suppression, suppression_key
 from messaging.store.schema import suppression_events, suppressions
 from messaging.store.sql.dialect import SqlDialect, dialect_for
-from messaging.suppression import Channel, Suppression, suppression_key
 
 
 class SqlSuppressionList:
-    """A :class:`~messaging.suppression.SuppressionList` on the ``suppressions`` table."""
+    """A :class:`~messaging.compliance.suppression.SuppressionList` on its table."""
 
     def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self._engine = engine

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, select
 
 from config.settings import QuietHours, parse_quiet_hours
+from messaging.content.topics import validate_topic_name
 from messaging.ports import TopicInfo
 from messaging.store.schema import alert_topics, subscriptions
 from messaging.store.sql.dialect import SqlDialect, dialect_for
-from messaging.topics import validate_topic_name
 
 
 class SqlTopicStore:

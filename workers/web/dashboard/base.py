@@ -20,8 +20,8 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from messaging.breakdown import BreakdownReads
-from messaging.operators import BOOTSTRAP, Operator, Permission, Role
+from messaging.access.operators import BOOTSTRAP, Operator, Permission, Role
+from messaging.blasts.breakdown import BreakdownReads
 from workers.app import App
 from workers.web.dashboard.live import LiveBoard
 from workers.web.dashboard.render import SECURITY_HEADERS, templates

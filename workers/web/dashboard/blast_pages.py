@@ -1,7 +1,7 @@
 """The blasts pages: the live list, one blast with its actions, and the live stream.
 
 Every action re-checks the operator's role (the API's
-:class:`~messaging.operators.Permission` table) and goes through the API's service,
+:class:`~messaging.access.operators.Permission` table) and goes through the API's service,
 recorded in the audit log with source ``dashboard``.
 """
 
@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
-from messaging.audit import Actor, Source
+from messaging.access.audit import Actor, Source
+from messaging.access.operators import Permission
+from messaging.blasts.lifecycle import ENDED_STATUSES
+from messaging.blasts.services import act_on_blast
 from messaging.errors import InputError
-from messaging.lifecycle import ENDED_STATUSES
-from messaging.operators import Permission
-from messaging.services import act_on_blast
 from workers.app import App
 from workers.web.api_surface import BLAST_ACTIONS
 from workers.web.dashboard.base import DashboardBase, Form, Who, posted, signed_in

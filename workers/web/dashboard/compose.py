@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from messaging.audit import Source
+from messaging.access.audit import Source
 from messaging.errors import InputError
 
 #: The form's text fields, in the order the page shows them.

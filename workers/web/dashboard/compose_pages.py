@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from messaging.access.operators import Permission
+from messaging.blasts.lifecycle import ENDED_STATUSES
 from messaging.errors import InputError
-from messaging.lifecycle import ENDED_STATUSES
-from messaging.operators import Permission
 from workers.web.dashboard.base import DashboardBase, Form, Who, posted, signed_in
 from workers.web.dashboard.compose import PRIORITIES, Mode, alert_to_publish, form_values
 
@@ -72,7 +72,7 @@ class ComposePages(DashboardBase):
         try:
             mode = Mode(form.get("mode", ""))
             topic, document = await run_in_threadpool(alert_to_publish, values, mode, operator.name)
-            from messaging.services import publish_alert
+            from messaging.blasts.services import publish_alert
 
             await run_in_threadpool(
                 publish_alert, self._app.stores.topics, self._app.publisher, topic, document

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from messaging.lifecycle import ENDED_STATUSES
+from messaging.blasts.lifecycle import ENDED_STATUSES
 from messaging.ports import BlastStore, LiveCounts
 
 #: How often a stream pushes, in seconds.

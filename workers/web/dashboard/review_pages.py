@@ -8,10 +8,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from messaging.audit import Actor, AuditAction, Source
+from messaging.access.audit import Actor, AuditAction, Source
+from messaging.access.operators import Permission
 from messaging.compliance.replies import VERDICTS
 from messaging.errors import InputError
-from messaging.operators import Permission
 from workers.web.dashboard.base import DashboardBase, Form, Who, posted, signed_in
 
 #: Audit entries per page (the audit store returns at most 1000: 20 pages).

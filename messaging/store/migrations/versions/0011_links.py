@@ -1,7 +1,7 @@
 """links: the tracked short links of each blast (contract §7 ``GET /l/{code}``)
 
 One row per distinct URL of a blast's channel; a short link's code carries the row's id
-and the recipient, HMAC-tagged (messaging/links.py). Clicks land on
+and the recipient, HMAC-tagged (messaging/content/links.py). Clicks land on
 ``deliveries.clicked_at`` (migration 0009), variants on ``deliveries.variant``; a partial
 index over the clicked rows counts a blast's clicks without reading its other rows.
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from messaging.winner import WinnerStore
+from messaging.blasts.winner import WinnerStore
 
 if TYPE_CHECKING:
-    from messaging.alert import Alert
+    from messaging.content.alert import Alert
 
 #: Bits of HMAC kept in a code: a forger's odds per guess are 2**-TAG_BITS.
 TAG_BITS = 36

@@ -12,7 +12,7 @@ Run periodically by ``rapid scheduler`` (several may run: every action is idempo
 - Deferred SMS whose quiet window has ended: back to pending and onto their lane, in the
   order they were deferred (the senders' rate limits pace them).
 - Scheduled blasts whose ``send_at`` has come: released and expanded
-  (:mod:`messaging.scheduled`; the scheduler also asks between sweeps, to be on time).
+  (:mod:`messaging.blasts.scheduled`; the scheduler also asks between sweeps, to be on time).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from messaging.blast_control import BlastActions
-from messaging.breakers import Breakers
+from messaging.blasts.blast_control import BlastActions
+from messaging.blasts.lifecycle import BlastStatus, RowState
+from messaging.blasts.scheduled import ScheduledReleases
+from messaging.blasts.winner import WinnerPicker
 from messaging.errors import ServiceUnavailableError
-from messaging.in_doubt import InDoubtReport, InDoubtSettler
-from messaging.lifecycle import BlastStatus, RowState
 from messaging.ports import InFlightView, enqueue_in_batches
-from messaging.scheduled import ScheduledReleases
-from messaging.winner import WinnerPicker
+from messaging.safety.breakers import Breakers
+from messaging.safety.in_doubt import InDoubtReport, InDoubtSettler
 
 log = structlog.get_logger(__name__)
 
@@ -143,7 +143,7 @@ class Sweeper:
 
     def settle_in_doubt(self, report: InDoubtReport) -> int:
         """Settle the rows of senders that died (or gave rows up) mid-batch; see
-        :mod:`messaging.in_doubt`. Runs before completion checks, so a blast whose last
+        :mod:`messaging.safety.in_doubt`. Runs before completion checks, so a blast whose last
         rows were in doubt completes in the same pass."""
         if self._in_doubt is None or self._inflight is None:
             return 0

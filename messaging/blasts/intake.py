@@ -11,14 +11,14 @@ from collections.abc import Callable
 
 import structlog
 
-from messaging.alert import Alert, parse_alert
-from messaging.approval import ApprovalGate
-from messaging.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Source
+from messaging.access.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Source
+from messaging.blasts.approval import ApprovalGate
+from messaging.blasts.dry_run import DryRunConfig
+from messaging.blasts.expansion import Expander
+from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus
 from messaging.compliance.frequency_caps import FrequencyCaps
-from messaging.dry_run import DryRunConfig
+from messaging.content.alert import Alert, parse_alert
 from messaging.errors import InputError
-from messaging.expansion import Expander
-from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus
 from messaging.ports import (
     BlastControl,
     BlastRecord,
@@ -101,7 +101,7 @@ class Intake:
                 )
         if blast.status == BlastStatus.SCHEDULED:
             # Kept in the blasts table until ``send_at``; the scheduler releases and expands
-            # it (:mod:`messaging.scheduled`), so the queue message is done with.
+            # it (:mod:`messaging.blasts.scheduled`), so the queue message is done with.
             bound.info("intake.scheduled", send_at=str(blast.send_at))
             return blast
         return self.expand(blast, heartbeat)

@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from messaging.audit import AuditAction, AuditLog
+from messaging.access.audit import AuditAction, AuditLog
+from messaging.blasts.lifecycle import BlastStatus
 from messaging.errors import InputError
-from messaging.lifecycle import BlastStatus
 
 if TYPE_CHECKING:
-    from messaging.alert import Alert
-    from messaging.audit import Actor
-    from messaging.dry_run import DryRunConfig
-    from messaging.lifecycle import BlastLifecycle
+    from messaging.access.audit import Actor
+    from messaging.blasts.dry_run import DryRunConfig
+    from messaging.blasts.lifecycle import BlastLifecycle
+    from messaging.content.alert import Alert
     from messaging.ports import BlastReads, BlastRecord, PendingView
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ class ApprovalGate:
     def preview(self, view: PendingView, alert: Alert) -> dict[str, Any]:
         """What the approver sees: the dry-run estimate (recipients, segments, cost, ETA)
         and the messages of :data:`SAMPLE_RECIPIENTS` recipients, rendered."""
-        from messaging.dry_run import estimate
+        from messaging.blasts.dry_run import estimate
 
         return {
             "threshold": self.threshold,
@@ -92,7 +92,7 @@ class ApprovalGate:
 
 def render_sample(view: PendingView, alert: Alert) -> list[dict[str, str]]:
     """The first recipients' messages as they would go out (first-contact text aside)."""
-    from messaging.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
+    from messaging.content.templates import SMS_RENDERED_MAX_CHARS, RenderError, render
 
     samples: list[dict[str, str]] = []
     for channel in alert.channels:

@@ -26,10 +26,13 @@ from typing import Protocol
 
 import structlog
 
-from messaging.alert import Alert
-from messaging.lifecycle import RowState
-from messaging.links import ShortLinks
-from messaging.personalize import sms_body
+from messaging.blasts.lifecycle import RowState
+from messaging.blasts.winner import held_variants
+from messaging.content.alert import Alert
+from messaging.content.links import ShortLinks
+from messaging.content.personalize import sms_body
+from messaging.content.sms_encoding import normalize_for_gsm
+from messaging.content.templates import RenderError
 from messaging.ports import (
     IN_FLIGHT_GRACE_S,
     BlastRecord,
@@ -43,9 +46,6 @@ from messaging.ports import (
 )
 from messaging.providers.base import LoggedSms, SmsLog
 from messaging.sending.sms import SmsConfig, first_contact_text
-from messaging.sms_encoding import normalize_for_gsm
-from messaging.templates import RenderError
-from messaging.winner import held_variants
 
 log = structlog.get_logger(__name__)
 

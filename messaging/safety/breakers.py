@@ -24,8 +24,8 @@ from typing import Protocol
 
 import structlog
 
-from messaging.audit import Actor, AuditAction, AuditLog, Source
-from messaging.lifecycle import PauseReason
+from messaging.access.audit import Actor, AuditAction, AuditLog, Source
+from messaging.blasts.lifecycle import PauseReason
 from messaging.ports import BlastRecord, BreakerWindow, RecentOutcomes
 
 log = structlog.get_logger(__name__)

@@ -23,14 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from messaging.errors import InputError
-from messaging.templates import (
+from messaging.content.templates import (
     EMAIL_RENDERED_MAX_CHARS,
     SMS_RENDERED_MAX_CHARS,
     SUBJECT_RENDERED_MAX_CHARS,
     TEMPLATE_MAX_CHARS,
     check_template,
 )
+from messaging.errors import InputError
 
 #: The alert id doubles as the blast id and as SQS/Redis key material.
 ALERT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -89,7 +89,7 @@ class EmailContent(_Strict):
     text: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
     html: str | None = Field(default=None, max_length=EMAIL_BODY_MAX_CHARS)
     #: Opt-in: its http(s) links become tracked short links, as SMS links always do
-    #: (messaging/links.py); off by default, mail clients show the long link's domain.
+    #: (messaging/content/links.py); off by default, mail clients show the long link's domain.
     track_links: bool = False
 
     @model_validator(mode="after")
@@ -236,7 +236,7 @@ class Alert(_Strict):
     requested_by: str | None = Field(default=None, min_length=1, max_length=64)
     #: Extension: where our own publishers sent it from; absent: straight to SNS.
     requested_via: Literal["cli", "api", "dashboard"] | None = None
-    #: Contract §13: thresholds of the blast's circuit breakers (messaging/breakers.py).
+    #: Contract §13: thresholds of the blast's circuit breakers (messaging/safety/breakers.py).
     breakers: BreakerSettings | None = None
     #: Contract §4: a recipient whose SMS quiet hours would hold gets the email part now
     #: instead (the SMS row ends ``fallback``).
@@ -247,7 +247,7 @@ class Alert(_Strict):
         default=None, min_length=VARIANTS_MIN, max_length=VARIANTS_MAX
     )
     #: Issue #19: test the variants on a share first, then send the winner to the rest
-    #: (messaging/winner.py).
+    #: (messaging/blasts/winner.py).
     pick_winner: PickWinner | None = None
 
     @model_validator(mode="before")

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from messaging.alert import Alert, EmailContent, SmsContent
+    from messaging.content.alert import Alert, EmailContent, SmsContent
 
 #: The Mersenne prime 2**31 - 1: the hash's modulus.
 PRIME = 2_147_483_647
@@ -81,7 +81,7 @@ def recipient_variant(alert: Alert, supporter_id: int, held: int | None = None) 
 
 
 #: How long a row held for the winner waits unless the winner is picked first: the picker
-#: (messaging/winner.py) sets its ``deferred_until`` to the moment it picks.
+#: (messaging/blasts/winner.py) sets its ``deferred_until`` to the moment it picks.
 HELD_FOR = timedelta(days=365)
 
 

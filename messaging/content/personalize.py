@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from messaging.alert import Alert, SmsContent
-from messaging.links import ShortLinks
-from messaging.templates import SMS_RENDERED_MAX_CHARS, render
-from messaging.variants import recipient_variant, sms_content
+from messaging.content.alert import Alert, SmsContent
+from messaging.content.links import ShortLinks
+from messaging.content.templates import SMS_RENDERED_MAX_CHARS, render
+from messaging.content.variants import recipient_variant, sms_content
 
 
 def sms_part(alert: Alert, supporter_id: int, held: int | None = None) -> SmsContent:
@@ -30,7 +30,7 @@ def sms_body(
     held: int | None = None,
 ) -> str:
     """The rendered SMS body (before the first-contact wrapper and GSM normalising);
-    :class:`~messaging.templates.RenderError` when the template fails for this supporter."""
+    :class:`~messaging.content.templates.RenderError` when the template fails for this supporter."""
     part = sms_part(alert, supporter_id, held)
     body = render(part.body, fields, max_chars=SMS_RENDERED_MAX_CHARS)
     if links is not None:

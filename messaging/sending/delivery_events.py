@@ -25,10 +25,10 @@ from typing import Any, Final
 
 import structlog
 
-from messaging.lifecycle import RowState
+from messaging.blasts.lifecycle import RowState
+from messaging.compliance.suppression import SuppressionList
 from messaging.ports import DeliveryEventStore
 from messaging.ports.stores import EMAIL_LEN
-from messaging.suppression import SuppressionList
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """Operator actions on a blast: pause, resume, cancel, approve, reject, and the re-drive.
 
-Each is a :class:`~messaging.lifecycle.BlastLifecycle` transition (the database first, then
+Each is a :class:`~messaging.blasts.lifecycle.BlastLifecycle` transition (the database first, then
 the fleet-wide Redis copy senders read before each provider call, so it takes effect
 everywhere within a second); this module adds what an operator needs to hear when the
 blast's status does not allow it.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from messaging.blasts.lifecycle import CANCEL_DRAIN_S, BlastLifecycle, BlastStatus, PauseReason
 from messaging.errors import InputError
-from messaging.lifecycle import CANCEL_DRAIN_S, BlastLifecycle, BlastStatus, PauseReason
 from messaging.ports import BlastControl, BlastRecord, BlastStore, LedgerStore, SendQueue
 
 

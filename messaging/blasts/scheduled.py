@@ -4,7 +4,7 @@ Intake records a blast whose ``send_at`` is ahead as ``scheduled`` and expands n
 ``rapid scheduler`` (the one holding the lease) asks :meth:`ScheduledReleases.release_due`
 on every wake-up, and wakes up for the next ``send_at`` rather than at its sweep interval,
 so a blast is released within a second of its time: ``scheduled → expanding`` through
-:class:`~messaging.lifecycle.BlastLifecycle` (a conditional update, so a blast canceled
+:class:`~messaging.blasts.lifecycle.BlastLifecycle` (a conditional update, so a blast canceled
 meanwhile stays canceled), then expanded by the same code intake uses. Until the release a
 cancel ends it with nothing written; ``send_by`` passing first expires it (the sweep).
 
@@ -21,7 +21,7 @@ from typing import Final
 
 import structlog
 
-from messaging.lifecycle import BlastLifecycle, BlastStatus
+from messaging.blasts.lifecycle import BlastLifecycle, BlastStatus
 from messaging.ports import BlastRecord, BlastStore
 
 log = structlog.get_logger(__name__)

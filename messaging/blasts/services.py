@@ -10,13 +10,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from messaging.audit import Actor, AuditAction, AuditLog
+from messaging.access.audit import Actor, AuditAction, AuditLog
 from messaging.errors import InputError
 from messaging.ports import AlertPublisher, ResourceProvisioner, TopicStore
 
 if TYPE_CHECKING:
-    from messaging.approval import Approvals
-    from messaging.blast_control import BlastActions
+    from messaging.blasts.approval import Approvals
+    from messaging.blasts.blast_control import BlastActions
 
 
 def publish_alert(

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config.settings import QuietHours
-from messaging.alert import Alert
-from messaging.links import preview_links
+from messaging.compliance.quiet_hours import next_allowed
+from messaging.content.alert import Alert
+from messaging.content.links import preview_links
+from messaging.content.sms_encoding import normalize_for_gsm, segment_info
+from messaging.content.templates import RenderError, render
+from messaging.content.variants import sms_content
 from messaging.ports import PendingView
-from messaging.quiet_hours import next_allowed
-from messaging.sms_encoding import normalize_for_gsm, segment_info
-from messaging.templates import RenderError, render
-from messaging.variants import sms_content
 
 #: Recipients whose SMS is rendered to measure segments; the average is extrapolated.
 SEGMENT_SAMPLE = 1000
@@ -36,7 +36,7 @@ class DryRunConfig:
     mms_price: float = 0.02
     quiet_hours: QuietHours | None = None
     #: Where tracked short links point: the sample's URLs are measured as short links
-    #: (messaging/links.py); None: as written.
+    #: (messaging/content/links.py); None: as written.
     short_link_base_url: str | None = None
 
 

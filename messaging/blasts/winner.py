@@ -1,7 +1,7 @@
 """``pick_winner``: test the variants on a share of the audience, then send the winner.
 
 The expansion writes the test share's rows ``pending`` with their variant, and everyone
-else's ``deferred`` with no variant and a release a year away (messaging/variants.py
+else's ``deferred`` with no variant and a release a year away (messaging/content/variants.py
 decides who is which, by a hash of (blast, supporter)). Each scheduler pass, once a blast's
 ``after`` has passed since it was created, :class:`WinnerPicker` counts the clicks per
 variant on the ledger, gives the held rows the variant with the most (the lowest on a tie)
@@ -19,10 +19,10 @@ from typing import Protocol
 
 import structlog
 
-from messaging.alert import Alert
-from messaging.lifecycle import BlastStatus
+from messaging.blasts.lifecycle import BlastStatus
+from messaging.content.alert import Alert
+from messaging.content.variants import is_held
 from messaging.ports import BlastStore
-from messaging.variants import is_held
 
 log = structlog.get_logger(__name__)
 

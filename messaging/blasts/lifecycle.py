@@ -221,7 +221,7 @@ class BlastLifecycle:
 
     Each method returns whether the blast moved; a transition the current status does not
     allow (completing a canceled blast, resuming one that is not paused) moves nothing and
-    returns False. Operator-facing errors are :class:`messaging.blast_control.BlastActions`'.
+    returns False. Operator-facing errors are :class:`messaging.blasts.blast_control.BlastActions`'.
     """
 
     def __init__(

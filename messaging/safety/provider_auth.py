@@ -14,8 +14,8 @@ from typing import Protocol
 
 import structlog
 
-from messaging.audit import Actor, AuditAction, AuditLog, Source
-from messaging.lifecycle import BlastStatus, PauseReason
+from messaging.access.audit import Actor, AuditAction, AuditLog, Source
+from messaging.blasts.lifecycle import BlastStatus, PauseReason
 from messaging.ports import BlastReads
 
 log = structlog.get_logger(__name__)

@@ -18,10 +18,10 @@ from typing import Any
 
 import structlog
 
-from messaging.approval import ApprovalGate, render_sample
+from messaging.blasts.approval import ApprovalGate, render_sample
+from messaging.blasts.dry_run import DryRunConfig, estimate
+from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.compliance.frequency_caps import FrequencyCaps
-from messaging.dry_run import DryRunConfig, estimate
-from messaging.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
 from messaging.ports import (
     BlastRecord,

@@ -1,0 +1,1 @@
+"""Who may send: operators and their roles, and the audit log of what they did."""

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "(min–max) of the runs. Raw results: `docs/benchmarks.json`.",
         "",
         "Finished: "
-        + "; ".join(f"{name} {results[name].get('ran_at', '?')}" for name in BENCHMARKS)
+        + "; ".join(f"{name} {results.get(name, {}).get('ran_at', 'not yet run')}" for name in BENCHMARKS)
         + " (a benchmark rerun with `--only` after a fix says so here).",
         "",
         "| figure | measured | target | | command |",

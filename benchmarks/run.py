@@ -114,7 +114,7 @@ def rows(r: dict[str, Any], cmd: Callable[[str], str]) -> list[Row]:
     lat = r["latency"]
     rate, first = lat["rate"], lat["first_send"]
     out += [
-        (f"latency-bound SMS rate: provider answers in {rate['latency_ms']} ms, limit {rate['sms_rate_account']}/s, one sender ({rate['recipients']:,} SMS, {rate['priority']}): achieved / configured", span(rate["achieved_over_configured"], "{:.2f}"), "≥ 0.9", verdict(rate["achieved_over_configured"]["median"] >= 0.9), cmd("latency")),
+        (f"latency-bound SMS rate: provider answers in {rate['latency_ms']} ms, limit {rate['sms_rate_account']}/s, one sender ({rate['recipients']:,} SMS, {rate['priority']}): achieved / configured", span(rate["achieved_over_configured"], "{:.2f}"), "≥ 0.95 (issue #21; ≥ 0.9 before)", verdict(rate["achieved_over_configured"]["median"] >= 0.95), cmd("latency")),
         ("… achieved / paced (the limiter paces at 92 % of the configured rate)", span(rate["achieved_over_paced"], "{:.2f}"), "—", "", "same"),
         ("… SMS/s achieved at the emulator (steady state)", span(rate["achieved_per_s"]), "—", "", "same"),
     ]  # fmt: skip
@@ -123,14 +123,14 @@ def rows(r: dict[str, Any], cmd: Callable[[str], str]) -> list[Row]:
         if f is None:
             continue
         out += [
-            (f"alert to first send, `sns.publish` → first request at the emulator, p50 ({priority}; {f['pooled']['alerts']} alerts)", span(f["p50_ms"], "{:,.0f} ms"), "≤ 250 ms", verdict(f["p50_ms"]["median"] <= 250), "same"),
-            (f"… p99 ({priority})", span(f["p99_ms"], "{:,.0f} ms"), "≤ 1,000 ms", verdict(f["p99_ms"]["median"] <= 1000), "same"),
+            (f"alert to first send, `sns.publish` → first request at the emulator, p50 ({priority}; {f['pooled']['alerts']} alerts)", span(f["p50_ms"], "{:,.0f} ms"), "≤ 100 ms (issue #21)", verdict(f["p50_ms"]["median"] <= 100), "same"),
+            (f"… p99 ({priority})", span(f["p99_ms"], "{:,.0f} ms"), "≤ 250 ms (issue #21)", verdict(f["p99_ms"]["median"] <= 250), "same"),
         ]  # fmt: skip
     exp = r["expansion"]
     out += [
-        (f"expansion of a {exp['subscribers']:,}-subscriber topic into ledger rows and send work, seconds", span(exp["expand_s"], "{:.1f} s"), "≤ 10 s", verdict(exp["expand_s"]["median"] <= 10), cmd("expansion")),
+        (f"expansion of a {exp['subscribers']:,}-subscriber topic into ledger rows and send work, seconds", span(exp["expand_s"], "{:.1f} s"), "— (below this machine's ceiling; the ratio is the target)", "", cmd("expansion")),
         ("… the database's ceiling for the same rows: one INSERT … SELECT / COPY", f"{exp['ceiling_insert_select_s']['median']:.1f} s / {exp['ceiling_copy_s']['median']:.1f} s", "—", "", "same"),
-        ("… ours / ceiling (INSERT … SELECT)", f"{exp['ratio_to_insert_select']:.2f}×", "—", "", "same"),
+        ("… ours / ceiling (INSERT … SELECT)", f"{exp['ratio_to_insert_select']:.2f}×", "≤ 1.2×", verdict(round(exp["ratio_to_insert_select"], 2) <= 1.2), "same"),
         ("… expansion peak RSS", span(exp["peak_rss_mb"], "{:.0f} MB"), "≤ 150 MB", verdict(exp["peak_rss_mb"]["median"] <= 150), "same"),
     ]  # fmt: skip
     naive = r["naive"]
@@ -228,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         "(min–max) of the runs. Raw results: `docs/benchmarks.json`.",
         "",
         "Finished: "
-        + "; ".join(f"{name} {results.get(name, {}).get('ran_at', 'not yet run')}" for name in BENCHMARKS)
+        + "; ".join(
+            f"{name} {results.get(name, {}).get('ran_at', 'not yet run')}" for name in BENCHMARKS
+        )
         + " (a benchmark rerun with `--only` after a fix says so here).",
         "",
         "| figure | measured | target | | command |",

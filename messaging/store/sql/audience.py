@@ -336,22 +336,27 @@ def _write_page_postgres(
         else_=literal(RowState.PENDING),
     )
     variant = _variant(audience.alert, page.c.supporter_id)
+
+    def rows(row_state: Any, deferred_until: Any) -> Any:
+        """The page's ledger rows in ``_PAGE_COLUMNS`` order, in this state."""
+        return select(
+            literal(blast_id),
+            literal(channel),
+            page.c.supporter_id,
+            page.c.destination,
+            row_state,
+            literal(now),
+            literal(now),
+            variant,
+            deferred_until,
+        )
+
+    deferred_until = case(
+        (state == literal(RowState.DEFERRED), literal(held_until(now))), else_=null()
+    )
     first = (
         postgresql.insert(deliveries)
-        .from_select(
-            _PAGE_COLUMNS,
-            select(
-                literal(blast_id),
-                literal(channel),
-                page.c.supporter_id,
-                page.c.destination,
-                state,
-                literal(now),
-                literal(now),
-                variant,
-                case((state == literal(RowState.DEFERRED), literal(held_until(now))), else_=null()),
-            ).order_by(page.c.supporter_id),
-        )
+        .from_select(_PAGE_COLUMNS, rows(state, deferred_until).order_by(page.c.supporter_id))
         .on_conflict_do_nothing(
             index_elements=["blast_id", "channel", "destination"],
             # Written out, not bound: a generic plan (psycopg prepares a statement at its
@@ -373,17 +378,7 @@ def _write_page_postgres(
         postgresql.insert(deliveries)
         .from_select(
             _PAGE_COLUMNS,
-            select(
-                literal(blast_id),
-                literal(channel),
-                page.c.supporter_id,
-                page.c.destination,
-                literal(RowState.DUPLICATE),
-                literal(now),
-                literal(now),
-                variant,
-                null(),
-            ).where(some_turned_away, turned_away),
+            rows(literal(RowState.DUPLICATE), null()).where(some_turned_away, turned_away),
         )
         .on_conflict_do_nothing()
         .returning(deliveries.c.supporter_id, deliveries.c.state)

@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         moto_server() as moto_url,
         throwaway_pg(args.pg_url) as db_url,
         emulator_process() as urls,
-        tempfile.TemporaryDirectory() as logs,
+        tempfile.TemporaryDirectory() as scratch,
     ):
+        logs = args.logs or scratch
+        Path(logs).mkdir(parents=True, exist_ok=True)
         env = fleet_env(
             db_url,
             urls,
@@ -125,6 +127,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         landed += 1
         finally:
             inbox.close()
+    if args.logs:  # per blast, for lining up with the processes' logs
+        detail = {b: {"published": published[b], "first": min(seen[b])} for b in seen}
+        (Path(args.logs) / "detail.json").write_text(json.dumps(detail))
     firsts = {b: min(seen[b]) - published[b] for b in blasts}
     lasts = {b: max(seen[b]) for b in blasts}
     window = (max(min(seen[b]) for b in blasts), min(lasts.values()))
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    parser.add_argument("--logs", help="keep the processes' logs in this directory")
     args = parser.parse_args(argv)
     print(json.dumps(run(args)))
     return 0

@@ -33,6 +33,7 @@ from config.names import Names
 from messaging.errors import ConfigError, InputError, PermanentSendError
 from messaging.ports import PRIORITIES, SendWork
 from queues.flow.fair import FAIR_WINDOW, FairShare
+from queues.wake import WakingRedisBroker
 
 #: dramatiq priority per lane: lower runs first.
 LANE_PRIORITY = {"urgent": 0, "normal": 50, "bulk": 100}
@@ -62,7 +63,9 @@ def make_broker(client: Any, names: Names) -> RedisBroker:
     middleware = [
         m() for m in (AgeLimit, TimeLimit, ShutdownNotifications, Callbacks, Pipelines, Retries)
     ]
-    return RedisBroker(client=client, namespace=f"{names.prefix}-dramatiq", middleware=middleware)
+    return WakingRedisBroker(
+        client=client, namespace=f"{names.prefix}-dramatiq", middleware=middleware
+    )
 
 
 class Lanes:
@@ -126,9 +129,12 @@ class Lanes:
             )
             return
         lane = lane_name(work.channel, work.priority)
-        unit = self.fair.push(lane, work.blast_id, work.supporter_ids)
+        unit, new = self.fair.push(lane, work.blast_id, work.supporter_ids)
         if unit is not None:
-            actor.send_with_options(args=(*unit, True))
+            message = actor.send_with_options(args=(*unit, True))
+            if new:  # a blast new to the lane starts ahead of those taking turns
+                queue_key = f"{self.broker.namespace}:{lane}"
+                self.fair.ahead(queue_key, message.options["redis_message_id"])
 
     def others_waiting(self, work: SendWork) -> bool:
         """See :class:`~messaging.ports.SendQueue`: one round trip (``fair_others.lua``);

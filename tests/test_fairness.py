@@ -83,6 +83,49 @@ def test_plain_fifo_lanes_serve_blasts_one_after_another(client: redis.Redis) ->
     assert ran == [(b, u) for b in ("a", "b", "c") for u in (1, 11, 21)]
 
 
+def _run(lanes: Lanes, queue: str, n: int) -> None:
+    """Run the lane's next ``n`` messages, as ``_drain`` does."""
+    consumer = lanes.broker.consume(queue, prefetch=1, timeout=100)
+    try:
+        for _ in range(n):
+            message = next(consumer)
+            assert message is not None, "the lane ran dry"
+            lanes.broker.get_actor(message.actor_name).fn(*message.args)
+            consumer.ack(message)
+    finally:
+        consumer.close()
+
+
+def test_a_blast_new_to_the_lane_goes_ahead_of_those_taking_turns(client: redis.Redis) -> None:
+    # Given two blasts taking turns, each with units still to go
+    lanes, ran = _lanes(client)
+    _three_units_each(lanes, "a", "b")
+    _run(lanes, "sms-normal", 2)
+    assert ran == [("a", 1), ("b", 1)]
+    # When two new blasts queue their work, one after the other
+    _three_units_each(lanes, "c", "d")
+    # Then each starts within a turn, ahead of the old blasts' next units and in the order
+    # they came, and from there on all four take turns
+    ran.clear()
+    _drain(lanes, "sms-normal")
+    assert ran[:4] == [("c", 1), ("d", 1), ("a", 11), ("b", 11)]
+    assert len(ran) == 10
+    assert ran[4:8] == [("c", 11), ("d", 11), ("a", 21), ("b", 21)]
+
+
+def test_a_sending_blast_is_not_new_when_its_next_piece_comes_back(client: redis.Redis) -> None:
+    # A blast whose unit comes back after a piece (what a sender does between turns) joins
+    # the back like everyone: only a blast's first unit goes ahead
+    lanes, ran = _lanes(client)
+    lanes.enqueue(SendWork("a", "sms", "normal", (1, 2)))  # a: one unit
+    _three_units_each(lanes, "b")  # the lane holds a1, b1
+    _run(lanes, "sms-normal", 2)  # a1 and b1 ran: the lane holds b11, nothing of a
+    lanes.enqueue(SendWork("a", "sms", "normal", (2,)))  # the rest of a1 comes back
+    ran.clear()
+    _drain(lanes, "sms-normal")
+    assert ran == [("b", 11), ("a", 2), ("b", 21)]
+
+
 def test_a_unit_knows_when_other_blasts_wait_and_priorities_stay_apart(
     client: redis.Redis,
 ) -> None:

@@ -8,6 +8,12 @@ joins the *back* of the lane. The lane therefore holds a unit of every waiting b
 turn: round robin per blast within a priority, while the lanes' priorities still decide
 between priorities (urgent before normal before bulk, as before).
 
+A blast new to its lane (no unit pushed there for :data:`NEW_AFTER_IDLE_MS`) goes ahead
+of the blasts already taking turns (``fair_front.lua``), behind the other new ones, as a
+fair queue serves a new flow first: with fifty blasts sharing a lane, the fifty-first
+starts after a few turns, not after a whole round of the others. It gets one turn there;
+its next unit joins the back like everyone's.
+
 Units keep travelling as ordinary broker messages (retries, redelivery after a crash and
 dead letters are the broker's, as before); only *when* a unit is enqueued changes. Each
 step is one Lua script (``fair_push.lua``, ``fair_next.lua``). A place held by a unit that
@@ -36,6 +42,11 @@ FAIR_WINDOW = 1
 COUNT_TTL_MS = 10_000
 #: Waiting units outlive any pause of the senders; a re-drive re-creates lost ones.
 WAITING_TTL_MS = 86_400_000
+#: A blast that pushed no unit to a lane for this long is new there again (paused, say):
+#: its next unit goes ahead. Longer than any gap between a sending blast's pieces.
+NEW_AFTER_IDLE_MS = 30_000
+#: How long the lane remembers its last unit moved ahead (new blasts keep their order).
+FRONT_TTL_MS = 60_000
 
 #: ``(blast_id, supporter_ids)``: a unit of work as it waits here.
 Unit = tuple[str, list[int]]
@@ -44,7 +55,7 @@ Unit = tuple[str, list[int]]
 class FairShare:
     """Which units go on a lane now and which wait their blast's turn (Redis, Lua)."""
 
-    __slots__ = ("_key_prefix", "_next", "_others", "_pump", "_push", "_window")
+    __slots__ = ("_front", "_key_prefix", "_next", "_others", "_pump", "_push", "_window")
 
     def __init__(self, client: Any, key_prefix: str, window: int = FAIR_WINDOW) -> None:
         """``client``: a Redis client; ``key_prefix``: namespaced and versioned, such as
@@ -54,6 +65,7 @@ class FairShare:
         self._next = client.register_script(lua.joinpath("fair_next.lua").read_text())
         self._others = client.register_script(lua.joinpath("fair_others.lua").read_text())
         self._pump = client.register_script(lua.joinpath("fair_pump.lua").read_text())
+        self._front = client.register_script(lua.joinpath("fair_front.lua").read_text())
         self._key_prefix = key_prefix
         self._window = window
 
@@ -66,15 +78,25 @@ class FairShare:
             f"{base}:waiters",
         ]
 
-    def push(self, lane: str, blast_id: str, supporter_ids: Sequence[int]) -> Unit | None:
+    def push(
+        self, lane: str, blast_id: str, supporter_ids: Sequence[int]
+    ) -> tuple[Unit | None, bool]:
         """Offer a new unit: the unit to enqueue on ``lane`` now (this one, or the blast's
-        oldest waiting one), or None when the blast's window is full and it waits."""
+        oldest waiting one), or None when the blast's window is full and it waits; and
+        whether the blast is new to the lane (its unit then goes ahead: :meth:`ahead`)."""
         payload = json.dumps([blast_id, list(supporter_ids)])
+        keys = self._keys(lane, blast_id)
         out = self._push(
-            keys=self._keys(lane, blast_id),
-            args=[self._window, payload, COUNT_TTL_MS, WAITING_TTL_MS, blast_id],
+            keys=[*keys, f"{self._key_prefix}:{lane}:{blast_id}:seen"],
+            args=[self._window, payload, COUNT_TTL_MS, WAITING_TTL_MS, blast_id, NEW_AFTER_IDLE_MS],
         )
-        return _unit(out)
+        return _unit(out[0]), bool(out[1])
+
+    def ahead(self, queue_key: str, message_id: str) -> bool:
+        """Move a new blast's unit (dramatiq's ``message_id`` on the lane's list
+        ``queue_key``) ahead of the blasts taking turns; False if it already left."""
+        last = f"{queue_key}:fair-front"
+        return bool(self._front(keys=[queue_key, last], args=[message_id, FRONT_TTL_MS]))
 
     def started(self, lane: str, blast_id: str) -> Unit | None:
         """A unit of the blast left the lane: its next unit to enqueue, if one waits."""

@@ -15,9 +15,16 @@
 --          lapses, and the blast's waiting units flow again
 -- ARGV[4]  ttl_ms of the waiting list
 -- ARGV[5]  the blast id
+-- ARGV[6]  ttl_ms of the blast's mark in the lane (KEYS[5])
+-- KEYS[5]  the blast's mark: set while it pushed units here in the last ARGV[6] ms
 --
--- Returns the payload to enqueue on the lane now (the oldest waiting one, if any, so a
--- blast's units keep their order), or false: the new unit waits here.
+-- Returns {payload, new}: the payload to enqueue on the lane now (the oldest waiting one,
+-- if any, so a blast's units keep their order) or false, when the new unit waits here; and
+-- 1 when the blast is new to the lane (no push in the last ARGV[6] ms: fair_front.lua).
+local fresh = redis.call('SET', KEYS[5], '1', 'PX', ARGV[6], 'NX') and 1 or 0
+if fresh == 0 then
+  redis.call('PEXPIRE', KEYS[5], ARGV[6])
+end
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZADD', KEYS[3], now_ms, ARGV[5])
@@ -28,14 +35,14 @@ if queued >= tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[5])
   redis.call('PEXPIRE', KEYS[4], ARGV[4])
-  return false
+  return {false, fresh}
 end
 redis.call('SET', KEYS[1], queued + 1, 'PX', ARGV[3])
 if redis.call('LLEN', KEYS[2]) == 0 then
-  return ARGV[2]
+  return {ARGV[2], fresh}
 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[5])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
-return redis.call('LPOP', KEYS[2])
+return {redis.call('LPOP', KEYS[2]), fresh}

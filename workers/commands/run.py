@@ -26,13 +26,13 @@ log = structlog.get_logger(__name__)
 
 #: How long a stopping sender waits for in-flight batches (contract §9.6: exit within 30 s).
 SENDER_DRAIN_MS = 25_000
-#: Longest pause between an idle lane's polls of Redis (dramatiq backs off up to this), by
-#: priority: the latency an alert pays when the fleet is idle, against up to 1000/this
-#: polls per second per idle lane. Normal is the default priority of an alert, so it gets
-#: a short one too (benchmarks: publish to first send p50 ~0.4 s at 1000 ms, ~0.11 s at
-#: 200 ms; 100 ms for the issue #21 target of 0.1 s, at ~13 polls a second per idle lane);
-#: bulk is by definition not in a hurry.
-POLL_MS = {"urgent": 100, "normal": 100, "bulk": 1000}
+#: Longest wait of an idle lane's consumer, by priority. An enqueue wakes it at once
+#: (``queues/wake.py``: it blocks on the lane's wake list), so this bounds only work that
+#: arrives without a token (a dead worker's units put back, a process of an older release)
+#: and what an idle lane costs: one blocked call per wait. Before the wake list, dramatiq
+#: polled with a backoff up to this, and a new alert waited half of it on average (~50 ms
+#: of a ~110 ms publish-to-first-send at 100 ms, at ~13 polls a second per idle lane).
+POLL_MS = {"urgent": 500, "normal": 500, "bulk": 1000}
 #: Seconds between a healthy sender's heartbeats (``--heartbeat-file``); the instance's
 #: health check allows several missed ones.
 HEARTBEAT_S = 5.0
@@ -63,13 +63,31 @@ def queue_urls(app: App) -> tuple[str, str]:
     return str(intake), str(dlq)
 
 
+#: Alerts one intake process handles at once. An alert's handling mostly waits on the
+#: database (~30 round trips for a small blast) and alerts short of their first page go
+#: before other alerts' later pages (``messaging/blasts/first_pages.py``), so many threads
+#: overlap well: with 4, fifty alerts published together took ~7 s to reach their first
+#: pages (issue #21's target: every blast's first send within 2 s).
+INTAKE_CONCURRENCY = 64
+#: Database connections of an intake process: its threads take turns on them. Few, so a
+#: burst of alerts leaves the senders' claims and writes their share of the database (with
+#: 30, fifty alerts at once stalled a sending blast for seconds on a 2-core host).
+INTAKE_DB_CONNECTIONS = 6
+
+
 def run_intake(
-    app: App, stop: threading.Event, *, wait_time_s: int = 20, concurrency: int = 4
+    app: App,
+    stop: threading.Event,
+    *,
+    wait_time_s: int = 20,
+    concurrency: int = INTAKE_CONCURRENCY,
 ) -> None:
     """Consume the intake queue until ``stop`` is set."""
     from messaging.store.db import check_connection
     from queues.sqs_consumer import SqsConsumer
 
+    # Handler threads, and their expansions' helper threads at times, share the pool.
+    app.db_pool_size = max(app.db_pool_size or 0, min(concurrency, INTAKE_DB_CONNECTIONS))
     check_connection(app.engine)
     intake_url, dlq_url = queue_urls(app)
     consumer = SqsConsumer(
@@ -82,9 +100,9 @@ def run_intake(
 @click.option("--wait-time", default=20, show_default=True, help="Long-poll seconds (1-20).")
 @click.option(
     "--concurrency",
-    default=4,
+    default=INTAKE_CONCURRENCY,
     show_default=True,
-    type=click.IntRange(1, 32),
+    type=click.IntRange(1, 256),
     help="Alerts handled at once (a big expansion never holds up an urgent alert).",
 )
 @pass_app

@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto
             SMS_RATE_ACCOUNT=str(args.rate),
             SMS_RATE_PER_SENDER=str(args.rate),
+            # Kept logs are for lining up each blast's intake with its first send.
+            **({"RAPID_LOG_LEVEL": "INFO"} if args.logs else {}),
         )
         subprocess.run(
             [

@@ -47,6 +47,10 @@ class App:
         self.settings = settings
         self.names = Names(settings.prefix)
         self._closers: list[Any] = []
+        #: Connections the process may open at most (None: the store's default, 5 pooled
+        #: and 10 more at peaks); an entry point whose threads must share a few sets it
+        #: before first use of :attr:`engine`.
+        self.db_pool_size: int | None = None
         if redis_client is not None:  # e.g. the demo's embedded stand-in
             self.__dict__["redis"] = redis_client
 
@@ -62,7 +66,11 @@ class App:
         """The system of record."""
         from messaging.store.db import create_db_engine
 
-        return create_db_engine(self.settings.database_url)
+        if self.db_pool_size is None:
+            return create_db_engine(self.settings.database_url)
+        return create_db_engine(
+            self.settings.database_url, pool_size=self.db_pool_size, max_overflow=0
+        )
 
     @cached_property
     def aws(self) -> tuple[Any, Any]:

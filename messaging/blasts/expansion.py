@@ -20,6 +20,7 @@ import structlog
 
 from messaging.blasts.approval import ApprovalGate, render_sample
 from messaging.blasts.dry_run import DryRunConfig, estimate
+from messaging.blasts.first_pages import MAX_HOLD_S
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.compliance.frequency_caps import FrequencyCaps
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
@@ -39,7 +40,7 @@ log = structlog.get_logger(__name__)
 #: FIRST_PAGE_SIZE, so the first batches are queued within a few milliseconds, and double up
 #: to PAGE_SIZE, so a million-supporter blast pays the per-page cost (~15 ms: blast row,
 #: cursor, commit) some 60 times instead of 200.
-FIRST_PAGE_SIZE = 1_000
+FIRST_PAGE_SIZE = 200
 PAGE_SIZE = 20_000
 
 
@@ -70,8 +71,15 @@ class Expander:
         approval: ApprovalGate | None = None,
         caps: FrequencyCaps | None = None,
         topics: TopicStore | None = None,
+        first_page_done: Callable[[], None] | None = None,
+        hold_later_page: Callable[[float], float] | None = None,
     ) -> None:
         self._ledger = ledger
+        #: Called once the first page's send work is queued (``FirstPagesFirst``).
+        self._first_page_done = first_page_done or (lambda: None)
+        #: Before each later page: waits up to the given seconds for other alerts' first
+        #: pages, returns the seconds waited; None: later pages never wait.
+        self._hold_later_page = hold_later_page
         #: Cross-blast frequency caps; None: nobody is capped.
         self._caps = caps
         #: Where a topic's own quiet window is (the dry run's quiet-hours figures).
@@ -167,7 +175,10 @@ class Expander:
         written = 0
         page_size = self._first_page_size
         queued: Future[int] | None = None
+        hold_budget_s = MAX_HOLD_S
         while True:
+            if result.pages and self._hold_later_page is not None and hold_budget_s > 0:
+                hold_budget_s -= self._hold_later_page(hold_budget_s)
             current = self._blasts.get(blast.blast_id)
             if current is None or current.status in ENDED_STATUSES:
                 result.stopped = current.status if current else "missing"
@@ -199,6 +210,13 @@ class Expander:
             if queued is not None:
                 result.batches += queued.result()
             queued = enqueuer.submit(self._after_page, blast, work, written)
+            if result.pages == 1:
+                # The first page's units on their lanes before other alerts' later pages
+                # are written: the blast's first texts can go (issue #21, item 2).
+                result.batches += queued.result()
+                queued = None
+                self._first_page_done()
+                log.info("blast.first_page_queued", blast_id=blast.blast_id, batches=result.batches)
             self._heartbeat()
         return queued
 

@@ -15,6 +15,7 @@ from messaging.access.audit import SNS_ACTOR, Actor, AuditAction, AuditLog, Sour
 from messaging.blasts.approval import ApprovalGate
 from messaging.blasts.dry_run import DryRunConfig
 from messaging.blasts.expansion import Expander
+from messaging.blasts.first_pages import FirstPagesFirst
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus
 from messaging.compliance.frequency_caps import FrequencyCaps
 from messaging.content.alert import Alert, parse_alert
@@ -69,9 +70,20 @@ class Intake:
         self._queue = queue
         self._control = control
         self._lifecycle = BlastLifecycle(blasts, ledger, control, queue)
+        #: This process's alerts short of their first page go before later pages.
+        self.first_pages = FirstPagesFirst()
 
     def handle(self, body: str, heartbeat: Callable[[], None] = lambda: None) -> BlastRecord:
         """Accept one message body; :class:`InputError` if it is not a valid alert."""
+        first_page_done = self.first_pages.arrived()
+        try:
+            return self._handle(body, heartbeat, first_page_done)
+        finally:
+            first_page_done()  # no page, a duplicate, scheduled, failed: nothing to wait for
+
+    def _handle(
+        self, body: str, heartbeat: Callable[[], None], first_page_done: Callable[[], None]
+    ) -> BlastRecord:
         unwrapped = self._unwrap(body)
         alert = parse_alert(
             unwrapped.payload, fallback_id=unwrapped.message_id, topic=unwrapped.topic
@@ -104,10 +116,13 @@ class Intake:
             # it (:mod:`messaging.blasts.scheduled`), so the queue message is done with.
             bound.info("intake.scheduled", send_at=str(blast.send_at))
             return blast
-        return self.expand(blast, heartbeat)
+        return self.expand(blast, heartbeat, first_page_done)
 
     def expand(
-        self, blast: BlastRecord, heartbeat: Callable[[], None] = lambda: None
+        self,
+        blast: BlastRecord,
+        heartbeat: Callable[[], None] = lambda: None,
+        first_page_done: Callable[[], None] | None = None,
     ) -> BlastRecord:
         """Expand ``blast`` into the ledger and queue its work (or resume an expansion cut
         short), then complete or expire it as its audience and deadline say. Also how the
@@ -124,6 +139,8 @@ class Intake:
             approval=self._approval,
             caps=self._caps,
             topics=self._topics,
+            first_page_done=first_page_done,
+            hold_later_page=self.first_pages.hold,
         ).expand(blast)
         if alert.expired():
             # Published after its own deadline: every recipient ends expired, nothing goes out.

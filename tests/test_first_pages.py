@@ -7,10 +7,11 @@ import json
 import threading
 import time
 
+import pytest
 from sqlalchemy import Engine
 
 from messaging.blasts.expansion import Expander
-from messaging.blasts.first_pages import MAX_HOLD_S, FirstPagesFirst
+from messaging.blasts.first_pages import HOLD_SHARE, MAX_HOLD_S, FirstPagesFirst, HoldBudget
 from messaging.content.alert import parse_alert
 from messaging.memory import InMemorySendQueue
 from messaging.store.sql.blasts import SqlBlastStore
@@ -81,5 +82,29 @@ def test_expansion_reports_its_first_page_once_queued_and_holds_later_pages(
     assert [e[0] for e in events].count("first") == 1
     # And each later page (and the end of the audience) first gave way, its budget shrinking
     holds = [budget for kind, budget, _ in events if kind == "hold"]
-    assert holds == [MAX_HOLD_S, MAX_HOLD_S - 0.5, MAX_HOLD_S - 1.0]
+    # (each page's few milliseconds earn back a fifth of themselves)
+    assert holds == pytest.approx([MAX_HOLD_S, MAX_HOLD_S - 0.5, MAX_HOLD_S - 1.0], abs=0.05)
     assert sum(len(w.supporter_ids) for w in queue.items) == 30
+
+
+def test_a_long_expansion_earns_its_hold_budget_back_as_it_runs() -> None:
+    # Given an expansion whose holds each take all the budget offered (alerts keep coming)
+    now = [0.0]
+    budget = HoldBudget(clock=lambda: now[0])
+    offered: list[float] = []
+
+    def hold(budget_s: float) -> float:
+        offered.append(budget_s)
+        return budget_s
+
+    budget.spend(hold)  # spends the starting budget
+    assert offered == [MAX_HOLD_S]
+    budget.spend(hold)  # nothing earned yet: no hold at all
+    assert offered == [MAX_HOLD_S]
+    # When it has run 10 s more, it may hold a fifth of that; never more than the cap
+    now[0] += 10.0
+    budget.spend(hold)
+    assert offered[-1] == pytest.approx(HOLD_SHARE * 10.0)
+    now[0] += 1_000.0
+    budget.spend(hold)
+    assert offered[-1] == MAX_HOLD_S

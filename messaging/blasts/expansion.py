@@ -20,7 +20,7 @@ import structlog
 
 from messaging.blasts.approval import ApprovalGate, render_sample
 from messaging.blasts.dry_run import DryRunConfig, estimate
-from messaging.blasts.first_pages import MAX_HOLD_S
+from messaging.blasts.first_pages import HoldBudget
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.compliance.frequency_caps import FrequencyCaps
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
@@ -175,10 +175,10 @@ class Expander:
         written = 0
         page_size = self._first_page_size
         queued: Future[int] | None = None
-        hold_budget_s = MAX_HOLD_S
+        hold_budget = HoldBudget()
         while True:
-            if result.pages and self._hold_later_page is not None and hold_budget_s > 0:
-                hold_budget_s -= self._hold_later_page(hold_budget_s)
+            if result.pages and self._hold_later_page is not None:
+                hold_budget.spend(self._hold_later_page)
             current = self._blasts.get(blast.blast_id)
             if current is None or current.status in ENDED_STATUSES:
                 result.stopped = current.status if current else "missing"

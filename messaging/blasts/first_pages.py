@@ -5,8 +5,10 @@ Fifty alerts published together each need a first page written and queued before
 first text can go; their later pages can wait. One intake process handles many alerts at
 once, and the database is what they share, so an expansion about to write its second or
 later page first lets every alert still short of its first page go ahead. The hold is
-bounded per expansion (:data:`MAX_HOLD_S` in all), so a stream of small alerts slows a
-million-recipient expansion by seconds at most, never starves it.
+bounded per expansion like a token bucket: :data:`MAX_HOLD_S` at first, earning
+:data:`HOLD_SHARE` of the time it runs, so a stream of small alerts gets ahead of a
+million-recipient expansion for as long as it runs, and slows it by a fifth at most (plus
+the first seconds), never starves it.
 
 In memory, per process: it orders one intake's own threads; alerts in other intake
 processes have their own database connections and their own turn.
@@ -18,8 +20,28 @@ import threading
 import time
 from collections.abc import Callable
 
-#: Longest one expansion waits, over all its later pages, for other alerts' first pages.
+#: Longest one expansion waits in a row, over its later pages, for other alerts' first
+#: pages (its budget at the start, and the most it saves up) ...
 MAX_HOLD_S = 3.0
+#: ... and the share of its running time it earns back as budget.
+HOLD_SHARE = 0.2
+
+
+class HoldBudget:
+    """One expansion's budget for holding its later pages (a token bucket in seconds)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = clock()
+        self.left_s = MAX_HOLD_S
+
+    def spend(self, hold: Callable[[float], float]) -> None:
+        """Earn the budget's share of the time since the last call, then hold with it."""
+        now = self._clock()
+        self.left_s = min(MAX_HOLD_S, self.left_s + HOLD_SHARE * (now - self._last))
+        if self.left_s > 0:
+            self.left_s -= hold(self.left_s)
+        self._last = self._clock()
 
 
 class FirstPagesFirst:

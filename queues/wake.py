@@ -31,6 +31,10 @@ from dramatiq.message import Message
 WAKE_TOKENS_MAX = 64
 #: A wake list nobody pushed to for this long goes away (tokens are only hints).
 WAKE_TTL_MS = 60_000
+#: Longest sleep of a consumer that cannot take work (its prefetch is full) before it looks
+#: again: a thread's ack frees room without a token. dramatiq's backoff up to the worker's
+#: timeout, which idle lanes no longer need short, capped at what it was (100 ms).
+FULL_BACKOFF_MS = 100
 
 
 def wake_key(namespace: str, queue_name: str) -> str:
@@ -92,7 +96,10 @@ class _WakingConsumer(_RedisConsumer):
                     # Idle with room: wait for a token (or the timeout), then fetch again.
                     self.broker.client.blpop([self._wake_key], timeout=self._timeout_s)
                     return None
-                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+                # A delay queue: dramatiq's backoff up to the timeout. Full prefetch: the
+                # same, capped short, since a thread's ack frees room without a token.
+                longest_ms = self.timeout if room > 0 else min(self.timeout, FULL_BACKOFF_MS)
+                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=longest_ms)
                 time.sleep(backoff_ms / 1000)
                 return None
         except redis.ConnectionError as e:

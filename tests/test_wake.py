@@ -107,3 +107,18 @@ def test_a_consumer_with_full_prefetch_leaves_the_tokens_to_others(lanes: Lanes)
     # Then its token is still there for a consumer that can take the unit
     assert lanes.broker.client.llen(key) == before > 0
     consumer.close()
+
+
+def test_a_consumer_with_full_prefetch_looks_again_within_a_tenth_of_a_second(
+    lanes: Lanes,
+) -> None:
+    # A thread's ack frees room without a token, so a full consumer keeps looking often,
+    # whatever its idle wait (dramatiq's backoff would grow to the whole 5 s here)
+    consumer = lanes.broker.consume("sms-normal", prefetch=1, timeout=LONG_WAIT_MS)
+    lanes.enqueue(_work("b1"))
+    assert next(consumer) is not None
+    started = time.monotonic()
+    for _ in range(10):  # backoffs 5, 10, … ms, capped at 100 (uncapped: 1.3 s at least)
+        assert next(consumer) is None
+    assert time.monotonic() - started < 1.0
+    consumer.close()

@@ -33,7 +33,7 @@ from config.names import Names
 from messaging.errors import ConfigError, InputError, PermanentSendError
 from messaging.ports import PRIORITIES, SendWork
 from queues.flow.fair import FAIR_WINDOW, FairShare
-from queues.wake import WakingRedisBroker
+from queues.wake import WakingRedisBroker, queue_key
 
 #: dramatiq priority per lane: lower runs first.
 LANE_PRIORITY = {"urgent": 0, "normal": 50, "bulk": 100}
@@ -133,8 +133,8 @@ class Lanes:
         if unit is not None:
             message = actor.send_with_options(args=(*unit, True))
             if new:  # a blast new to the lane starts ahead of those taking turns
-                queue_key = f"{self.broker.namespace}:{lane}"
-                self.fair.ahead(queue_key, message.options["redis_message_id"])
+                lane_key = queue_key(self.broker.namespace, lane)
+                self.fair.ahead(lane_key, message.options["redis_message_id"])
 
     def others_waiting(self, work: SendWork) -> bool:
         """See :class:`~messaging.ports.SendQueue`: one round trip (``fair_others.lua``);

@@ -30,8 +30,6 @@ WAIT_TIME_S = 20
 VISIBILITY_S = 60
 #: Only extend when this much of the visibility window is spent (spares API calls).
 EXTEND_AFTER_S = VISIBILITY_S / 3
-#: Alerts handled at once by one intake process (expansions run in parallel threads).
-CONCURRENCY = 4
 #: On stop, how long running handlers may take to finish (the process must exit in 30 s).
 STOP_GRACE_S = 20.0
 
@@ -79,7 +77,7 @@ class SqsConsumer:
         self._wait_time_s = wait_time_s
         self.stop = stop or threading.Event()
 
-    def run(self, concurrency: int = CONCURRENCY) -> None:
+    def run(self, concurrency: int) -> None:
         """Poll until :attr:`stop` is set, handling up to ``concurrency`` messages at once.
 
         Concurrency is what lets an urgent alert through while a million-recipient bulk

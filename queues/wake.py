@@ -37,9 +37,14 @@ WAKE_TTL_MS = 60_000
 FULL_BACKOFF_MS = 100
 
 
+def queue_key(namespace: str, queue_name: str) -> str:
+    """dramatiq's Redis list of a queue's message ids (its ``dispatch.lua`` layout)."""
+    return f"{namespace}:{queue_name}"
+
+
 def wake_key(namespace: str, queue_name: str) -> str:
     """The Redis list an idle consumer of ``queue_name`` waits on."""
-    return f"{namespace}:{queue_name}.wake"
+    return f"{queue_key(namespace, queue_name)}.wake"
 
 
 class WakingRedisBroker(RedisBroker):
@@ -92,10 +97,10 @@ class _WakingConsumer(_RedisConsumer):
                     self.message_cache = self.broker.do_fetch(self.queue_name, room)
                     if self.message_cache:
                         continue
-                if room > 0 and self._wake_key is not None:
-                    # Idle with room: wait for a token (or the timeout), then fetch again.
-                    self.broker.client.blpop([self._wake_key], timeout=self._timeout_s)
-                    return None
+                    if self._wake_key is not None:
+                        # Idle with room: wait for a token (or the timeout), then fetch again.
+                        self.broker.client.blpop([self._wake_key], timeout=self._timeout_s)
+                        return None
                 # A delay queue: dramatiq's backoff up to the timeout. Full prefetch: the
                 # same, capped short, since a thread's ack frees room without a token.
                 longest_ms = self.timeout if room > 0 else min(self.timeout, FULL_BACKOFF_MS)

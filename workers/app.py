@@ -50,7 +50,7 @@ class App:
         #: Connections the process may open at most (None: the store's default, 5 pooled
         #: and 10 more at peaks); an entry point whose threads must share a few sets it
         #: before first use of :attr:`engine`.
-        self.db_pool_size: int | None = None
+        self.db_connections_max: int | None = None
         if redis_client is not None:  # e.g. the demo's embedded stand-in
             self.__dict__["redis"] = redis_client
 
@@ -66,10 +66,10 @@ class App:
         """The system of record."""
         from messaging.store.db import create_db_engine
 
-        if self.db_pool_size is None:
+        if self.db_connections_max is None:
             return create_db_engine(self.settings.database_url)
         return create_db_engine(
-            self.settings.database_url, pool_size=self.db_pool_size, max_overflow=0
+            self.settings.database_url, pool_size=self.db_connections_max, max_overflow=0
         )
 
     @cached_property

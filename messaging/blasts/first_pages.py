@@ -62,13 +62,14 @@ class FirstPagesFirst:
         queued (or it will have none). Calling it again does nothing."""
         with self._cond:
             self._waiting += 1
-        done = threading.Event()
+        done = False
 
         def first_page_done() -> None:
-            if done.is_set():
-                return
-            done.set()
+            nonlocal done
             with self._cond:
+                if done:
+                    return
+                done = True
                 self._waiting -= 1
                 if self._waiting == 0:
                     self._cond.notify_all()

@@ -87,7 +87,7 @@ def run_intake(
     from queues.sqs_consumer import SqsConsumer
 
     # Handler threads, and their expansions' helper threads at times, share the pool.
-    app.db_pool_size = max(app.db_pool_size or 0, min(concurrency, INTAKE_DB_CONNECTIONS))
+    app.db_connections_max = min(concurrency, INTAKE_DB_CONNECTIONS)
     check_connection(app.engine)
     intake_url, dlq_url = queue_urls(app)
     consumer = SqsConsumer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,9 @@ async def provider_call(
 ) -> Response:
     """Answer one provider request: latency, auth, faults, handler; record it all."""
     body = await request.body()
+    # A provider counts a request against its rate when it arrives, not when it answers:
+    # ``received_at`` is this moment, before the simulated latency (and its timer's jitter).
+    request.state.arrived_at = time.time()
     delay = faults.latency_s()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -106,6 +110,7 @@ async def provider_call(
         body=body,
         status=reply.status,
         outcome="timeout" if fault == "timeout" else str(reply.status),
+        received_at=request.state.arrived_at,
     )
     if fault == "timeout":
         await hold(request, faults.config.timeout_hold_s, stopping_event(request.app))

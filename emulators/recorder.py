@@ -185,8 +185,10 @@ class Recorder:
         body: bytes,
         status: int,
         outcome: str,
+        received_at: float | None = None,
     ) -> RecordedRequest:
-        """Record one provider request and count its outcome."""
+        """Record one provider request (``received_at``: when it arrived; now if not
+        given) and count its outcome."""
         with self._lock:
             recorded = RecordedRequest(
                 seq=self._requests.next_seq,
@@ -198,7 +200,7 @@ class Recorder:
                 body=body,
                 status=status,
                 outcome=outcome,
-                received_at=time.time(),
+                received_at=time.time() if received_at is None else received_at,
             )
             self._requests.append(recorded)
             self._counts[outcome] += 1

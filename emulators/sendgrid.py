@@ -393,7 +393,8 @@ class SendGridEmulator:
         if failure is not None:
             return failure
         message_id = secrets.token_urlsafe(16)  # 16 bytes: 22 URL-safe characters, like SendGrid
-        self.recorder.add_messages(expand(mail, message_id, time.time()))
+        arrived_at = getattr(request.state, "arrived_at", None) or time.time()
+        self.recorder.add_messages(expand(mail, message_id, arrived_at))
         return Reply(202, b"", {"X-Message-Id": message_id}, media_type=None)
 
     def _email_error(self, mail: dict[str, Any]) -> Reply | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import socket
@@ -307,9 +308,20 @@ async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]], ready:
     await asyncio.gather(*tasks)
 
 
+def _freeze_after_full_collections(phase: str, info: dict[str, Any]) -> None:
+    """What a full collection leaves alive here is mostly what the emulator remembers (up
+    to 100,000 message resources for lookups): freeze it, so the next full collection does
+    not scan it all again. Unfrozen, one stopped the process for 84 ms mid-benchmark, and
+    the requests that queued meanwhile were stamped together: a provider that counts
+    arrivals must not bunch them itself."""
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the emulators in this process until SIGINT or SIGTERM; return the exit code."""
     args = build_parser().parse_args(argv)
+    gc.callbacks.append(_freeze_after_full_collections)
     both = args.twilio_port is None and args.sendgrid_port is None
     try:
         faults_settings: dict[str, Any] = {"latency_ms": args.latency_ms, "seed": args.seed}

@@ -327,7 +327,7 @@ class TwilioEmulator:
 
         account_sid = request.path_params["AccountSid"]
         sid = "SM" + uuid.uuid4().hex
-        now = time.time()
+        now = getattr(request.state, "arrived_at", None) or time.time()
         date, segments = rfc2822(now), count_segments(text)
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
         # With a Messaging Service and no From, Twilio answers "accepted" before it has picked

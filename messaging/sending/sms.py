@@ -48,6 +48,8 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
+from messaging.sending.pacing import interval_us
+from messaging.sending.turns import Turn, Turns
 from messaging.supporters.normalize import derive_timezone
 
 log = structlog.get_logger(__name__)
@@ -125,6 +127,8 @@ class SmsSender:
         self._windows: dict[str, tuple[float, QuietHours | None]] = {}
         #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
         self._links = links
+        #: Claiming in turn while the rate binds, per priority (each has its horizon).
+        self._turns = {priority: Turns() for priority in PACING_HORIZON_S}
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work.
@@ -140,8 +144,13 @@ class SmsSender:
         total = BatchReport()
         while True:
             report = BatchReport()
-            piece, rest = self._within_reach(work)
-            waiting = self._process_piece(piece, report)
+            turn = self._turn(work)
+            try:
+                piece, rest = self._within_reach(work, turn)
+                waiting = self._process_piece(piece, report, turn)
+            finally:
+                if turn is not None:
+                    turn.end()
             total.claimed += report.claimed
             for state, n in report.by_state.items():
                 total.add(state, n)
@@ -178,7 +187,20 @@ class SmsSender:
             self._ctx.queue.enqueue(replace(work, supporter_ids=tuple(ids), delay_s=delay_s))
             report.requeued += len(ids)
 
-    def _process_piece(self, work: SendWork, report: BatchReport) -> list[int]:
+    def _turn(self, work: SendWork) -> Turn | None:
+        """This thread's turn to claim on the account's schedule (None: the rate does not
+        bind here, claim at once)."""
+        config = self._config
+        if config.effective_rate_per_s > UNBINDING_RATE_PER_S:
+            return None
+        horizon_s = PACING_HORIZON_S[work.priority]
+        return self._turns[work.priority].begin(
+            want=self._reach(horizon_s),
+            interval_s=interval_us(config.rate_account_per_s) / 1e6,
+            horizon_s=horizon_s,
+        )
+
+    def _process_piece(self, work: SendWork, report: BatchReport, turn: Turn | None) -> list[int]:
         """Send one piece; returns the ids that must wait (back to pending, not re-queued)."""
         ctx = self._ctx
         started = start_batch(ctx, work, report)
@@ -186,14 +208,19 @@ class SmsSender:
             return []
         blast, claimed = started
         try:
-            return self._send_claimed(work, blast, claimed, report)
+            return self._send_claimed(work, blast, claimed, report, turn)
         finally:
             # Rows without an outcome (in doubt, or a crash mid-piece) now have no live
             # owner: the sweep settles them by asking Twilio, within a minute.
             ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
 
     def _send_claimed(
-        self, work: SendWork, blast: BlastRecord, claimed: list[Claimed], report: BatchReport
+        self,
+        work: SendWork,
+        blast: BlastRecord,
+        claimed: list[Claimed],
+        report: BatchReport,
+        turn: Turn | None,
     ) -> list[int]:
         ctx, config = self._ctx, self._config
         alert = blast.alert
@@ -238,6 +265,8 @@ class SmsSender:
 
         horizon_s = PACING_HORIZON_S[work.priority]
         reservation = self._reserve([m for _, m, _ in messages], horizon_s)
+        if turn is not None:  # booked: the next thread may size its piece
+            turn.end(reservation.booked_until_s)
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
@@ -281,11 +310,17 @@ class SmsSender:
         )
         return waiting
 
-    def _within_reach(self, work: SendWork) -> tuple[SendWork, tuple[int, ...]]:
-        """The piece the rate could send within the batch's horizon, and the rest (claimed
-        later, so rows are never claimed only to be put back)."""
-        horizon_s = PACING_HORIZON_S[work.priority]
-        reach = max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
+    def _reach(self, horizon_s: float) -> int:
+        """The most rows one piece claims: what the rate sends within the horizon, and half
+        again (some rows fail the send-time checks)."""
+        return max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
+
+    def _within_reach(self, work: SendWork, turn: Turn | None) -> tuple[SendWork, tuple[int, ...]]:
+        """The piece the rate could send within the batch's horizon (the room its turn
+        found), and the rest (claimed later, so rows are never claimed only to be put back)."""
+        reach = self._reach(PACING_HORIZON_S[work.priority])
+        if turn is not None:
+            reach = min(reach, turn.size)
         ids = tuple(work.supporter_ids)
         return replace(work, supporter_ids=ids[:reach]), ids[reach:]
 

@@ -1,0 +1,131 @@
+"""Claiming in turn on a binding rate (issue #21): a sender thread sizes its piece to the room
+the schedule has left, so rows are not claimed only to be put back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine
+
+from messaging.blasts.expansion import Expander
+from messaging.content.alert import parse_alert
+from messaging.memory import InMemoryRateLimiter
+from messaging.ports import SendWork
+from messaging.providers.memory import InMemorySms
+from messaging.sending.common import BatchReport
+from messaging.sending.pacing import interval_us
+from messaging.sending.sms import SmsSender
+from messaging.sending.turns import Turns
+from tests.factories import add_supporters, send_context, sms_config
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_a_turn_is_a_full_piece_while_the_schedule_is_free() -> None:
+    t = FakeTime()
+    turns = Turns(t.clock, t.sleep)
+    # A horizon holds 251 slots at 1 ms: a full piece, at once
+    turn = turns.begin(want=75, interval_s=0.001, horizon_s=0.25)
+    assert turn.size == 75 and t.slept == []
+    turn.end()
+    # At 5 ms it holds 51: the piece is the room
+    turn = turns.begin(want=75, interval_s=0.005, horizon_s=0.25)
+    assert turn.size == 51 and t.slept == []
+    turn.end()
+
+
+def test_a_turn_waits_for_room_then_takes_only_the_room() -> None:
+    t = FakeTime()
+    limiter = InMemoryRateLimiter(t.clock)
+    turns = Turns(t.clock, t.sleep)
+    interval_s = interval_us(200) / 1e6
+    # Given a thread whose piece was the room a horizon holds, all of it granted: the
+    # schedule is now booked a whole horizon ahead
+    turn = turns.begin(want=75, interval_s=interval_s, horizon_s=0.25)
+    booked = limiter.reserve("k", 200, n=turn.size, horizon_s=0.25)
+    assert turn.size < 75 and booked.granted == turn.size
+    turn.end(booked.booked_until_s)
+    # When the next thread takes its turn
+    turn = turns.begin(want=75, interval_s=interval_s, horizon_s=0.25)
+    # Then it waited for a quarter piece of room (not claiming for nothing) and took no more
+    # than the limiter then grants
+    assert sum(t.slept) == pytest.approx(
+        booked.booked_until_s + 18 * interval_s - 0.25 - 1_000.0, abs=0.002
+    )
+    again = limiter.reserve("k", 200, n=turn.size, horizon_s=0.25)
+    assert turn.size >= 18 and abs(again.granted - turn.size) <= 1  # (float rounding)
+    turn.end(again.booked_until_s)
+
+
+def test_turns_are_one_at_a_time() -> None:
+    turns = Turns()
+    first = turns.begin(want=10, interval_s=0.01, horizon_s=0.25)
+    entered = threading.Event()
+
+    def second() -> None:
+        turns.begin(want=10, interval_s=0.01, horizon_s=0.25).end()
+        entered.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    assert not entered.wait(0.2)  # the second thread waits for the first's turn to end
+    first.end()
+    first.end()  # ending twice is harmless (the caller's `finally`)
+    assert entered.wait(5)
+    thread.join()
+
+
+def test_threads_on_a_binding_rate_claim_each_row_once(engine: Engine) -> None:
+    # Given 600 texters, their blast's work in four units, and four threads sending at a
+    # binding 200/s (a provider with no latency: the schedule is all that holds them back)
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(600)], topic="t")
+    ctx, queue = send_context(engine)
+    alert = parse_alert(json.dumps({"alert_id": "tn", "sms": {"body": "Hi"}}), fallback_id="x")
+    blast, _ = ctx.blasts.create(alert, "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    ids = sorted({i for w in queue.items for i in w.supporter_ids})
+    queue.items[:] = [SendWork("tn", "sms", "normal", tuple(ids[k::4])) for k in range(4)]
+    sms = InMemorySms()
+    sender = SmsSender(ctx, sms, sms_config(200))
+    reports: list[BatchReport] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not queue.items:
+                    return
+                unit = queue.items.pop(0)
+            report = sender.process(unit)
+            with lock:
+                reports.append(report)
+
+    # When they send it all
+    started = time.monotonic()
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then everyone got one text, each row was claimed once (no claim only to be put back),
+    # and the slots kept the rate
+    assert len(sms.sent) == 600 and len({m.to for m in sms.sent}) == 600
+    assert sum(r.claimed for r in reports) == 600
+    slots = sorted(m.send_at_s for m in sms.sent)
+    assert min(b - a for a, b in itertools.pairwise(slots)) >= interval_us(200) / 1e6 - 1e-6
+    assert time.monotonic() - started >= (slots[-1] - slots[0]) - 0.3

@@ -17,7 +17,7 @@ import math
 #: slot) and the rest is for what follows the check. 40 ms: paces at 96 % of the rate.
 #: It was 85 ms (92 %) while sender threads claimed rows in a free-for-all: at a binding
 #: rate they claimed 3.7 rows per row sent, and that CPU made the provider loop's sends
-#: late by up to 40 ms (p99 30 ms). Claiming in turn (``messaging.sending.turns``) took
+#: late by up to 40 ms (p99 30 ms). Sizing pieces to the room (``messaging.sending.room``) took
 #: the p99 to ~10 ms; a 40 ms budget with a 15 ms tolerance had measured worse before it.
 LATENESS_BUDGET_S = 0.04
 #: ... and never less than this many sends' worth: at a few dozen a second one stall that

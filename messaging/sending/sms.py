@@ -49,7 +49,7 @@ from messaging.sending.common import (
     start_batch,
 )
 from messaging.sending.pacing import interval_us
-from messaging.sending.turns import Turn, Turns
+from messaging.sending.room import Booking, Room
 from messaging.supporters.normalize import derive_timezone
 
 log = structlog.get_logger(__name__)
@@ -127,8 +127,9 @@ class SmsSender:
         self._windows: dict[str, tuple[float, QuietHours | None]] = {}
         #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
         self._links = links
-        #: Claiming in turn while the rate binds, per priority (each has its horizon).
-        self._turns = {priority: Turns() for priority in PACING_HORIZON_S}
+        #: The room the account's schedule has left, as this process sees it, per priority
+        #: (each has its horizon): pieces are sized to it while the rate binds.
+        self._rooms = {priority: Room() for priority in PACING_HORIZON_S}
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work.
@@ -144,13 +145,13 @@ class SmsSender:
         total = BatchReport()
         while True:
             report = BatchReport()
-            turn = self._turn(work)
+            booking = self._book(work)
             try:
-                piece, rest = self._within_reach(work, turn)
-                waiting = self._process_piece(piece, report, turn)
+                piece, rest = self._within_reach(work, booking)
+                waiting = self._process_piece(piece, report, booking)
             finally:
-                if turn is not None:
-                    turn.end()
+                if booking is not None:
+                    booking.settle()
             total.claimed += report.claimed
             for state, n in report.by_state.items():
                 total.add(state, n)
@@ -187,20 +188,26 @@ class SmsSender:
             self._ctx.queue.enqueue(replace(work, supporter_ids=tuple(ids), delay_s=delay_s))
             report.requeued += len(ids)
 
-    def _turn(self, work: SendWork) -> Turn | None:
-        """This thread's turn to claim on the account's schedule (None: the rate does not
-        bind here, claim at once)."""
+    def _binding(self) -> bool:
+        """Whether the fleet's rate is one this process's sends can fill (see
+        :data:`UNBINDING_RATE_PER_S`)."""
+        return self._config.effective_rate_per_s <= UNBINDING_RATE_PER_S
+
+    def _book(self, work: SendWork) -> Booking | None:
+        """Room on the account's schedule for this thread's next piece, waiting for it (None:
+        the rate does not bind here, claim at once)."""
         config = self._config
-        if config.effective_rate_per_s > UNBINDING_RATE_PER_S:
+        if not self._binding():
             return None
         horizon_s = PACING_HORIZON_S[work.priority]
-        return self._turns[work.priority].begin(
-            want=self._reach(horizon_s),
-            interval_s=interval_us(config.rate_account_per_s) / 1e6,
-            horizon_s=horizon_s,
+        want = min(self._reach(horizon_s), len(work.supporter_ids))
+        return self._rooms[work.priority].take(
+            max(1, want), interval_us(config.rate_account_per_s) / 1e6, horizon_s
         )
 
-    def _process_piece(self, work: SendWork, report: BatchReport, turn: Turn | None) -> list[int]:
+    def _process_piece(
+        self, work: SendWork, report: BatchReport, booking: Booking | None
+    ) -> list[int]:
         """Send one piece; returns the ids that must wait (back to pending, not re-queued)."""
         ctx = self._ctx
         started = start_batch(ctx, work, report)
@@ -208,7 +215,7 @@ class SmsSender:
             return []
         blast, claimed = started
         try:
-            return self._send_claimed(work, blast, claimed, report, turn)
+            return self._send_claimed(work, blast, claimed, report, booking)
         finally:
             # Rows without an outcome (in doubt, or a crash mid-piece) now have no live
             # owner: the sweep settles them by asking Twilio, within a minute.
@@ -220,7 +227,7 @@ class SmsSender:
         blast: BlastRecord,
         claimed: list[Claimed],
         report: BatchReport,
-        turn: Turn | None,
+        booking: Booking | None,
     ) -> list[int]:
         ctx, config = self._ctx, self._config
         alert = blast.alert
@@ -265,8 +272,8 @@ class SmsSender:
 
         horizon_s = PACING_HORIZON_S[work.priority]
         reservation = self._reserve([m for _, m, _ in messages], horizon_s)
-        if turn is not None:  # booked: the next thread may size its piece
-            turn.end(reservation.booked_until_s)
+        if booking is not None:  # what it did not use is room for the next piece
+            booking.settle(reservation.granted, reservation.booked_until_s)
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
@@ -315,12 +322,14 @@ class SmsSender:
         again (some rows fail the send-time checks)."""
         return max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
 
-    def _within_reach(self, work: SendWork, turn: Turn | None) -> tuple[SendWork, tuple[int, ...]]:
-        """The piece the rate could send within the batch's horizon (the room its turn
-        found), and the rest (claimed later, so rows are never claimed only to be put back)."""
+    def _within_reach(
+        self, work: SendWork, booking: Booking | None
+    ) -> tuple[SendWork, tuple[int, ...]]:
+        """The piece the rate could send within the batch's horizon (the room booked for
+        it), and the rest (claimed later, so rows are never claimed only to be put back)."""
         reach = self._reach(PACING_HORIZON_S[work.priority])
-        if turn is not None:
-            reach = min(reach, turn.size)
+        if booking is not None:
+            reach = min(reach, booking.size)
         ids = tuple(work.supporter_ids)
         return replace(work, supporter_ids=ids[:reach]), ids[reach:]
 
@@ -333,7 +342,7 @@ class SmsSender:
         again for every one of them under load would only add work: it goes now, without
         leaving the provider's event loop.
         """
-        if self._config.effective_rate_per_s > UNBINDING_RATE_PER_S:
+        if not self._binding():
             return None
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 

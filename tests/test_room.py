@@ -1,5 +1,5 @@
-"""Claiming in turn on a binding rate (issue #21): a sender thread sizes its piece to the room
-the schedule has left, so rows are not claimed only to be put back."""
+"""The room a binding rate's schedule has left (issue #21): sender threads size their pieces to
+it, so rows are not claimed only to be put back."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from messaging.ports import SendWork
 from messaging.providers.memory import InMemorySms
 from messaging.sending.common import BatchReport
 from messaging.sending.pacing import interval_us
+from messaging.sending.room import Room
 from messaging.sending.sms import SmsSender
-from messaging.sending.turns import Turns
 from tests.factories import add_supporters, send_context, sms_config
 
 
@@ -36,58 +36,53 @@ class FakeTime:
         self.now += s
 
 
-def test_a_turn_is_a_full_piece_while_the_schedule_is_free() -> None:
+def test_a_piece_is_whole_while_the_schedule_has_room() -> None:
     t = FakeTime()
-    turns = Turns(t.clock, t.sleep)
-    # A horizon holds 251 slots at 1 ms: a full piece, at once
-    turn = turns.begin(want=75, interval_s=0.001, horizon_s=0.25)
-    assert turn.size == 75 and t.slept == []
-    turn.end()
-    # At 5 ms it holds 51: the piece is the room
-    turn = turns.begin(want=75, interval_s=0.005, horizon_s=0.25)
-    assert turn.size == 51 and t.slept == []
-    turn.end()
+    room = Room(t.clock, t.sleep)
+    # A horizon holds 251 slots at 1 ms: the whole piece, at once
+    room.take(want=75, interval_s=0.001, horizon_s=0.25).settle(75)
+    assert t.slept == []
+    # At 5 ms (the schedule now booked 75 ms ahead by the piece above) it holds 36 more
+    assert abs(room.take(want=75, interval_s=0.005, horizon_s=0.25).size - 36) <= 1  # (floats)
 
 
-def test_a_turn_waits_for_room_then_takes_only_the_room() -> None:
+def test_a_piece_waits_for_room_then_takes_only_the_room() -> None:
     t = FakeTime()
     limiter = InMemoryRateLimiter(t.clock)
-    turns = Turns(t.clock, t.sleep)
+    room = Room(t.clock, t.sleep)
     interval_s = interval_us(200) / 1e6
     # Given a thread whose piece was the room a horizon holds, all of it granted: the
     # schedule is now booked a whole horizon ahead
-    turn = turns.begin(want=75, interval_s=interval_s, horizon_s=0.25)
-    booked = limiter.reserve("k", 200, n=turn.size, horizon_s=0.25)
-    assert turn.size < 75 and booked.granted == turn.size
-    turn.end(booked.booked_until_s)
-    # When the next thread takes its turn
-    turn = turns.begin(want=75, interval_s=interval_s, horizon_s=0.25)
+    booking = room.take(want=75, interval_s=interval_s, horizon_s=0.25)
+    booked = limiter.reserve("k", 200, n=booking.size, horizon_s=0.25)
+    assert booking.size < 75 and booked.granted == booking.size
+    booking.settle(booked.granted, booked.booked_until_s)
+    # When the next thread takes room
+    booking = room.take(want=75, interval_s=interval_s, horizon_s=0.25)
     # Then it waited for a quarter piece of room (not claiming for nothing) and took no more
     # than the limiter then grants
     assert sum(t.slept) == pytest.approx(
         booked.booked_until_s + 18 * interval_s - 0.25 - 1_000.0, abs=0.002
     )
-    again = limiter.reserve("k", 200, n=turn.size, horizon_s=0.25)
-    assert turn.size >= 18 and abs(again.granted - turn.size) <= 1  # (float rounding)
-    turn.end(again.booked_until_s)
+    again = limiter.reserve("k", 200, n=booking.size, horizon_s=0.25)
+    assert booking.size >= 18 and abs(again.granted - booking.size) <= 1  # (float rounding)
 
 
-def test_turns_are_one_at_a_time() -> None:
-    turns = Turns()
-    first = turns.begin(want=10, interval_s=0.01, horizon_s=0.25)
-    entered = threading.Event()
-
-    def second() -> None:
-        turns.begin(want=10, interval_s=0.01, horizon_s=0.25).end()
-        entered.set()
-
-    thread = threading.Thread(target=second)
-    thread.start()
-    assert not entered.wait(0.2)  # the second thread waits for the first's turn to end
-    first.end()
-    first.end()  # ending twice is harmless (the caller's `finally`)
-    assert entered.wait(5)
-    thread.join()
+def test_threads_take_disjoint_room_and_give_back_what_they_did_not_use() -> None:
+    t = FakeTime()
+    room = Room(t.clock, t.sleep)
+    # Given one thread holding room for 30 of the 51 slots a horizon holds, not yet reserved
+    first = room.take(want=30, interval_s=0.005, horizon_s=0.25)
+    # Then a second thread gets only the other 21, at once
+    second = room.take(want=30, interval_s=0.005, horizon_s=0.25)
+    assert (first.size, second.size, t.slept) == (30, 21, [])
+    # When the first reserves only 10 (its work had fewer rows) and the second all of its
+    first.settle(granted=10)
+    second.settle(granted=21)
+    second.settle(granted=0)  # settling twice is harmless (the caller's `finally`)
+    # Then the 20 it did not use are room again
+    assert room.take(want=30, interval_s=0.005, horizon_s=0.25).size == 20
+    assert t.slept == []
 
 
 def test_threads_on_a_binding_rate_claim_each_row_once(engine: Engine) -> None:

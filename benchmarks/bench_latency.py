@@ -13,8 +13,8 @@ answers every request after ``--latency-ms`` (200); the account limit is ``--rat
 ``--per-sender-rate`` (the account rate by default, so the account limit is the one that
 binds). A blast of ``--recipients`` SMS (normal priority) is expanded here
 through the real intake code; the rate is counted at the emulator's receive timestamps
-(``received_at``, taken as each request arrives, before the emulator's latency), over the steady state: the
-first and the last second of the blast are left out. The limiter paces at
+(``received_at``, taken as each request arrives, before the emulator's latency), over the
+steady state: the first and the last second of the blast are left out. The limiter paces at
 ``headroom(rate)`` (96 %: its lateness budget) of the configured rate on purpose, so both
 ratios are printed, and ``max_in_any_1s`` must stay at or under the configured rate.
 

@@ -48,8 +48,6 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
-from messaging.sending.pacing import interval_us
-from messaging.sending.room import Booking, Room
 from messaging.supporters.normalize import derive_timezone
 
 log = structlog.get_logger(__name__)
@@ -127,9 +125,6 @@ class SmsSender:
         self._windows: dict[str, tuple[float, QuietHours | None]] = {}
         #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
         self._links = links
-        #: The room the account's schedule has left, as this process sees it, per priority
-        #: (each has its horizon): pieces are sized to it while the rate binds.
-        self._rooms = {priority: Room() for priority in PACING_HORIZON_S}
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work.
@@ -145,13 +140,8 @@ class SmsSender:
         total = BatchReport()
         while True:
             report = BatchReport()
-            booking = self._book(work)
-            try:
-                piece, rest = self._within_reach(work, booking)
-                waiting = self._process_piece(piece, report, booking)
-            finally:
-                if booking is not None:
-                    booking.settle()
+            piece, rest = self._within_reach(work)
+            waiting = self._process_piece(piece, report)
             total.claimed += report.claimed
             for state, n in report.by_state.items():
                 total.add(state, n)
@@ -188,26 +178,7 @@ class SmsSender:
             self._ctx.queue.enqueue(replace(work, supporter_ids=tuple(ids), delay_s=delay_s))
             report.requeued += len(ids)
 
-    def _binding(self) -> bool:
-        """Whether the fleet's rate is one this process's sends can fill (see
-        :data:`UNBINDING_RATE_PER_S`)."""
-        return self._config.effective_rate_per_s <= UNBINDING_RATE_PER_S
-
-    def _book(self, work: SendWork) -> Booking | None:
-        """Room on the account's schedule for this thread's next piece, waiting for it (None:
-        the rate does not bind here, claim at once)."""
-        config = self._config
-        if not self._binding():
-            return None
-        horizon_s = PACING_HORIZON_S[work.priority]
-        want = min(self._reach(horizon_s), len(work.supporter_ids))
-        return self._rooms[work.priority].take(
-            max(1, want), interval_us(config.rate_account_per_s) / 1e6, horizon_s
-        )
-
-    def _process_piece(
-        self, work: SendWork, report: BatchReport, booking: Booking | None
-    ) -> list[int]:
+    def _process_piece(self, work: SendWork, report: BatchReport) -> list[int]:
         """Send one piece; returns the ids that must wait (back to pending, not re-queued)."""
         ctx = self._ctx
         started = start_batch(ctx, work, report)
@@ -215,19 +186,14 @@ class SmsSender:
             return []
         blast, claimed = started
         try:
-            return self._send_claimed(work, blast, claimed, report, booking)
+            return self._send_claimed(work, blast, claimed, report)
         finally:
             # Rows without an outcome (in doubt, or a crash mid-piece) now have no live
             # owner: the sweep settles them by asking Twilio, within a minute.
             ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
 
     def _send_claimed(
-        self,
-        work: SendWork,
-        blast: BlastRecord,
-        claimed: list[Claimed],
-        report: BatchReport,
-        booking: Booking | None,
+        self, work: SendWork, blast: BlastRecord, claimed: list[Claimed], report: BatchReport
     ) -> list[int]:
         ctx, config = self._ctx, self._config
         alert = blast.alert
@@ -272,8 +238,6 @@ class SmsSender:
 
         horizon_s = PACING_HORIZON_S[work.priority]
         reservation = self._reserve([m for _, m, _ in messages], horizon_s)
-        if booking is not None:  # what it did not use is room for the next piece
-            booking.settle(reservation.granted, reservation.booked_until_s)
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
@@ -317,19 +281,11 @@ class SmsSender:
         )
         return waiting
 
-    def _reach(self, horizon_s: float) -> int:
-        """The most rows one piece claims: what the rate sends within the horizon, and half
-        again (some rows fail the send-time checks)."""
-        return max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
-
-    def _within_reach(
-        self, work: SendWork, booking: Booking | None
-    ) -> tuple[SendWork, tuple[int, ...]]:
-        """The piece the rate could send within the batch's horizon (the room booked for
-        it), and the rest (claimed later, so rows are never claimed only to be put back)."""
-        reach = self._reach(PACING_HORIZON_S[work.priority])
-        if booking is not None:
-            reach = min(reach, booking.size)
+    def _within_reach(self, work: SendWork) -> tuple[SendWork, tuple[int, ...]]:
+        """The piece the rate could send within the batch's horizon, and the rest (claimed
+        later, so rows are never claimed only to be put back)."""
+        horizon_s = PACING_HORIZON_S[work.priority]
+        reach = max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
         ids = tuple(work.supporter_ids)
         return replace(work, supporter_ids=ids[:reach]), ids[reach:]
 
@@ -342,7 +298,7 @@ class SmsSender:
         again for every one of them under load would only add work: it goes now, without
         leaving the provider's event loop.
         """
-        if not self._binding():
+        if self._config.effective_rate_per_s > UNBINDING_RATE_PER_S:
             return None
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 

@@ -78,6 +78,11 @@ def stopping_event(app: Any) -> asyncio.Event | None:
     return getattr(getattr(app, "state", None), "stopping", None)
 
 
+def arrived_at(request: Request) -> float:
+    """When :func:`provider_call` received ``request`` (now, outside it)."""
+    return getattr(request.state, "arrived_at", None) or time.time()
+
+
 async def provider_call(
     request: Request,
     *,

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from emulators.control import Reply, control_routes, json_reply, provider_call
+from emulators.control import Reply, arrived_at, control_routes, json_reply, provider_call
 from emulators.faults import Fault, FaultConfig, Faults
 from emulators.recorder import Recorder
 
@@ -393,8 +393,7 @@ class SendGridEmulator:
         if failure is not None:
             return failure
         message_id = secrets.token_urlsafe(16)  # 16 bytes: 22 URL-safe characters, like SendGrid
-        arrived_at = getattr(request.state, "arrived_at", None) or time.time()
-        self.recorder.add_messages(expand(mail, message_id, arrived_at))
+        self.recorder.add_messages(expand(mail, message_id, arrived_at(request)))
         return Reply(202, b"", {"X-Message-Id": message_id}, media_type=None)
 
     def _email_error(self, mail: dict[str, Any]) -> Reply | None:

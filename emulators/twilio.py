@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from emulators.control import Reply, control_routes, json_reply, provider_call
+from emulators.control import Reply, arrived_at, control_routes, json_reply, provider_call
 from emulators.faults import Fault, FaultConfig, Faults
 from emulators.recorder import Recorder
 
@@ -327,7 +327,7 @@ class TwilioEmulator:
 
         account_sid = request.path_params["AccountSid"]
         sid = "SM" + uuid.uuid4().hex
-        now = getattr(request.state, "arrived_at", None) or time.time()
+        now = arrived_at(request)
         date, segments = rfc2822(now), count_segments(text)
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"
         # With a Messaging Service and no From, Twilio answers "accepted" before it has picked

@@ -165,7 +165,7 @@ class InMemoryRateLimiter:
                     self._tat[key] = slot + interval_us(per_send_rate_per_s) / 1e6
                 slots.append(slot)
             self._tat[shared_key] = shared
-            return Reservation(tuple(slots))
+            return Reservation(tuple(slots), booked_until_s=shared)
 
 
 class InMemoryInFlight:

@@ -118,13 +118,15 @@ def test_sends_late_within_the_budget_never_overfill_a_window(
 
 
 def test_the_schedule_paces_close_to_the_configured_rate(limiter: RateLimiter) -> None:
-    # Given 500 msg/s, the schedule itself gives 92 % of it (the lateness budget's share)
+    # Given 500 msg/s, the schedule itself gives 96 % of it (the lateness budget's share)
     res = limiter.reserve(key(), 500, n=501, horizon_s=10)
     assert 500 / (res.slots_s[-1] - res.slots_s[0]) == pytest.approx(500 * headroom(500), rel=0.01)
-    assert headroom(500) > 0.91
+    assert headroom(500) > 0.96
 
 
 def test_the_budget_is_a_time_and_at_least_two_sends() -> None:
-    # 85 ms at every rate from a dozen a second up; never more than 85 ms
-    assert lateness_budget_s(500) == lateness_budget_s(2000) == lateness_budget_s(40) == 0.085
-    assert lateness_budget_s(1) == 0.085
+    # 40 ms from 50/s up; two sends' worth below that (one stall that bunches two sends
+    # is already more), but never more than 85 ms
+    assert lateness_budget_s(500) == lateness_budget_s(2000) == lateness_budget_s(50) == 0.04
+    assert lateness_budget_s(40) == pytest.approx(0.05)
+    assert lateness_budget_s(1) == lateness_budget_s(10) == 0.085

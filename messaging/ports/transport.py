@@ -138,6 +138,9 @@ class Reservation:
     """Send times granted to the first ``len(slots_s)`` sends of a batch, in local epoch seconds."""
 
     slots_s: tuple[float, ...]
+    #: How far ahead the shared key's schedule is booked after this reservation (local epoch
+    #: seconds): the next slot it would grant. 0 when unknown.
+    booked_until_s: float = 0.0
 
     @property
     def granted(self) -> int:

@@ -48,9 +48,9 @@ REQUEST_TIMEOUT_S = 10.0
 MAX_IN_FLIGHT = 256
 #: A send may leave this late after its slot; later, it takes a new slot. With the early
 #: tolerance below, the spread of our own departures; the limiter's lateness budget
-#: (``messaging.sending.pacing.LATENESS_BUDGET_S``, 85 ms) leaves the rest (44 ms) to what
+#: (``messaging.sending.pacing.LATENESS_BUDGET_S``, 40 ms) leaves the rest (19 ms) to what
 #: comes after the check: the client's own work, a descheduled process, the network.
-LATE_TOLERANCE_S = 0.04
+LATE_TOLERANCE_S = 0.02
 #: A send may leave this early (no timer is set for less).
 EARLY_TOLERANCE_S = 0.001
 

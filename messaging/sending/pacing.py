@@ -13,12 +13,13 @@ import math
 #: window there ever holding more than the configured rate. Slots are spaced (1 + budget) /
 #: rate apart: a window [t, t + 1 s) then holds only sends whose slots lie in a span of
 #: 1 s + budget, which fits at most ``rate`` of them. Senders keep their own spread under it
-#: (a send later than ``LATE_TOLERANCE_S`` of the Twilio adapter takes a fresh slot) and
-#: the rest is for what follows the check. 85 ms: paces at 92 % of the rate. A 40 ms budget
-#: (96 %) with a 15 ms tolerance was tried on 2026-12-03 and measured worse: on a busy
-#: 2-core host a quarter of the sends missed 15 ms and took fresh slots at the schedule's
-#: end, so a 500/s limit got 0.73 of its rate instead of 0.90 (docs/benchmarks.md).
-LATENESS_BUDGET_S = 0.085
+#: (a send later than ``LATE_TOLERANCE_S`` of the Twilio adapter, 20 ms, takes a fresh
+#: slot) and the rest is for what follows the check. 40 ms: paces at 96 % of the rate.
+#: It was 85 ms (92 %) while sender threads claimed rows in a free-for-all: at a binding
+#: rate they claimed 3.7 rows per row sent, and that CPU made the provider loop's sends
+#: late by up to 40 ms (p99 30 ms). Sizing pieces to the room (``messaging.sending.room``) took
+#: the p99 to ~10 ms; a 40 ms budget with a 15 ms tolerance had measured worse before it.
+LATENESS_BUDGET_S = 0.04
 #: ... and never less than this many sends' worth: at a few dozen a second one stall that
 #: bunches two sends is already more than 40 ms (seen at 40/s with four senders on a host
 #: with six times more work than cores) ...
@@ -34,7 +35,7 @@ def lateness_budget_s(rate_per_s: float) -> float:
 
 def headroom(rate_per_s: float) -> float:
     """The share of ``rate_per_s`` the schedule paces at: 1 / (1 + the lateness budget),
-    92 % with the 85 ms budget at every rate."""
+    96 % with the 40 ms budget from 50/s up, 95 % at 40/s, 92 % below 24/s."""
     return 1 / (1 + lateness_budget_s(rate_per_s))
 
 

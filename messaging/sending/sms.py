@@ -48,6 +48,8 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
+from messaging.sending.pacing import interval_us
+from messaging.sending.room import Booking, Room
 from messaging.supporters.normalize import derive_timezone
 
 log = structlog.get_logger(__name__)
@@ -58,6 +60,13 @@ VALIDITY_MIN_S, VALIDITY_MAX_S = 1, 36_000
 UNBINDING_RATE_PER_S = 2_000.0
 #: Re-queue delay for recipients whose provider call kept failing transiently.
 TRANSIENT_RETRY_DELAY_S = 15.0
+#: Pieces are sized to the room (:mod:`messaging.sending.room`) only on horizons up to this:
+#: normal and bulk (0.25 s), where eight threads churned claims at a binding rate. Urgent
+#: books 10 s ahead: room there comes back a few slots at a time, so a thread would wait
+#: seconds per piece holding its unit. With the room on urgent too, a paused and resumed
+#: urgent blast stalled in two full-suite runs (2026-12-03; not reproduced since, cause not
+#: found), so urgent claims as before: its blasts are rare and short, churn costs it little.
+ROOM_HORIZON_MAX_S = 1.0
 #: How long one unit of send work may keep its thread, booking the rate's schedule a
 #: horizon at a time, before the rest goes back on the lane (so other blasts of the same
 #: priority get a thread too).
@@ -125,6 +134,9 @@ class SmsSender:
         self._windows: dict[str, tuple[float, QuietHours | None]] = {}
         #: Tracked short links (contract §7); None: bodies keep their URLs (no key).
         self._links = links
+        #: The room the account's schedule has left, as this process sees it, per priority
+        #: (each has its horizon): pieces are sized to it while the rate binds.
+        self._rooms = {priority: Room() for priority in PACING_HORIZON_S}
 
     def process(self, work: SendWork) -> BatchReport:
         """Handle one unit of SMS send work.
@@ -140,8 +152,13 @@ class SmsSender:
         total = BatchReport()
         while True:
             report = BatchReport()
-            piece, rest = self._within_reach(work)
-            waiting = self._process_piece(piece, report)
+            booking = self._book(work)
+            try:
+                piece, rest = self._within_reach(work, booking)
+                waiting = self._process_piece(piece, report, booking)
+            finally:
+                if booking is not None:
+                    booking.settle()
             total.claimed += report.claimed
             for state, n in report.by_state.items():
                 total.add(state, n)
@@ -178,7 +195,26 @@ class SmsSender:
             self._ctx.queue.enqueue(replace(work, supporter_ids=tuple(ids), delay_s=delay_s))
             report.requeued += len(ids)
 
-    def _process_piece(self, work: SendWork, report: BatchReport) -> list[int]:
+    def _binding(self) -> bool:
+        """Whether the fleet's rate is one this process's sends can fill (see
+        :data:`UNBINDING_RATE_PER_S`)."""
+        return self._config.effective_rate_per_s <= UNBINDING_RATE_PER_S
+
+    def _book(self, work: SendWork) -> Booking | None:
+        """Room on the account's schedule for this thread's next piece, waiting for it (None:
+        the rate does not bind here, claim at once)."""
+        config = self._config
+        horizon_s = PACING_HORIZON_S[work.priority]
+        if not self._binding() or horizon_s > ROOM_HORIZON_MAX_S:
+            return None
+        want = min(self._reach(horizon_s), len(work.supporter_ids))
+        return self._rooms[work.priority].take(
+            max(1, want), interval_us(config.rate_account_per_s) / 1e6, horizon_s
+        )
+
+    def _process_piece(
+        self, work: SendWork, report: BatchReport, booking: Booking | None
+    ) -> list[int]:
         """Send one piece; returns the ids that must wait (back to pending, not re-queued)."""
         ctx = self._ctx
         started = start_batch(ctx, work, report)
@@ -186,14 +222,19 @@ class SmsSender:
             return []
         blast, claimed = started
         try:
-            return self._send_claimed(work, blast, claimed, report)
+            return self._send_claimed(work, blast, claimed, report, booking)
         finally:
             # Rows without an outcome (in doubt, or a crash mid-piece) now have no live
             # owner: the sweep settles them by asking Twilio, within a minute.
             ctx.inflight.release(work.blast_id, work.channel, work.supporter_ids)
 
     def _send_claimed(
-        self, work: SendWork, blast: BlastRecord, claimed: list[Claimed], report: BatchReport
+        self,
+        work: SendWork,
+        blast: BlastRecord,
+        claimed: list[Claimed],
+        report: BatchReport,
+        booking: Booking | None,
     ) -> list[int]:
         ctx, config = self._ctx, self._config
         alert = blast.alert
@@ -238,6 +279,8 @@ class SmsSender:
 
         horizon_s = PACING_HORIZON_S[work.priority]
         reservation = self._reserve([m for _, m, _ in messages], horizon_s)
+        if booking is not None:  # what it did not use is room for the next piece
+            booking.settle(reservation.granted, reservation.booked_until_s)
         granted = messages[: reservation.granted]
         waiting = [sid for sid, _, _ in messages[reservation.granted :]]
         late.watch([m.to for _, m, _ in granted])
@@ -281,11 +324,19 @@ class SmsSender:
         )
         return waiting
 
-    def _within_reach(self, work: SendWork) -> tuple[SendWork, tuple[int, ...]]:
-        """The piece the rate could send within the batch's horizon, and the rest (claimed
-        later, so rows are never claimed only to be put back)."""
-        horizon_s = PACING_HORIZON_S[work.priority]
-        reach = max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
+    def _reach(self, horizon_s: float) -> int:
+        """The most rows one piece claims: what the rate sends within the horizon, and half
+        again (some rows fail the send-time checks)."""
+        return max(1, math.ceil(self._config.effective_rate_per_s * horizon_s * 1.5))
+
+    def _within_reach(
+        self, work: SendWork, booking: Booking | None
+    ) -> tuple[SendWork, tuple[int, ...]]:
+        """The piece the rate could send within the batch's horizon (the room booked for
+        it), and the rest (claimed later, so rows are never claimed only to be put back)."""
+        reach = self._reach(PACING_HORIZON_S[work.priority])
+        if booking is not None:
+            reach = min(reach, booking.size)
         ids = tuple(work.supporter_ids)
         return replace(work, supporter_ids=ids[:reach]), ids[reach:]
 
@@ -298,7 +349,7 @@ class SmsSender:
         again for every one of them under load would only add work: it goes now, without
         leaving the provider's event loop.
         """
-        if self._config.effective_rate_per_s > UNBINDING_RATE_PER_S:
+        if not self._binding():
             return None
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 

@@ -67,7 +67,10 @@ class RedisRateLimiter:
         after = time.time()
         # Redis time → local time: the offset measured around this very call.
         offset = (before + after) / 2 - int(raw[0]) / 1_000_000
-        return Reservation(tuple(int(s) / 1_000_000 + offset for s in raw[1:]))
+        return Reservation(
+            tuple(int(s) / 1_000_000 + offset for s in raw[2:]),
+            booked_until_s=int(raw[1]) / 1_000_000 + offset,
+        )
 
     def throttle(self, shared_key: str) -> float:
         """See :class:`~messaging.ports.RateLimiter`."""

@@ -11,7 +11,9 @@
 -- ARGV[5]          cost of each send in units of the shared key (email: recipients per call)
 -- ARGV[6]          key TTL in milliseconds
 -- ARGV[7]          recovery of the slow-down factor, per second (e.g. 0.1: +10 % a second)
--- Returns {now_us, slot_us_1, slot_us_2, ...}: as many slots as were granted, in order.
+-- Returns {now_us, booked_until_us, slot_us_1, slot_us_2, ...}: the shared key's theoretical
+-- arrival time after this call (how far ahead its schedule is booked), then as many slots as
+-- were granted, in order.
 -- Times come from Redis TIME, so every worker in the fleet paces against one clock.
 
 local t = redis.call('TIME')
@@ -38,7 +40,7 @@ local shared_tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if shared_tat < now then shared_tat = now end
 local tats = {}
 -- Numbers, not strings: Redis turns Lua numbers into integer replies (exact below 2^53).
-local result = {now}
+local result = {now, 0}
 
 for i = 1, n do
   local slot = shared_tat
@@ -59,6 +61,7 @@ for i = 1, n do
 end
 
 redis.call('SET', KEYS[1], string.format('%.0f', shared_tat), 'PX', ttl_ms)
+result[2] = shared_tat
 for key, tat in pairs(tats) do
   redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl_ms)
 end

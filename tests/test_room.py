@@ -1,0 +1,126 @@
+"""The room a binding rate's schedule has left (issue #21): sender threads size their pieces to
+it, so rows are not claimed only to be put back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine
+
+from messaging.blasts.expansion import Expander
+from messaging.content.alert import parse_alert
+from messaging.memory import InMemoryRateLimiter
+from messaging.ports import SendWork
+from messaging.providers.memory import InMemorySms
+from messaging.sending.common import BatchReport
+from messaging.sending.pacing import interval_us
+from messaging.sending.room import Room
+from messaging.sending.sms import SmsSender
+from tests.factories import add_supporters, send_context, sms_config
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_a_piece_is_whole_while_the_schedule_has_room() -> None:
+    t = FakeTime()
+    room = Room(t.clock, t.sleep)
+    # A horizon holds 251 slots at 1 ms: the whole piece, at once
+    room.take(want=75, interval_s=0.001, horizon_s=0.25).settle(75)
+    assert t.slept == []
+    # At 5 ms (the schedule now booked 75 ms ahead by the piece above) it holds 36 more
+    assert abs(room.take(want=75, interval_s=0.005, horizon_s=0.25).size - 36) <= 1  # (floats)
+
+
+def test_a_piece_waits_for_room_then_takes_only_the_room() -> None:
+    t = FakeTime()
+    limiter = InMemoryRateLimiter(t.clock)
+    room = Room(t.clock, t.sleep)
+    interval_s = interval_us(200) / 1e6
+    # Given a thread whose piece was the room a horizon holds, all of it granted: the
+    # schedule is now booked a whole horizon ahead
+    booking = room.take(want=75, interval_s=interval_s, horizon_s=0.25)
+    booked = limiter.reserve("k", 200, n=booking.size, horizon_s=0.25)
+    assert booking.size < 75 and booked.granted == booking.size
+    booking.settle(booked.granted, booked.booked_until_s)
+    # When the next thread takes room
+    booking = room.take(want=75, interval_s=interval_s, horizon_s=0.25)
+    # Then it waited for a quarter piece of room (not claiming for nothing) and took no more
+    # than the limiter then grants
+    assert sum(t.slept) == pytest.approx(
+        booked.booked_until_s + 18 * interval_s - 0.25 - 1_000.0, abs=0.002
+    )
+    again = limiter.reserve("k", 200, n=booking.size, horizon_s=0.25)
+    assert booking.size >= 18 and abs(again.granted - booking.size) <= 1  # (float rounding)
+
+
+def test_threads_take_disjoint_room_and_give_back_what_they_did_not_use() -> None:
+    t = FakeTime()
+    room = Room(t.clock, t.sleep)
+    # Given one thread holding room for 30 of the 51 slots a horizon holds, not yet reserved
+    first = room.take(want=30, interval_s=0.005, horizon_s=0.25)
+    # Then a second thread gets only the other 21, at once
+    second = room.take(want=30, interval_s=0.005, horizon_s=0.25)
+    assert (first.size, second.size, t.slept) == (30, 21, [])
+    # When the first reserves only 10 (its work had fewer rows) and the second all of its
+    first.settle(granted=10)
+    second.settle(granted=21)
+    second.settle(granted=0)  # settling twice is harmless (the caller's `finally`)
+    # Then the 20 it did not use are room again
+    assert room.take(want=30, interval_s=0.005, horizon_s=0.25).size == 20
+    assert t.slept == []
+
+
+def test_threads_on_a_binding_rate_claim_each_row_once(engine: Engine) -> None:
+    # Given 600 texters, their blast's work in four units, and four threads sending at a
+    # binding 200/s (a provider with no latency: the schedule is all that holds them back)
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(600)], topic="t")
+    ctx, queue = send_context(engine)
+    alert = parse_alert(json.dumps({"alert_id": "tn", "sms": {"body": "Hi"}}), fallback_id="x")
+    blast, _ = ctx.blasts.create(alert, "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    ids = sorted({i for w in queue.items for i in w.supporter_ids})
+    queue.items[:] = [SendWork("tn", "sms", "normal", tuple(ids[k::4])) for k in range(4)]
+    sms = InMemorySms()
+    sender = SmsSender(ctx, sms, sms_config(200))
+    reports: list[BatchReport] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not queue.items:
+                    return
+                unit = queue.items.pop(0)
+            report = sender.process(unit)
+            with lock:
+                reports.append(report)
+
+    # When they send it all
+    started = time.monotonic()
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then everyone got one text, each row was claimed once (no claim only to be put back),
+    # and the slots kept the rate
+    assert len(sms.sent) == 600 and len({m.to for m in sms.sent}) == 600
+    assert sum(r.claimed for r in reports) == 600
+    slots = sorted(m.send_at_s for m in sms.sent)
+    assert min(b - a for a, b in itertools.pairwise(slots)) >= interval_us(200) / 1e6 - 1e-6
+    assert time.monotonic() - started >= (slots[-1] - slots[0]) - 0.3

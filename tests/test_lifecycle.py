@@ -124,10 +124,12 @@ def test_completing_a_canceled_blast_does_not_move_it() -> None:
     stores = memory_stores()
     lifecycle = _sending(stores, [RowState.SENT])
     assert lifecycle.cancel("b1", drain_s=0)
-    # When anything tries to complete it (a late sender, the sweep)
+    # When anything tries to complete it (the sweep; a late sender whose stale view still
+    # said sending, so it skips the status read)
     moved = lifecycle.complete("b1")
+    late = lifecycle.complete("b1", seen_sending=True)
     # Then nothing moves, in the database or in the fleet's copy
-    assert not moved
+    assert not moved and not late
     assert stores.blasts.status("b1") == ("canceled", True)
     assert lifecycle.control.get("b1") == "canceled"
 

@@ -347,9 +347,12 @@ class BlastLifecycle:
         blast = self.blasts.get(blast_id)
         return blast is not None and "approval" in blast.stats and blast.approved_by is None
 
-    def complete(self, blast_id: str) -> bool:
-        """``sending → completed`` once expanded and no row owes work."""
-        if self.blasts.status(blast_id) != (BlastStatus.SENDING, True):
+    def complete(self, blast_id: str, *, seen_sending: bool = False) -> bool:
+        """``sending → completed`` once expanded and no row owes work.
+
+        ``seen_sending``: the caller saw the blast expanded and sending (a sender, after every
+        batch): the status read is skipped, the move itself still requires ``sending``."""
+        if not seen_sending and self.blasts.status(blast_id) != (BlastStatus.SENDING, True):
             return False
         if self.ledger.has_open(blast_id):
             return False

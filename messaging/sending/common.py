@@ -383,4 +383,12 @@ def finish_batch(
 
 def maybe_complete(ctx: SendContext, blast_id: str) -> bool:
     """Mark the blast completed once it is expanded and no row owes work."""
-    return ctx.lifecycle.complete(blast_id)
+    # After every batch: the cached row (expanded is for good) and the fleet's status copy
+    # spare a database read per batch; when either is not sure, the store decides.
+    blast = ctx.blast(blast_id)
+    seen = (
+        blast is not None
+        and blast.expanded_at is not None
+        and ctx.live_status(blast) == BlastStatus.SENDING
+    )
+    return ctx.lifecycle.complete(blast_id, seen_sending=seen)

@@ -162,3 +162,34 @@ def test_the_gate_closes_when_the_kill_switch_cannot_be_read() -> None:
     asyncio.run(ask())
     time.sleep(0.2)
     assert asyncio.run(ask()) is False
+
+
+def test_a_send_that_waited_for_room_in_flight_takes_a_fresh_slot(
+    twilio_emulator: Emulator,
+) -> None:
+    # Given a process that keeps two requests in flight, a provider answering in 300 ms, and
+    # four texts due together: the last two can only leave once the first two are answered
+    twilio_emulator.reset()
+    twilio_emulator.faults.update(latency_ms=300)
+    twilio = TwilioSms(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio_emulator.url, max_in_flight=2)
+    due = time.time() + 0.05
+    texts = [_text(f"+1415555003{n}", due + n * 0.001) for n in range(4)]
+    fresh: dict[str, float] = {}
+
+    def reslot(message: SmsMessage) -> float:
+        fresh[message.to] = time.time() + 0.05
+        return fresh[message.to]
+
+    try:
+        # When they are sent
+        results = twilio.send_many(texts, reslot=reslot)
+    finally:
+        twilio.close()
+        twilio_emulator.faults.update(latency_ms=0)
+    # Then all four went, and the two that waited ~300 ms for room did not leave on their
+    # old slots in a bunch: each asked for a fresh slot and arrived after it
+    assert all(isinstance(r, SmsReceipt) for r in results), results
+    got = {m["to"]: m["received_at"] for m in twilio_emulator.recorder.messages()}
+    waited = sorted(got, key=got.__getitem__)[2:]
+    assert set(waited) <= set(fresh), (waited, fresh)
+    assert all(got[to] >= fresh[to] - 0.01 for to in waited), (got, fresh)

@@ -305,12 +305,21 @@ class TwilioSms:
             attempts += 1
             # Every attempt goes out on a slot of its own: a retry after backoff is late by
             # definition (slot 0), so it takes a fresh one.
-            slot = await self._wait_for_slot(
-                message, first_slot if attempts == 1 else 0.0, gate, reslot
-            )
-            if slot is None:
-                return None
-            async with self._limit:
+            wanted = first_slot if attempts == 1 else 0.0
+            while True:
+                slot = await self._wait_for_slot(message, wanted, gate, reslot)
+                if slot is None:
+                    return None
+                await self._limit.acquire()
+                # Waiting for a free place among the requests in flight (a binding rate
+                # times the provider's latency can need more than MAX_IN_FLIGHT) makes a
+                # send late like a busy loop does: it takes a fresh slot too, or the sends
+                # that queued here would leave in a bunch (2,206 in one second at 2,000/s).
+                if reslot is None or time.time() - slot <= LATE_TOLERANCE_S:
+                    break
+                self._limit.release()
+                wanted = 0.0
+            try:
                 called = True
                 try:
                     sent = await self._messages.create_async(**kwargs)
@@ -320,6 +329,8 @@ class TwilioSms:
                     if exc.code == "429":
                         self._on_throttle(exc.retry_after_s or 1.0)
                     raise
+            finally:
+                self._limit.release()
             # The SID first: once Twilio answered with one, the message is sent whatever else
             # its answer holds (a mock of the API description once sent
             # "num_segments": "laboris enim magna", and int() of it lost 21 receipts).

@@ -45,7 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +82,8 @@ EDGE_S = 1.0
 #: How often the emulator is polled while waiting for messages, in seconds. Only detection
 #: uses it; every figure comes from the emulator's own timestamps.
 POLL_S = 0.01
+#: A ``sitecustomize`` that stamps the fleet's requests as they leave (benchmarks/departures).
+DEPARTURES_PROBE = Path(__file__).resolve().parent / "departures"
 
 
 # --- shared -----------------------------------------------------------------------------
@@ -194,6 +198,12 @@ def rate_run(
         SMS_RATE_ACCOUNT=str(rate),
         SMS_RATE_PER_SENDER=str(per_sender),
     )
+    # The fleet's processes stamp each request as it leaves (benchmarks/departures).
+    departures_dir = Path(tempfile.mkdtemp(prefix="departures-"))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(DEPARTURES_PROBE), env.get("PYTHONPATH", "")) if p
+    )
+    env["BENCH_DEPARTURES_DIR"] = str(departures_dir)
     token = uuid.uuid4().hex[:10]
     inbox = Inbox(urls["twilio"])
     sender: tuple[str, ...] = ("sender", "--threads", str(threads), "--channels", "sms")
@@ -228,12 +238,17 @@ def rate_run(
     start, end = times[0] + EDGE_S, times[-1] - EDGE_S
     steady = sum(start <= t <= end for t in times)
     per_s = steady / (end - start)
+    departures = sorted(t for f in departures_dir.glob("*.json") for t in json.loads(f.read_text()))
+    shutil.rmtree(departures_dir, ignore_errors=True)
     return {
         "sent": len(times),
         "seconds": round(times[-1] - times[0], 2),
         "overall_per_s": round((len(times) - 1) / (times[-1] - times[0]), 1),
         "steady_per_s": round(per_s, 1),
         "max_in_any_1s": max_in_window(times),
+        # The same, as our processes sent them (requests stamped: at least every message).
+        "departures_stamped": len(departures),
+        "max_departures_in_any_1s": max_in_window(departures),
     }
 
 
@@ -276,6 +291,7 @@ def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
         "achieved_over_configured": spread([r / rate for r in rates], 3),
         "achieved_over_paced": spread([r / paced for r in rates], 3),
         "max_in_any_1s": max(r["max_in_any_1s"] for r in runs),
+        "max_departures_in_any_1s": max(r["max_departures_in_any_1s"] for r in runs),
         "target_over_configured": 0.95 if rate <= ACCOUNT_RATE_PER_S else 0.9,
         "runs": runs,
     }

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from messaging.content.alert import parse_alert
+from messaging.content.alert import STORED, Alert, parse_alert
 from messaging.content.templates import (
     RENDER_TIMEOUT_S,
     SMS_RENDERED_MAX_CHARS,
@@ -164,3 +166,52 @@ def test_jinja2_is_at_least_3_1_6() -> None:
     import jinja2
 
     assert tuple(int(p) for p in jinja2.__version__.split(".")[:3]) >= (3, 1, 6)
+
+
+def test_a_stored_alert_reads_back_without_rendering_its_templates_again() -> None:
+    # Given an alert whose templates pass only a check that renders them (a loop that runs
+    # past the render limit), as a stored row would hold it had the limit changed since or
+    # had a garbage collection stopped a sample render (the limit is CPU time)
+    slow = "{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}"
+    raw = json.dumps(
+        {
+            "alert_id": "stored-1",
+            "topic": "t",
+            "sms": {"body": "Hi " + slow},
+            "email": {"subject": "Hi", "text": slow},
+        }
+    )
+    # When it is validated as a new alert, then the render limit refuses it
+    with pytest.raises(ValidationError, match="template over a limit"):
+        Alert.model_validate_json(raw)
+    # When the store reads it back, then it is the same alert (no render refused it)
+    alert = Alert.model_validate_json(raw, context=STORED)
+    assert alert.sms is not None and alert.sms.body == "Hi " + slow
+    assert alert.email is not None and alert.email.text == slow
+    # And the checks that cost nothing still hold for stored rows
+    with pytest.raises(ValidationError, match="email needs text or html"):
+        Alert.model_validate_json(
+            json.dumps({"alert_id": "s", "topic": "t", "email": {"subject": "Hi"}}),
+            context=STORED,
+        )
+
+
+def test_a_garbage_collection_inside_a_render_does_not_count_against_its_limit() -> None:
+    # Given a heap large enough that a full collection takes longer than a render may, and a
+    # template that renders a supporter's field through Jinja (not the plain-text path)
+    heap = [[i] for i in range(1_500_000)]
+    started = time.thread_time()
+    gc.collect()
+    collection_s = time.thread_time() - started
+    assert collection_s > RENDER_TIMEOUT_S, f"the heap collects in {collection_s:.3f} s"
+
+    class Collecting:
+        """A field whose value triggers a full collection as it is printed."""
+
+        def __str__(self) -> str:
+            gc.collect()
+            return "Pat"
+
+    # When a collection runs inside the render, then it is not the template's CPU: it renders
+    assert render("{{ first_name | upper }}!", {"first_name": Collecting()}) == "PAT!"
+    del heap

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -47,6 +48,16 @@ MEDIA_URL_MAX_CHARS = 2048
 FIELD_NAME_PATTERN = r"^[a-z0-9_]{1,64}$"
 #: Most values one ``audience.fields`` entry may list.
 FIELD_VALUES_MAX = 1000
+#: Validation context of an alert read back from the store (``Alert.model_validate_json(raw,
+#: context=STORED)``): it passed every check when it was accepted. Its templates are not
+#: rendered again on each read: that costs CPU, and a render's time limit (the thread's CPU
+#: time, a garbage collection included) once refused a stored blast on a busy host.
+STORED: dict[str, Any] = {"stored": True}
+
+
+def _accepting(info: ValidationInfo) -> bool:
+    """Whether this validation accepts a new alert (templates checked), not a stored one."""
+    return not (info.context or {}).get("stored")
 
 
 class _Strict(BaseModel):
@@ -78,7 +89,9 @@ class SmsContent(_Strict):
 
     @field_validator("body")
     @classmethod
-    def _compiles(cls, value: str) -> str:
+    def _compiles(cls, value: str, info: ValidationInfo) -> str:
+        if not _accepting(info):
+            return value
         return check_template(value, "sms.body", max_chars=SMS_RENDERED_MAX_CHARS)
 
 
@@ -93,9 +106,11 @@ class EmailContent(_Strict):
     track_links: bool = False
 
     @model_validator(mode="after")
-    def _has_a_body(self) -> EmailContent:
+    def _has_a_body(self, info: ValidationInfo) -> EmailContent:
         if not self.text and not self.html:
             raise ValueError("email needs text or html")
+        if not _accepting(info):
+            return self
         limits = {
             "subject": SUBJECT_RENDERED_MAX_CHARS,
             "text": EMAIL_RENDERED_MAX_CHARS,

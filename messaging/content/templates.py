@@ -24,6 +24,7 @@ dead-letter queue with its reason instead of failing a million messages.
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
@@ -61,9 +62,9 @@ MAX_VALUE_CHARS: Final = EMAIL_RENDERED_MAX_CHARS
 #: Most items ``range`` gives a template (Jinja's own cap is 100 000).
 MAX_RANGE: Final = 10_000
 #: Most CPU one recipient's render may use, in seconds of the rendering thread's own CPU time
-#: (``time.thread_time``), not wall time: a loaded host or a GC pause elsewhere must never
-#: turn a real alert away. A real template renders in microseconds; a hostile one costs a
-#: batch of 1,000 recipients under a minute of CPU.
+#: (``time.thread_time``, less any garbage collection that ran in it), not wall time: a
+#: loaded host or a GC pause must never turn a real alert away. A real template renders in
+#: microseconds; a hostile one costs a batch of 1,000 recipients under a minute of CPU.
 RENDER_TIMEOUT_S: Final = 0.05
 #: Largest integer ``**`` and ``*`` may produce, in bits (a 300-digit number).
 MAX_INT_BITS: Final = 1024
@@ -80,6 +81,32 @@ class TemplateLimitError(SecurityError):
 # --- the per-render budget ---------------------------------------------------------------------
 
 _budget = threading.local()
+
+
+_gc_hook_lock = threading.Lock()
+_gc_hooked = False
+
+
+def _on_gc(phase: str, _info: dict[str, Any]) -> None:
+    """A collection runs in whichever thread allocates: one that lands inside a render is
+    not the template's CPU, so the render's deadline moves by what it took (a full
+    collection of a large heap took over 50 ms and failed a one-line template)."""
+    if getattr(_budget, "deadline", None) is None:
+        return
+    if phase == "start":
+        _budget.gc_started = time.thread_time()
+    elif (started := getattr(_budget, "gc_started", None)) is not None:
+        _budget.deadline += time.thread_time() - started
+        _budget.gc_started = None
+
+
+def _hook_gc() -> None:
+    """Install :func:`_on_gc` once, on the first bounded render (not at import)."""
+    global _gc_hooked
+    with _gc_hook_lock:
+        if not _gc_hooked:
+            gc.callbacks.append(_on_gc)
+            _gc_hooked = True
 
 
 def _tick() -> None:
@@ -351,6 +378,8 @@ def check_template(
 
 def _render_bounded(template: Any, fields: Mapping[str, Any], max_chars: int) -> str:
     """Render with the deadline set, streaming, stopping once the output passes ``max_chars``."""
+    if not _gc_hooked:
+        _hook_gc()
     _budget.deadline = time.thread_time() + RENDER_TIMEOUT_S
     try:
         out: list[str] = []

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastStatus
-from messaging.content.alert import Alert
+from messaging.content.alert import STORED, Alert
 from messaging.ports import BlastRecord, ByChannel
 from messaging.store.memory.tables import MemoryTables
 from messaging.store.views import Summaries
@@ -20,7 +20,7 @@ def _record(row: dict[str, Any]) -> BlastRecord:
         topic=row["topic"],
         status=row["status"],
         priority=row["priority"],
-        alert=Alert.model_validate_json(row["alert"]),
+        alert=Alert.model_validate_json(row["alert"], context=STORED),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         expanded_at=row["expanded_at"],

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select
 
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastStatus
-from messaging.content.alert import Alert
+from messaging.content.alert import STORED, Alert
 from messaging.ports import BlastRecord
 from messaging.store.schema import blasts
 from messaging.store.sql.counts import state_counts_query
@@ -24,7 +24,7 @@ def _record(row: Any) -> BlastRecord:
         topic=row.topic,
         status=row.status,
         priority=row.priority,
-        alert=Alert.model_validate_json(row.alert),
+        alert=Alert.model_validate_json(row.alert, context=STORED),
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
         expanded_at=_aware(row.expanded_at) if row.expanded_at else None,

@@ -254,24 +254,32 @@ class TwilioSms:
     ) -> list[SmsResult]:
         return list(await asyncio.gather(*(self._send_one(m, gate, reslot) for m in messages)))
 
-    async def _wait_for_slot(
+    async def _wait_for_turn(
         self,
         message: SmsMessage,
         slot: float,
         gate: Callable[[SmsMessage], bool],
         reslot: Callable[[SmsMessage], float | None] | None,
     ) -> float | None:
-        """Sleep until the message may go; None if it must be held (stopped, or no slot)."""
+        """Sleep until the message may go and take a place among the requests in flight (the
+        caller releases it); None, holding no place, if it must be held (stopped, no slot).
+
+        A wait for a place (a binding rate times the provider's latency can need more than
+        ``MAX_IN_FLIGHT``) makes a send late like a busy loop does, so lateness is judged
+        once the place is taken: sends that queued for one would otherwise leave in a bunch
+        (2,206 in one second at 2,000/s)."""
         while True:
             delay = slot - time.time()
             if delay > EARLY_TOLERANCE_S:  # a timer per message costs more than this is worth
                 await asyncio.sleep(delay)
             if not gate(message):  # paused, canceled or STOPped while it waited for its slot
                 return None
+            await self._limit.acquire()
             if time.time() - slot <= LATE_TOLERANCE_S:
                 return slot
             if reslot is None:
                 return time.time()
+            self._limit.release()
             # A Redis round trip: on this loop it would hold up every other send, making
             # them late in turn (a cascade of fresh slots under load); off it, they go on.
             fresh = await asyncio.get_running_loop().run_in_executor(None, reslot, message)
@@ -305,20 +313,11 @@ class TwilioSms:
             attempts += 1
             # Every attempt goes out on a slot of its own: a retry after backoff is late by
             # definition (slot 0), so it takes a fresh one.
-            wanted = first_slot if attempts == 1 else 0.0
-            while True:
-                slot = await self._wait_for_slot(message, wanted, gate, reslot)
-                if slot is None:
-                    return None
-                await self._limit.acquire()
-                # Waiting for a free place among the requests in flight (a binding rate
-                # times the provider's latency can need more than MAX_IN_FLIGHT) makes a
-                # send late like a busy loop does: it takes a fresh slot too, or the sends
-                # that queued here would leave in a bunch (2,206 in one second at 2,000/s).
-                if reslot is None or time.time() - slot <= LATE_TOLERANCE_S:
-                    break
-                self._limit.release()
-                wanted = 0.0
+            slot = await self._wait_for_turn(
+                message, first_slot if attempts == 1 else 0.0, gate, reslot
+            )
+            if slot is None:
+                return None
             try:
                 called = True
                 try:

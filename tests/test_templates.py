@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from messaging.content.alert import STORED, Alert, parse_alert
+from messaging.content.render_budget import RENDER_TIMEOUT_S
 from messaging.content.templates import (
-    RENDER_TIMEOUT_S,
     SMS_RENDERED_MAX_CHARS,
     RenderError,
     _compile,

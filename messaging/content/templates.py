@@ -9,7 +9,7 @@ Ours adds, on top of it:
   to allocate 400 MB while the alert was *validated*); at render time the operators refuse
   results longer than :data:`MAX_VALUE_CHARS`;
 - ``range`` capped at :data:`MAX_RANGE` items, and every loop iteration, call and operator
-  checks a per-render deadline (:data:`RENDER_TIMEOUT_S`), so nested loops end in
+  checks a per-render CPU deadline (:mod:`messaging.content.render_budget`), so nested loops end in
   milliseconds instead of minutes;
 - padding and repetition (``center``, ``ljust``, ``format`` widths, ``replace``, ``lipsum``)
   refused beyond :data:`MAX_VALUE_CHARS`;
@@ -24,10 +24,7 @@ dead-letter queue with its reason instead of failing a million messages.
 
 from __future__ import annotations
 
-import gc
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,10 +40,12 @@ from jinja2 import (
 )
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 from markupsafe import escape
 
+from messaging.content.render_budget import TemplateLimitError, bounded
+from messaging.content.render_budget import tick as _tick
 from messaging.errors import InputError
 
 #: Longest SMS body, in characters, before the first-contact wrapper: 10 GSM-7 segments.
@@ -61,58 +60,12 @@ TEMPLATE_MAX_CHARS: Final = 100_000
 MAX_VALUE_CHARS: Final = EMAIL_RENDERED_MAX_CHARS
 #: Most items ``range`` gives a template (Jinja's own cap is 100 000).
 MAX_RANGE: Final = 10_000
-#: Most CPU one recipient's render may use, in seconds of the rendering thread's own CPU time
-#: (``time.thread_time``, less any garbage collection that ran in it), not wall time: a
-#: loaded host or a GC pause must never turn a real alert away. A real template renders in
-#: microseconds; a hostile one costs a batch of 1,000 recipients under a minute of CPU.
-RENDER_TIMEOUT_S: Final = 0.05
 #: Largest integer ``**`` and ``*`` may produce, in bits (a 300-digit number).
 MAX_INT_BITS: Final = 1024
 
 
 class RenderError(InputError):
     """A template failed for one supporter; that one message fails, the blast goes on."""
-
-
-class TemplateLimitError(SecurityError):
-    """A template went over a size or time limit (a SecurityError, as the sandbox's own)."""
-
-
-# --- the per-render budget ---------------------------------------------------------------------
-
-_budget = threading.local()
-
-
-_gc_hook_lock = threading.Lock()
-_gc_hooked = False
-
-
-def _on_gc(phase: str, _info: dict[str, Any]) -> None:
-    """A collection runs in whichever thread allocates: one that lands inside a render is
-    not the template's CPU, so the render's deadline moves by what it took (a full
-    collection of a large heap took over 50 ms and failed a one-line template)."""
-    if getattr(_budget, "deadline", None) is None:
-        return
-    if phase == "start":
-        _budget.gc_started = time.thread_time()
-    elif (started := getattr(_budget, "gc_started", None)) is not None:
-        _budget.deadline += time.thread_time() - started
-        _budget.gc_started = None
-
-
-def _hook_gc() -> None:
-    """Install :func:`_on_gc` once, on the first bounded render (not at import)."""
-    global _gc_hooked
-    with _gc_hook_lock:
-        if not _gc_hooked:
-            gc.callbacks.append(_on_gc)
-            _gc_hooked = True
-
-
-def _tick() -> None:
-    deadline = getattr(_budget, "deadline", None)
-    if deadline is not None and time.thread_time() > deadline:
-        raise TemplateLimitError(f"render took longer than {RENDER_TIMEOUT_S * 1000:.0f} ms")
 
 
 def _approx_chars(value: Any) -> int:
@@ -378,10 +331,7 @@ def check_template(
 
 def _render_bounded(template: Any, fields: Mapping[str, Any], max_chars: int) -> str:
     """Render with the deadline set, streaming, stopping once the output passes ``max_chars``."""
-    if not _gc_hooked:
-        _hook_gc()
-    _budget.deadline = time.thread_time() + RENDER_TIMEOUT_S
-    try:
+    with bounded():
         out: list[str] = []
         size = 0
         for chunk in template.generate(fields):
@@ -391,8 +341,6 @@ def _render_bounded(template: Any, fields: Mapping[str, Any], max_chars: int) ->
             out.append(chunk)
             _tick()
         return "".join(out)
-    finally:
-        _budget.deadline = None
 
 
 def render(

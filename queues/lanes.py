@@ -87,7 +87,9 @@ class Lanes:
                 self._actors[channel, priority] = self._declare(channel, priority)
 
     def _declare(self, channel: str, priority: str) -> dramatiq.Actor[Any, Any]:
-        def send_batch(blast_id: str, supporter_ids: list[int], fair: bool = False) -> None:
+        def send_batch(
+            blast_id: str, supporter_ids: list[int], fair: bool = False, opening: bool = False
+        ) -> None:
             handler = self._handlers.get(channel)
             if handler is None:
                 raise RuntimeError(f"no {channel} handler in this process")
@@ -97,7 +99,9 @@ class Lanes:
             with structlog.contextvars.bound_contextvars(
                 blast_id=blast_id, channel=channel, priority=priority
             ):
-                handler(SendWork(blast_id, channel, priority, tuple(supporter_ids)))
+                handler(
+                    SendWork(blast_id, channel, priority, tuple(supporter_ids), opening=opening)
+                )
 
         send_batch.__name__ = f"send_{channel}_{priority}"
         # The decorator form, applied by hand: actors live on this broker, not the global one.
@@ -131,7 +135,8 @@ class Lanes:
         lane = lane_name(work.channel, work.priority)
         unit, new = self.fair.push(lane, work.blast_id, work.supporter_ids)
         if unit is not None:
-            message = actor.send_with_options(args=(*unit, True))
+            # A blast new to the lane has nothing waiting: `unit` is this work, its opening.
+            message = actor.send_with_options(args=(*unit, True, new))
             if new:  # a blast new to the lane starts ahead of those taking turns
                 lane_key = queue_key(self.broker.namespace, lane)
                 self.fair.ahead(lane_key, message.options["redis_message_id"])

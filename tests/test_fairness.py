@@ -126,6 +126,22 @@ def test_a_sending_blast_is_not_new_when_its_next_piece_comes_back(client: redis
     assert ran == [("b", 11), ("a", 2), ("b", 21)]
 
 
+def test_only_a_blasts_first_unit_on_its_lane_is_its_opening(client: redis.Redis) -> None:
+    # Given a lane where blast a is sending, and blast b arrives with three units
+    lanes = Lanes(make_broker(client, Names(f"fair{uuid.uuid4().hex[:8]}")))
+    seen: list[tuple[str, int, bool]] = []
+    lanes.handle("sms", lambda w: seen.append((w.blast_id, w.supporter_ids[0], w.opening)))
+    lanes.enqueue(SendWork("a", "sms", "normal", (1,)))
+    _drain(lanes, "sms-normal")
+    lanes.enqueue(SendWork("a", "sms", "normal", (2,)))  # a's next piece comes back
+    _three_units_each(lanes, "b")
+    _drain(lanes, "sms-normal")
+    # Then b's first unit reaches its handler as the blast's opening (it went ahead of a),
+    # and nothing else does: not b's later units, not a's returning piece
+    assert seen[0] == ("a", 1, True)
+    assert seen[1:] == [("b", 1, True), ("a", 2, False), ("b", 11, False), ("b", 21, False)]
+
+
 def test_a_unit_knows_when_other_blasts_wait_and_priorities_stay_apart(
     client: redis.Redis,
 ) -> None:
@@ -291,4 +307,49 @@ def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
     queue.items.clear()
     queue.contended = False
     sender.process(rest)
+    assert len(sms.sent) == 40 and queue.items == []
+
+
+def test_a_blasts_opening_unit_sends_a_few_texts_first_then_takes_turns(
+    engine: Engine,
+) -> None:
+    from dataclasses import replace
+
+    from messaging.blasts.expansion import Expander
+    from messaging.content.alert import parse_alert
+    from messaging.providers.memory import InMemorySms
+    from messaging.sending.sms import OPENING_PIECE, SmsConfig, SmsSender
+    from tests.factories import add_supporters, send_context
+
+    # Given a 40-text blast whose unit is its opening on the lane (a piece would be 15)
+    config = SmsConfig(
+        org_name="Acme",
+        from_numbers=("+15005550006",),
+        rate_per_sender_per_s=40,
+        rate_account_per_s=40,
+    )
+    add_supporters(engine, [{"phone": f"+1415555{100 + i:04d}"} for i in range(40)], topic="t")
+    ctx, queue = send_context(engine)
+    blast, _ = ctx.blasts.create(
+        parse_alert(json.dumps({"alert_id": "o1", "sms": {"body": "Hi"}}), fallback_id="x"),
+        "t",
+        None,
+    )
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    (work,) = queue.items
+    queue.items.clear()
+    sms = InMemorySms()
+    sender = SmsSender(ctx, sms, config)
+    # When other blasts wait on the lane
+    queue.contended = True
+    sender.process(replace(work, opening=True))
+    # Then its first piece is a few texts and the rest queues behind the others, no
+    # longer an opening
+    assert len(sms.sent) == OPENING_PIECE
+    (rest,) = queue.items
+    assert len(rest.supporter_ids) == 40 - OPENING_PIECE and not rest.opening
+    # And alone on the lane, an opening goes on in full pieces after its first few texts
+    queue.items.clear()
+    queue.contended = False
+    sender.process(replace(rest, opening=True))
     assert len(sms.sent) == 40 and queue.items == []

@@ -47,6 +47,10 @@ class SendWork:
     priority: str
     supporter_ids: tuple[int, ...]
     delay_s: float = 0.0
+    #: The blast's first unit on its lane, gone ahead of the blasts taking turns there: its
+    #: first piece is a few texts, so that fifty new blasts each reach the provider within
+    #: a round of turns instead of after fifty full pieces (issue #21, item 2).
+    opening: bool = False
 
 
 class SendQueue(Protocol):

@@ -1,0 +1,127 @@
+"""The intake's SQS consumer drains a burst with receives in parallel (issue #21, fairness).
+
+Fifty alerts published at once used to come in one receive of ten at a time; on a loaded
+host each call took 0.2-0.6 s, and the last alert's first send waited for the whole chain.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import boto3
+import pytest
+
+from queues.sqs_consumer import MAX_BATCH, MAX_PARALLEL_POLLS, SqsConsumer
+
+pytestmark = [pytest.mark.integration]
+
+
+class CountingSqs:
+    """The boto3 client, with its receives counted (how many at once) and, optionally, one
+    receive made to fail: what a network blip does to one call among several."""
+
+    def __init__(self, sqs: Any, fail_call: int | None = None) -> None:
+        self._sqs = sqs
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most_at_once = 0
+        self.calls = 0
+        self._fail_call = fail_call
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls += 1
+            call = self.calls
+            self._now += 1
+            self.most_at_once = max(self.most_at_once, self._now)
+        try:
+            if call == self._fail_call:
+                raise ConnectionError("connection reset by peer")
+            time.sleep(0.05)  # a loaded host's receive, so that calls overlap when parallel
+            return self._sqs.receive_message(**kwargs)
+        finally:
+            with self._lock:
+                self._now -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+
+def _queues(moto_url: str) -> tuple[Any, str, str]:
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    name = f"burst{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    return sqs, url, dlq
+
+
+def _drain(sqs: CountingSqs, url: str, dlq: str, expected: int) -> Counter[str]:
+    handled: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def handle(body: str, heartbeat: Any) -> None:
+        time.sleep(0.2)  # an alert's first page: handlers stay busy while the burst drains
+        with lock:
+            handled[body] += 1
+            if sum(handled.values()) >= expected:
+                stop.set()
+
+    consumer = SqsConsumer(sqs, url, dlq, handle, wait_time_s=1, stop=stop)
+    worker = threading.Thread(target=consumer.run, kwargs={"concurrency": 64})
+    worker.start()
+    stop.wait(60)
+    stop.set()
+    worker.join(30)
+    return handled
+
+
+def test_a_burst_of_alerts_is_received_in_parallel_and_each_handled_once(
+    moto_url: str,
+) -> None:
+    # Given 45 messages waiting on the queue
+    raw, url, dlq = _queues(moto_url)
+    bodies = [f"alert-{i}" for i in range(45)]
+    for start in range(0, len(bodies), MAX_BATCH):
+        raw.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:][:10])],
+        )
+    sqs = CountingSqs(raw)
+    # When the consumer drains them
+    handled = _drain(sqs, url, dlq, len(bodies))
+    # Then every one is handled once, and after a full batch the receives overlapped
+    assert handled == Counter(bodies)
+    assert 2 <= sqs.most_at_once <= MAX_PARALLEL_POLLS
+    # And each was deleted once handled
+    left = raw.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert left["ApproximateNumberOfMessages"] == "0"
+    assert left["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_one_failed_receive_among_parallel_ones_loses_no_message(moto_url: str) -> None:
+    # Given 40 messages, and the second receive of the consumer failing (the first
+    # parallel round: one full batch came in before it)
+    raw, url, dlq = _queues(moto_url)
+    bodies = [f"alert-{i}" for i in range(40)]
+    for start in range(0, len(bodies), MAX_BATCH):
+        raw.send_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:][:10])],
+        )
+    sqs = CountingSqs(raw, fail_call=3)
+    # When the consumer drains them
+    handled = _drain(sqs, url, dlq, len(bodies))
+    # Then the other receives' messages were handled, and the rest came in later: all once
+    assert sqs.most_at_once >= 2
+    assert handled == Counter(bodies)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import structlog
 
 from config.settings import QuietHours
-from messaging.blasts.lifecycle import HOLDING_STATUSES, BlastStatus, RowState
+from messaging.blasts.lifecycle import HOLDING_STATUSES, RowState
 from messaging.blasts.winner import held_variants
 from messaging.compliance.quiet_hours import next_allowed
 from messaging.content.links import ShortLinks
@@ -21,10 +21,6 @@ from messaging.content.sms_encoding import normalize_for_gsm, segment_info
 from messaging.content.templates import RenderError
 from messaging.errors import (
     InDoubtSendError,
-    PermanentSendError,
-    ProviderAuthError,
-    SendError,
-    TransientSendError,
 )
 from messaging.ports import (
     BlastRecord,
@@ -35,7 +31,7 @@ from messaging.ports import (
     TopicStore,
     enqueue_in_batches,
 )
-from messaging.providers.base import SmsMessage, SmsReceipt, SmsTransport
+from messaging.providers.base import SmsMessage, SmsTransport
 from messaging.sending.common import (
     BLAST_CACHE_TTL_S,
     PACING_HORIZON_S,
@@ -50,6 +46,7 @@ from messaging.sending.common import (
 )
 from messaging.sending.pacing import interval_us
 from messaging.sending.room import Booking, Room
+from messaging.sending.sms_outcome import sms_outcome
 from messaging.supporters.normalize import derive_timezone
 
 log = structlog.get_logger(__name__)
@@ -312,7 +309,7 @@ class SmsSender:
         status_now = ctx.live_status(blast)
         for (sid, message, segments), result in zip(granted, results, strict=True):
             try:
-                outcome = _outcome(
+                outcome = sms_outcome(
                     ctx, sid, message, segments, result, report, status_now, late.found
                 )
             except Exception as exc:  # one odd result never costs the batch its receipts
@@ -461,57 +458,6 @@ class SmsSender:
             ctx.control.progress.add(blast.blast_id, "email", {RowState.PENDING: len(added)})
             enqueue_in_batches(ctx.queue, blast.blast_id, "email", blast.priority, added)
         return reached
-
-
-def _outcome(
-    ctx: SendContext,
-    sid: int,
-    message: SmsMessage,
-    segments: int,
-    result: SmsReceipt | SendError | None,
-    report: BatchReport,
-    status_now: str,
-    stopped: set[str],
-) -> Outcome | Waiting:
-    """The ledger outcome of one provider result, or why it has none yet."""
-    sender = message.from_number or message.messaging_service_sid
-    if result is None and message.to in stopped:  # a STOP landed while it waited for its slot
-        report.add(RowState.SUPPRESSED)
-        return Outcome(sid, RowState.SUPPRESSED, error="suppressed while queued to send")
-    if result is None:  # the gate closed before the call: canceled/expired end here, paused waits
-        if status_now in (BlastStatus.CANCELED, BlastStatus.EXPIRED):
-            state = RowState.CANCELED if status_now == BlastStatus.CANCELED else RowState.EXPIRED
-            report.add(state)
-            return Outcome(sid, state, error=f"blast {status_now}")
-        report.wait(Waiting.HELD)
-        return Waiting.HELD
-    if isinstance(result, SmsReceipt):
-        report.add(RowState.SENT)
-        return Outcome(
-            sid,
-            RowState.SENT,
-            provider_message_id=result.sid,
-            sender=sender,
-            segments=result.segments or segments,
-        )
-    if isinstance(result, ProviderAuthError):
-        # Not the recipient's fault: it waits (pending) while the channel pauses fleet-wide.
-        report.wait(Waiting.AUTH)
-        ctx.provider_refused("sms", result)
-        return Waiting.AUTH
-    if isinstance(result, InDoubtSendError):
-        # Twilio may have it: the row stays `sending` and the sweep asks Twilio's log.
-        report.wait(Waiting.IN_DOUBT)
-        log.error("sms.in_doubt", error=str(result))
-        return Waiting.IN_DOUBT
-    if isinstance(result, TransientSendError):
-        report.wait(Waiting.TRANSIENT)
-        log.warning("sms.transient", error=str(result), code=result.code)
-        return Waiting.TRANSIENT
-    if isinstance(result, PermanentSendError) and result.suppress:
-        ctx.suppressions.add("sms", message.to, reason=f"twilio-{result.code}", source="provider")
-    report.add(RowState.FAILED)
-    return Outcome(sid, RowState.FAILED, sender=sender, error_code=result.code, error=str(result))
 
 
 def _validity_s(send_by: datetime | None) -> int | None:

@@ -268,16 +268,15 @@ def test_concurrent_blasts_interleave_at_the_provider(
         emulators.close()
 
 
-def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
-    engine: Engine,
-) -> None:
+def _forty_text_blast(engine: Engine, alert_id: str) -> tuple[Any, Any, Any, Any]:
+    """A 40-text blast at 40 texts/s (a piece is what 0.25 s of rate can send, x1.5),
+    expanded: its one unit of work, the queue (emptied), an in-memory SMS and a sender."""
     from messaging.blasts.expansion import Expander
     from messaging.content.alert import parse_alert
     from messaging.providers.memory import InMemorySms
     from messaging.sending.sms import SmsConfig, SmsSender
     from tests.factories import add_supporters, send_context
 
-    # Given a 40-text blast at 40 texts/s (a piece is what 0.25 s of rate can send, x1.5)
     config = SmsConfig(
         org_name="Acme",
         from_numbers=("+15005550006",),
@@ -287,7 +286,7 @@ def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
     add_supporters(engine, [{"phone": f"+1415555{100 + i:04d}"} for i in range(40)], topic="t")
     ctx, queue = send_context(engine)
     blast, _ = ctx.blasts.create(
-        parse_alert(json.dumps({"alert_id": "f1", "sms": {"body": "Hi"}}), fallback_id="x"),
+        parse_alert(json.dumps({"alert_id": alert_id, "sms": {"body": "Hi"}}), fallback_id="x"),
         "t",
         None,
     )
@@ -295,7 +294,14 @@ def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
     (work,) = queue.items
     queue.items.clear()
     sms = InMemorySms()
-    sender = SmsSender(ctx, sms, config)
+    return work, queue, sms, SmsSender(ctx, sms, config)
+
+
+def test_an_sms_unit_gives_its_thread_up_between_pieces_while_others_wait(
+    engine: Engine,
+) -> None:
+    # Given a 40-text blast at 40 texts/s
+    work, queue, sms, sender = _forty_text_blast(engine, "f1")
     # When other blasts wait for a thread on its lane
     queue.contended = True
     sender.process(work)
@@ -315,31 +321,10 @@ def test_a_blasts_opening_unit_sends_a_few_texts_first_then_takes_turns(
 ) -> None:
     from dataclasses import replace
 
-    from messaging.blasts.expansion import Expander
-    from messaging.content.alert import parse_alert
-    from messaging.providers.memory import InMemorySms
-    from messaging.sending.sms import OPENING_PIECE, SmsConfig, SmsSender
-    from tests.factories import add_supporters, send_context
+    from messaging.sending.sms import OPENING_PIECE
 
     # Given a 40-text blast whose unit is its opening on the lane (a piece would be 15)
-    config = SmsConfig(
-        org_name="Acme",
-        from_numbers=("+15005550006",),
-        rate_per_sender_per_s=40,
-        rate_account_per_s=40,
-    )
-    add_supporters(engine, [{"phone": f"+1415555{100 + i:04d}"} for i in range(40)], topic="t")
-    ctx, queue = send_context(engine)
-    blast, _ = ctx.blasts.create(
-        parse_alert(json.dumps({"alert_id": "o1", "sms": {"body": "Hi"}}), fallback_id="x"),
-        "t",
-        None,
-    )
-    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
-    (work,) = queue.items
-    queue.items.clear()
-    sms = InMemorySms()
-    sender = SmsSender(ctx, sms, config)
+    work, queue, sms, sender = _forty_text_blast(engine, "o1")
     # When other blasts wait on the lane
     queue.contended = True
     sender.process(replace(work, opening=True))

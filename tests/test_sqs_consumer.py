@@ -65,6 +65,14 @@ def _queues(moto_url: str) -> tuple[Any, str, str]:
     return sqs, url, dlq
 
 
+def _send(sqs: Any, url: str, bodies: list[str]) -> None:
+    for start in range(0, len(bodies), MAX_BATCH):
+        batch = bodies[start : start + MAX_BATCH]
+        sqs.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
+        )
+
+
 def _drain(sqs: CountingSqs, url: str, dlq: str, expected: int) -> Counter[str]:
     handled: Counter[str] = Counter()
     lock = threading.Lock()
@@ -92,11 +100,7 @@ def test_a_burst_of_alerts_is_received_in_parallel_and_each_handled_once(
     # Given 45 messages waiting on the queue
     raw, url, dlq = _queues(moto_url)
     bodies = [f"alert-{i}" for i in range(45)]
-    for start in range(0, len(bodies), MAX_BATCH):
-        raw.send_message_batch(
-            QueueUrl=url,
-            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:][:10])],
-        )
+    _send(raw, url, bodies)
     sqs = CountingSqs(raw)
     # When the consumer drains them
     handled = _drain(sqs, url, dlq, len(bodies))
@@ -114,11 +118,7 @@ def test_one_failed_receive_among_parallel_ones_loses_no_message(moto_url: str) 
     # parallel round: one full batch came in before it)
     raw, url, dlq = _queues(moto_url)
     bodies = [f"alert-{i}" for i in range(40)]
-    for start in range(0, len(bodies), MAX_BATCH):
-        raw.send_message_batch(
-            QueueUrl=url,
-            Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:][:10])],
-        )
+    _send(raw, url, bodies)
     sqs = CountingSqs(raw, fail_call=3)
     # When the consumer drains them
     handled = _drain(sqs, url, dlq, len(bodies))

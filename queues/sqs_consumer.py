@@ -104,10 +104,10 @@ class SqsConsumer:
                 if free <= 0:
                     wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
                     continue
-                n_polls = min(MAX_PARALLEL_POLLS, free // MAX_BATCH) if burst else 1
+                n_polls = max(1, min(MAX_PARALLEL_POLLS, free // MAX_BATCH)) if burst else 1
                 # Busy: short polls, so finished work is deleted promptly.
                 messages, failed = self._receive_many(
-                    polls, max(1, n_polls), free, 1 if inflight else self._wait_time_s
+                    polls, n_polls, free, 1 if inflight else self._wait_time_s
                 )
                 for message in messages:
                     inflight[pool.submit(self._handle, message)] = message
@@ -127,24 +127,15 @@ class SqsConsumer:
         # While a burst drains there is no need to wait for more: a poll returns at once.
         calls = [(free, wait_time_s)] if n_polls == 1 else [(MAX_BATCH, 0)] * n_polls
         futures = [polls.submit(self._receive, n, w) for n, w in calls[1:]]
-        results: list[list[dict[str, Any]] | Exception] = []
-        try:
-            results.append(self._receive(*calls[0]))
-        except Exception as exc:
-            results.append(exc)
-        for future in futures:
-            try:
-                results.append(future.result())
-            except Exception as exc:
-                results.append(exc)
+        receives = [lambda: self._receive(*calls[0]), *(f.result for f in futures)]
         messages: list[dict[str, Any]] = []
         failed = False
-        for result in results:
-            if isinstance(result, Exception):
+        for receive in receives:
+            try:
+                messages.extend(receive())
+            except Exception as exc:
                 failed = True
-                log.error("intake.poll_failed", error=str(result), error_type=type(result).__name__)
-            else:
-                messages.extend(result)
+                log.error("intake.poll_failed", error=str(exc), error_type=type(exc).__name__)
         return messages, failed
 
     def _settle(self, inflight: dict[Future[bool], dict[str, Any]]) -> None:

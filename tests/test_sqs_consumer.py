@@ -12,10 +12,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import boto3
 import pytest
 
 from queues.sqs_consumer import MAX_BATCH, MAX_PARALLEL_POLLS, SqsConsumer
+from tests.fleet import moto_client
 
 pytestmark = [pytest.mark.integration]
 
@@ -52,13 +52,7 @@ class CountingSqs:
 
 
 def _queues(moto_url: str) -> tuple[Any, str, str]:
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sqs = moto_client("sqs", moto_url)
     name = f"burst{uuid.uuid4().hex[:8]}"
     url = sqs.create_queue(QueueName=name)["QueueUrl"]
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]

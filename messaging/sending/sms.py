@@ -212,9 +212,9 @@ class SmsSender:
         """Room on the account's schedule for this thread's next piece, waiting for it (None:
         the rate does not bind here, claim at once)."""
         config = self._config
-        horizon_s = self._horizon_s(work)
-        if not self._binding() or PACING_HORIZON_S[work.priority] > ROOM_HORIZON_MAX_S:
+        if not self._binding() or not _sized_to_room(work.priority):
             return None
+        horizon_s = self._horizon_s(work)
         want = min(self._piece_max(work), len(work.supporter_ids))
         return self._rooms[work.priority].take(
             max(1, want), interval_us(config.rate_account_per_s) / 1e6, horizon_s
@@ -341,7 +341,7 @@ class SmsSender:
         """How far ahead ``work``'s next piece may book the schedule (see
         :data:`OPENING_HORIZONS`; urgent's 10 s needs no more)."""
         horizon_s = PACING_HORIZON_S[work.priority]
-        if work.opening and horizon_s <= ROOM_HORIZON_MAX_S:
+        if work.opening and _sized_to_room(work.priority):
             return horizon_s * OPENING_HORIZONS
         return horizon_s
 
@@ -458,6 +458,11 @@ class SmsSender:
             ctx.control.progress.add(blast.blast_id, "email", {RowState.PENDING: len(added)})
             enqueue_in_batches(ctx.queue, blast.blast_id, "email", blast.priority, added)
         return reached
+
+
+def _sized_to_room(priority: str) -> bool:
+    """Whether pieces of ``priority`` are sized to the room (see :data:`ROOM_HORIZON_MAX_S`)."""
+    return PACING_HORIZON_S[priority] <= ROOM_HORIZON_MAX_S
 
 
 def _validity_s(send_by: datetime | None) -> int | None:

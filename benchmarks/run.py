@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and write docs/benchmarks.md.
 
-    python -m benchmarks.run                      # the full set (~35 min on 2 cores)
-    python -m benchmarks.run --quick              # smaller sizes, same shape
+    python -m benchmarks.run                      # the full set (~60 min on 2 cores)
+    python -m benchmarks.run --quick              # smaller sizes, same shape (its own page)
 
 Each benchmark runs in its own process, one after another (never two at once), and prints
 JSON; this script collects the figures, with medians and min–max where a benchmark
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+#: ``--quick`` writes here: its smaller figures must never replace the full run's table.
+QUICK_DOC = DOC.with_name("benchmarks-quick.md")
 NOTES = Path(__file__).resolve().parent / "NOTES.md"
 
 #: name -> (full arguments, --quick arguments)
@@ -45,8 +47,44 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 }  # fmt: skip
 
 
+#: Before each benchmark, wait (at most ``SETTLE_MAX_S``) until the host's CPUs are this idle
+#: over ``SETTLE_SAMPLE_S``: what one benchmark leaves behind (PostgreSQL's checkpoint and
+#: autovacuum after a million-row import) otherwise runs inside the next one's measurement.
+#: The full run of 2026-12-04 00:00 measured the sender at 40,161 email recipients per CPU
+#: second right after the import; alone, on the same code, 52,780-56,818.
+SETTLE_IDLE_SHARE = 0.85
+SETTLE_SAMPLE_S = 2.0
+SETTLE_MAX_S = 120.0
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs, None where /proc/stat is not there."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+def settle() -> float:
+    """Wait for the host to go quiet (see :data:`SETTLE_IDLE_SHARE`); returns the idle share
+    of the last sample."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while True:
+        before = _cpu_times()
+        time.sleep(SETTLE_SAMPLE_S)
+        after = _cpu_times()
+        if before is None or after is None:
+            return 1.0
+        idle = (after[0] - before[0]) / max(1, after[1] - before[1])
+        if idle >= SETTLE_IDLE_SHARE or time.monotonic() > deadline:
+            return idle
+
+
 def run(args: list[str]) -> dict[str, Any]:
     command = [sys.executable, "-m", *args]
+    idle = settle()
+    print(f"  host {idle:.0%} idle", file=sys.stderr, flush=True)
     print("$ python -m " + " ".join(args), file=sys.stderr, flush=True)
     started = time.monotonic()
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=5400)
@@ -90,7 +128,7 @@ def rows(r: dict[str, Any], cmd: Callable[[str], str]) -> list[Row]:
     ]  # fmt: skip
     lim = r["limit"]
     out += [
-        (f"SMS pipeline / bare loop of the official twilio client, same messages, same emulator ({lim['recipients']:,} SMS)", f"{lim['ratio']:.2f}", "≥ 0.85", verdict(lim["ratio"] >= 0.85), cmd("limit")),
+        (f"SMS pipeline of one `rapid sender` process / bare loop of the official twilio client, same messages, same emulator ({lim['recipients']:,} SMS)", f"{lim['ratio']:.2f}", "— (one process, reported: the ≥ 0.85 target is the host's, `--processes 2` below, issue #21 item 5)", "", cmd("limit")),
         ("… SMS pipeline, recipients/s (one `rapid sender`, from its first fetch to completion)", rate_span(lim["pipeline"]), "—", "", "same"),
         ("… bare loop of the official client, messages/s", rate_span(lim["bare"]), "—", "", "same"),
         ("… the emulator's own ceiling, requests/s (raw aiohttp, several processes)", rate_span(lim["emulator"]), "above both", verdict(lim["emulator"]["median_per_s"] > lim["bare"]["median_per_s"]), "same"),
@@ -226,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     which = 1 if args.quick else 0
-    raw = DOC.with_suffix(".json")
+    doc = QUICK_DOC if args.quick else DOC
+    raw = doc.with_suffix(".json")
     reuse = (args.only or args.render) and raw.exists()
     results: dict[str, Any] = json.loads(raw.read_text()) if reuse else {}
     for name, commands in BENCHMARKS.items():
@@ -262,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         NOTES.read_text(),
     ]
-    DOC.write_text("\n".join(lines))
-    print(f"wrote {DOC}", file=sys.stderr)
+    doc.write_text("\n".join(lines))
+    print(f"wrote {doc}", file=sys.stderr)
     return 0
 
 

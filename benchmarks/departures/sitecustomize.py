@@ -28,7 +28,12 @@ def _install(directory: Path) -> None:
 
     def flush() -> None:
         if stamps:
-            (directory / f"{os.getpid()}.json").write_text(json.dumps(stamps))
+            # Whole or not at all: the benchmark may read the file while this writes it
+            # (a reader once found it empty, truncated for the write).
+            path = directory / f"{os.getpid()}.json"
+            partial = path.with_suffix(f".{threading.get_ident()}.tmp")
+            partial.write_text(json.dumps(stamps))
+            os.replace(partial, path)
 
     def flusher() -> None:
         while True:

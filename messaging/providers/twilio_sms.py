@@ -46,8 +46,12 @@ _TWILIO_HOST_RE = re.compile(r"^https://[A-Za-z0-9.-]*twilio\.com")
 OPTED_OUT_CODES = frozenset({21610})
 #: Per-request timeout; a hung connection must not hold a slot of the in-flight pool.
 REQUEST_TIMEOUT_S = 10.0
-#: Requests one process keeps in flight (bounded by the rate limiter anyway).
-MAX_IN_FLIGHT = 512
+#: Requests one process keeps in flight (bounded by the rate limiter anyway). At 200 ms a
+#: call that is ~1,280/s a process. 512 took two processes to 0.93 of 2,000/s, but the
+#: emulator, sharing two cores with them, then counted 2,004–2,135 arrivals in one second
+#: (our departures stayed under 1,970): a host too busy to see the rate kept is one
+#: whose sends may not be pushed closer together (benchmarks/NOTES.md, 2026-12-04).
+MAX_IN_FLIGHT = 256
 #: A send may leave this late after its slot; later, it takes a new slot. With the early
 #: tolerance below, the spread of our own departures; the limiter's lateness budget
 #: (``messaging.sending.pacing.LATENESS_BUDGET_S``, 40 ms) leaves the rest (19 ms) to what

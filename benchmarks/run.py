@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and write docs/benchmarks.md.
 
-    python -m benchmarks.run                      # the full set (~60 min on 2 cores)
-    python -m benchmarks.run --quick              # smaller sizes, same shape (its own page)
+    python -m benchmarks.run                      # the full set (~30 min on 2 cores)
+    python -m benchmarks.run --quick              # ~5 min: smaller sizes, same shape, its own page
 
 Each benchmark runs in its own process, one after another (never two at once), and prints
 JSON; this script collects the figures, with medians and min–max where a benchmark

@@ -14,7 +14,7 @@ from typing import Any, cast
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from emulators.server import Emulator
-from messaging.providers.base import SmsMessage, SmsReceipt
+from messaging.providers.base import SmsMessage, SmsReceipt, SmsResult
 from messaging.providers.twilio_sms import LATE_TOLERANCE_S, TwilioSms
 from messaging.sending.common import GATE_REFRESH_S, SendGate
 from tests.factories import emulated_twilio_fixture
@@ -167,6 +167,28 @@ def test_the_gate_closes_when_the_kill_switch_cannot_be_read() -> None:
     assert asyncio.run(ask()) is False
 
 
+def _send_due_together(
+    twilio: TwilioSms, emulator: Emulator, numbers: list[str]
+) -> tuple[list[SmsResult], dict[str, float], float, dict[str, float]]:
+    """Send a text to each of ``numbers``, all due in 50 ms, a late one taking a fresh slot
+    50 ms on; closes ``twilio``. Returns the results, the fresh slots by number, when they
+    were due, and when each reached the emulator."""
+    due = time.time() + 0.05
+    texts = [_text(to, due + n * 0.001) for n, to in enumerate(numbers)]
+    fresh: dict[str, float] = {}
+
+    def reslot(message: SmsMessage) -> float:
+        fresh[message.to] = time.time() + 0.05
+        return fresh[message.to]
+
+    try:
+        results = twilio.send_many(texts, reslot=reslot)
+    finally:
+        twilio.close()
+    got = {m["to"]: m["received_at"] for m in emulator.recorder.messages()}
+    return results, fresh, due, got
+
+
 def test_a_send_that_waited_for_room_in_flight_takes_a_fresh_slot(
     twilio_emulator: Emulator,
 ) -> None:
@@ -175,24 +197,16 @@ def test_a_send_that_waited_for_room_in_flight_takes_a_fresh_slot(
     twilio_emulator.reset()
     twilio_emulator.faults.update(latency_ms=300)
     twilio = TwilioSms(ACCOUNT_SID, AUTH_TOKEN, base_url=twilio_emulator.url, max_in_flight=2)
-    due = time.time() + 0.05
-    texts = [_text(f"+1415555003{n}", due + n * 0.001) for n in range(4)]
-    fresh: dict[str, float] = {}
-
-    def reslot(message: SmsMessage) -> float:
-        fresh[message.to] = time.time() + 0.05
-        return fresh[message.to]
-
     try:
         # When they are sent
-        results = twilio.send_many(texts, reslot=reslot)
+        results, fresh, _, got = _send_due_together(
+            twilio, twilio_emulator, [f"+1415555003{n}" for n in range(4)]
+        )
     finally:
-        twilio.close()
         twilio_emulator.faults.update(latency_ms=0)
     # Then all four went, and the two that waited ~300 ms for room did not leave on their
     # old slots in a bunch: each asked for a fresh slot and arrived after it
     assert all(isinstance(r, SmsReceipt) for r in results), results
-    got = {m["to"]: m["received_at"] for m in twilio_emulator.recorder.messages()}
     waited = sorted(got, key=got.__getitem__)[2:]
     assert set(waited) <= set(fresh), (waited, fresh)
     assert all(got[to] >= fresh[to] - 0.01 for to in waited), (got, fresh)
@@ -232,24 +246,14 @@ def test_a_send_whose_connection_was_slow_to_open_takes_a_fresh_slot(
         base_url=twilio_emulator.url.replace("127.0.0.1", "localhost"),
         resolver=_SlowResolver(0.15),
     )
-    due = time.time() + 0.05
-    texts = [_text(f"+1415555004{n}", due + n * 0.001) for n in range(3)]
-    slots = {t.to: t.send_at_s for t in texts}
-
-    def reslot(message: SmsMessage) -> float:
-        slots[message.to] = time.time() + 0.05
-        return slots[message.to]
-
-    try:
-        # When they are sent
-        results = twilio.send_many(texts, reslot=reslot)
-    finally:
-        twilio.close()
+    # When they are sent
+    results, fresh, due, got = _send_due_together(
+        twilio, twilio_emulator, [f"+1415555004{n}" for n in range(3)]
+    )
     # Then the connections were opened before the sends were judged on time: each text
     # found itself late, took a fresh slot, and reached the provider on that slot, not
     # ~150 ms after its old one in a bunch with the sends that were on time
     assert all(isinstance(r, SmsReceipt) for r in results), results
-    got = {m["to"]: m["received_at"] for m in twilio_emulator.recorder.messages()}
-    assert set(got) == set(slots)
-    assert all(slots[to] > due + 0.1 for to in slots), (slots, due)
-    assert all(got[to] - slots[to] <= LATE_TOLERANCE_S + 0.03 for to in got), (got, slots)
+    assert set(got) == set(fresh), (got, fresh)
+    assert all(slot > due + 0.1 for slot in fresh.values()), (fresh, due)
+    assert all(got[to] - fresh[to] <= LATE_TOLERANCE_S + 0.03 for to in got), (got, fresh)

@@ -118,7 +118,8 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
         judged on time: a blast's first few hundred sends each opened a connection (the pool
         grows from nothing to rate × latency in a fraction of a second), reached the
         emulator up to 105 ms after they left, on top of the sends that were on time, and the
-        busiest second held 2,012–2,075 at 2,000/s (benchmarks/NOTES.md). Opened here, a
+        busiest second held 2,012–2,075 at 2,000/s with 512 in flight (benchmarks/NOTES.md;
+        with this, six runs held ≤ 1,988). Opened here, a
         slow connection makes its send late where lateness is still judged (a fresh slot).
         The idle count is aiohttp's own pool (``_conns``): it has no public one.
         """

@@ -48,10 +48,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 
 
 #: Before each benchmark, wait (at most ``SETTLE_MAX_S``) until the host's CPUs are this idle
-#: over ``SETTLE_SAMPLE_S``: what one benchmark leaves behind (PostgreSQL's checkpoint and
-#: autovacuum after a million-row import) otherwise runs inside the next one's measurement.
-#: The full run of 2026-12-04 00:00 measured the sender at 40,161 email recipients per CPU
-#: second right after the import; alone, on the same code, 52,780-56,818.
+#: over ``SETTLE_SAMPLE_S``: whatever still runs (a benchmark's leftovers, other work on a
+#: shared host) would otherwise run inside the next one's measurement. The full run of
+#: 2026-12-04 00:00 measured the sender at 40,161 email recipients per CPU second; alone on a
+#: quiet host, on the same code, 52,780-56,818.
 SETTLE_IDLE_SHARE = 0.85
 SETTLE_SAMPLE_S = 2.0
 SETTLE_MAX_S = 120.0

@@ -100,16 +100,17 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
         # The official client's pooled session keeps aiohttp's default of 100 connections:
         # at Twilio's ~200 ms a call that caps a process at ~500 messages/s, whatever our
         # own in-flight limit. Must be built inside the event loop that will use it.
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections, resolver=resolver)
-        )
+        self._connector = aiohttp.TCPConnector(limit=max_connections, resolver=resolver)
+        self.session = aiohttp.ClientSession(connector=self._connector)
         self._base_url = base_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._basic: dict[tuple[str, str], str] = {}
-        #: A request to the API host, never sent (it opens connections), and its key in the
-        #: pool, both built in the loop on first use.
-        self._probe: aiohttp.ClientRequest | None = None
-        self._probe_key: object = None
+        #: A request to the API host, never sent: :meth:`open_ahead` opens connections with
+        #: it and finds the host's idle ones by its key.
+        self._probe = aiohttp.ClientRequest(
+            "POST", URL(self._base_url), loop=asyncio.get_running_loop()
+        )
+        self._probe_key = self._probe.connection_key
 
     async def open_ahead(self) -> None:
         """Open a connection to the API host now if its pool has none idle.
@@ -123,18 +124,10 @@ class RebasedAsyncHttpClient(AsyncTwilioHttpClient):
         slow connection makes its send late where lateness is still judged (a fresh slot).
         The idle count is aiohttp's own pool (``_conns``): it has no public one.
         """
-        connector = self.session.connector
-        if connector is None:
-            return
-        if self._probe is None:
-            self._probe = aiohttp.ClientRequest(
-                "POST", URL(self._base_url), loop=asyncio.get_running_loop()
-            )
-            self._probe_key = self._probe.connection_key
-        if getattr(connector, "_conns", {}).get(self._probe_key):
+        if getattr(self._connector, "_conns", {}).get(self._probe_key):
             return
         try:
-            connection = await connector.connect(self._probe, [], self._timeout)
+            connection = await self._connector.connect(self._probe, [], self._timeout)
         except (TimeoutError, aiohttp.ClientError):
             return  # the request itself meets the failure and reports it
         connection.release()  # idle in the pool, for the request about to be made
@@ -255,11 +248,10 @@ class TwilioSms:
         resolver: AbstractResolver | None = None,
     ) -> None:
         self._loop = loop or LoopThread("twilio-io")
-        self._resolver = resolver  # None: aiohttp's own
         self._owns_loop = loop is None
         self._account_sid, self._auth_token, self._base_url = account_sid, auth_token, base_url
         # aiohttp sessions must be born inside the loop that uses them.
-        self._client: Client = self._loop.run(self._make_client())
+        self._client: Client = self._loop.run(self._make_client(resolver))
         # The client imports its API modules on first use; pay that now, not on the first
         # message of a blast (which would then leave late, and its neighbours bunched).
         self._messages = self._client.api.v2010.account.messages
@@ -267,8 +259,9 @@ class TwilioSms:
         #: Told how long Twilio asked us to back off after a 429 (slows the fleet's limiter).
         self._on_throttle = on_throttle or (lambda _s: None)
 
-    async def _make_client(self) -> Client:
-        http = self._http = RebasedAsyncHttpClient(self._base_url, resolver=self._resolver)
+    async def _make_client(self, resolver: AbstractResolver | None) -> Client:
+        """The official client on our HTTP layer (``resolver`` None: aiohttp's own)."""
+        http = self._http = RebasedAsyncHttpClient(self._base_url, resolver=resolver)
         return Client(self._account_sid, self._auth_token, http_client=http)
 
     def send_many(

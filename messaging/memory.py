@@ -14,7 +14,7 @@ from messaging.sending.pacing import (
     THROTTLE_DECREASE,
     THROTTLE_FLOOR,
     THROTTLE_RECOVERY_PER_S,
-    interval_us,
+    schedule_intervals_us,
 )
 
 
@@ -144,28 +144,54 @@ class InMemoryRateLimiter:
         per_send_rate_per_s: float = 1.0,
         cost: int = 1,
         horizon_s: float = 5.0,
+        express_share: bool = False,
+        express: bool = False,
     ) -> Reservation:
         """See :class:`~messaging.ports.RateLimiter`."""
         with self._lock:
             now = self._clock()
+            factor = self._factor(shared_key, now)[0]
+            shared_us, shared_express_us = schedule_intervals_us(shared_rate_per_s, express_share)
+            each_us, each_express_us = schedule_intervals_us(per_send_rate_per_s, express_share)
             keys: Sequence[str | None] = list(per_send_keys) if per_send_keys else [None] * n
-            shared = max(self._tat.get(shared_key, now), now)
-            shared_interval_s = (
-                interval_us(shared_rate_per_s) / 1e6 / self._factor(shared_key, now)[0]
-            )
-            slots = []
+            shared = self._at(shared_key, now)
+            shared_express = _express_key(shared_key)
+            slots: list[float] = []
             for key in keys:
-                slot = shared
-                if key is not None:
-                    slot = max(slot, self._tat.get(key, now), now)
+                own = now if key is None else self._at(key, now)
+                slot = max(shared, own)
+                # The first send's express slot: both express schedules, or the per-send
+                # key's main one if that key has none (as schedule.lua).
+                fast_key = None if key is None or not each_express_us else _express_key(key)
+                fast = express and not slots and shared_express_us > 0
+                if fast:
+                    fast_slot = max(
+                        self._at(shared_express, now),
+                        own if fast_key is None else self._at(fast_key, now),
+                    )
+                    fast = fast_slot < slot
+                    slot = min(slot, fast_slot)
                 if slot > now + horizon_s:
                     break
-                shared = slot + shared_interval_s * cost
-                if key is not None:
-                    self._tat[key] = slot + interval_us(per_send_rate_per_s) / 1e6
+                if fast:
+                    self._tat[shared_express] = slot + shared_express_us / 1e6 / factor * cost
+                else:
+                    shared = slot + shared_us / 1e6 / factor * cost
+                if fast and fast_key is not None:
+                    self._tat[fast_key] = slot + each_express_us / 1e6
+                elif key is not None:
+                    self._tat[key] = slot + each_us / 1e6
                 slots.append(slot)
             self._tat[shared_key] = shared
             return Reservation(tuple(slots), booked_until_s=shared)
+
+    def _at(self, key: str, now: float) -> float:
+        """A schedule's next free slot (now when it is idle)."""
+        return max(self._tat.get(key, now), now)
+
+
+def _express_key(shared_key: str) -> str:
+    return f"{shared_key}:express"
 
 
 class InMemoryInFlight:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -10,7 +11,12 @@ import pytest
 
 from messaging.memory import InMemoryRateLimiter
 from messaging.ports import RateLimiter
-from messaging.sending.pacing import THROTTLE_DECREASE, headroom, lateness_budget_s
+from messaging.sending.pacing import (
+    THROTTLE_DECREASE,
+    express_rate_per_s,
+    headroom,
+    lateness_budget_s,
+)
 from queues.flow.ratelimit import RedisRateLimiter
 from tests.factories import live_redis
 
@@ -130,3 +136,92 @@ def test_the_budget_is_a_time_and_at_least_two_sends() -> None:
     assert lateness_budget_s(500) == lateness_budget_s(2000) == lateness_budget_s(50) == 0.04
     assert lateness_budget_s(40) == pytest.approx(0.05)
     assert lateness_budget_s(1) == lateness_budget_s(10) == 0.085
+
+
+# --- the express schedule: a new blast's first text does not wait behind booked slots ---
+
+
+def test_a_first_text_goes_ahead_of_a_booked_schedule(limiter: RateLimiter) -> None:
+    k = key()
+    # Given 500 texts/s, the schedule booked a quarter second ahead by sends already going
+    booked = limiter.reserve(k, 500, n=500, horizon_s=0.25, express_share=True)
+    assert booked.booked_until_s - booked.slots_s[0] > 0.2
+    # When a new blast's opening reserves its first texts
+    opening = limiter.reserve(k, 500, n=3, horizon_s=0.5, express_share=True, express=True)
+    # Then its first text goes now, on the express schedule, and the rest behind the booking
+    assert opening.slots_s[0] - booked.slots_s[0] < 0.01
+    assert opening.slots_s[1] >= booked.booked_until_s - 0.001
+    # And the express schedule is paced too: the next opening's first text, right after,
+    # finds it a second away (2 a second at 500/s) and takes the main schedule's next slot
+    assert express_rate_per_s(500) == 2
+    again = limiter.reserve(k, 500, n=1, horizon_s=0.5, express_share=True, express=True)
+    assert again.slots_s[0] >= opening.booked_until_s - 0.001
+
+
+def test_without_a_share_or_below_its_rate_there_is_no_express(limiter: RateLimiter) -> None:
+    for rate, share in ((500, False), (99, True)):
+        k = key()
+        booked = limiter.reserve(k, rate, n=rate, horizon_s=0.25, express_share=share)
+        first = limiter.reserve(k, rate, n=1, horizon_s=0.5, express_share=share, express=True)
+        assert first.slots_s[0] >= booked.booked_until_s - 0.001, rate
+
+
+def test_an_express_text_keeps_its_sender_numbers_rate(limiter: RateLimiter) -> None:
+    # Given a number at 1 text/s (too slow to keep an express share) that just sent
+    k, number = key(), key()
+    limiter.reserve(k, 500, per_send_keys=[number], per_send_rate_per_s=1, express_share=True)
+    limiter.reserve(k, 500, n=100, horizon_s=0.25, express_share=True)
+    # When an opening's first text goes from that number
+    first = limiter.reserve(
+        k,
+        500,
+        per_send_keys=[number],
+        per_send_rate_per_s=1,
+        horizon_s=5,
+        express_share=True,
+        express=True,
+    )
+    # Then it waits for the number's own next slot, about a second away
+    assert first.slots_s[0] - time.time() > 0.8
+    # And a number fast enough for a share of its own lets the first text go at once
+    fast = key()
+    limiter.reserve(k, 500, per_send_keys=[fast] * 50, per_send_rate_per_s=500, express_share=True)
+    first = limiter.reserve(
+        k,
+        500,
+        per_send_keys=[fast],
+        per_send_rate_per_s=500,
+        horizon_s=5,
+        express_share=True,
+        express=True,
+    )
+    assert first.slots_s[0] - time.time() < 0.05
+
+
+@pytest.mark.parametrize("rate", [100, 500, 2000])
+def test_express_texts_and_late_sends_never_overfill_a_window(
+    limiter: RateLimiter, rate: int
+) -> None:
+    # Given three seconds of the main schedule booked, and openings' first texts taking
+    # every express slot there is meanwhile (the most the express schedule lets go)
+    k = key()
+    main = limiter.reserve(k, rate, n=3 * rate, horizon_s=10, express_share=True).slots_s
+    express = []
+    while True:
+        slot = limiter.reserve(k, rate, horizon_s=10, express_share=True, express=True).slots_s[0]
+        if slot >= main[-1]:
+            break
+        express.append(slot)
+    assert len(express) >= 3 * express_rate_per_s(rate) * headroom(rate) - 1
+    # When every send leaves as badly as the budget allows (as in the test above)
+    budget_s = lateness_budget_s(rate)
+    slots = sorted([*main, *express])
+    worst = [s + (0.99 * budget_s if s < slots[0] + 1 else 0.0) for s in slots]
+    # Then no one-second window holds more than the rate
+    assert max_in_any_window(worst) <= rate
+    # And the express texts on top of a schedule paced at the whole rate would have
+    unsplit = limiter.reserve(key(), rate, n=3 * rate, horizon_s=10).slots_s
+    shifted = [s - unsplit[0] + main[0] for s in unsplit]
+    both = sorted([*shifted, *express])
+    late = [s + (0.99 * budget_s if s < both[0] + 1 else 0.0) for s in both]
+    assert max_in_any_window(late) > rate

@@ -7,6 +7,8 @@ import itertools
 import json
 import threading
 import time
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -18,7 +20,7 @@ from messaging.ports import SendWork
 from messaging.providers.memory import InMemorySms
 from messaging.sending.common import BatchReport
 from messaging.sending.pacing import interval_us
-from messaging.sending.room import Room
+from messaging.sending.room import GIVE_UP_POLL_S, Room
 from messaging.sending.sms import SmsSender
 from tests.factories import add_supporters, send_context, sms_config
 
@@ -83,6 +85,71 @@ def test_threads_take_disjoint_room_and_give_back_what_they_did_not_use() -> Non
     # Then the 20 it did not use are room again
     assert room.take(want=30, interval_s=0.005, horizon_s=0.25).size == 20
     assert t.slept == []
+
+
+def test_a_thread_waiting_for_room_gives_it_up_when_told() -> None:
+    t = FakeTime()
+    room = Room(t.clock, t.sleep)
+    # Given the schedule booked a second ahead (other processes' threads)
+    room.take(want=1, interval_s=0.005, horizon_s=0.25).settle(1, booked_until_s=t.now + 1.0)
+    asked: list[float] = []
+
+    def others_wait() -> bool:
+        asked.append(t.now)
+        return len(asked) == 3
+
+    # When a thread waits for room, and other blasts' units wait for a thread by its third ask
+    booking = room.take(want=30, interval_s=0.005, horizon_s=0.25, give_up=others_wait)
+    # Then it asked every GIVE_UP_POLL_S while it waited and gave up at the third ask
+    assert booking is None
+    assert t.slept == [GIVE_UP_POLL_S] * 3
+    # And while nobody waits it waits for the room and takes it
+    booking = room.take(want=30, interval_s=0.005, horizon_s=0.25, give_up=lambda: False)
+    assert booking is not None and booking.size >= 8
+
+
+def _expanded(engine: Engine, ctx: Any, queue: Any, alert_id: str, first: int, n: int) -> SendWork:
+    """A blast of ``n`` new texters (numbers from ``first`` on), expanded: its work as one unit."""
+    topic = f"t-{alert_id}"
+    add_supporters(engine, [{"phone": f"+1415{first + i:07d}"} for i in range(n)], topic=topic)
+    alert = parse_alert(json.dumps({"alert_id": alert_id, "sms": {"body": "Hi"}}), fallback_id="x")
+    blast, _ = ctx.blasts.create(alert, topic, None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    ids = sorted(i for w in queue.items for i in w.supporter_ids)
+    queue.items.clear()
+    return SendWork(alert_id, "sms", "normal", tuple(ids))
+
+
+def test_a_new_blast_goes_ahead_of_the_schedule_others_booked(engine: Engine) -> None:
+    # Given 500 texts/s, a big blast's piece has booked the schedule a quarter second ahead,
+    # and other blasts wait for a thread
+    ctx, queue = send_context(engine)
+    sms = InMemorySms()
+    sender = SmsSender(ctx, sms, sms_config(500))
+    big = _expanded(engine, ctx, queue, "big", 0, 400)
+    new = _expanded(engine, ctx, queue, "new", 1_000, 10)
+    later = _expanded(engine, ctx, queue, "later", 2_000, 10)
+    queue.contended = True
+    sender.process(big)
+    booked_until = max(m.send_at_s or 0.0 for m in sms.sent)
+    assert booked_until - min(m.send_at_s or 0.0 for m in sms.sent) > 0.2
+    queue.items.clear()
+    # When the new blast's opening unit runs
+    sender.process(replace(new, opening=True))
+    # Then its first text goes now (the express schedule), the rest behind the booking
+    slots = sorted(m.send_at_s or 0.0 for m in sms.sent if m.to.startswith("+141500010"))
+    assert len(slots) == 5 and slots[0] < booked_until - 0.15 < booked_until <= slots[1]
+    queue.items.clear()
+    # And a unit that is not an opening, finding no room while others wait, gives its thread
+    # up at once, every row back on the lane, none claimed
+    report = sender.process(later)
+    assert report.claimed == 0 and report.requeued == 10
+    assert [w.supporter_ids for w in queue.items] == [later.supporter_ids]
+    # But alone on the lane it waits for room and sends
+    queue.items.clear()
+    queue.contended = False
+    sender.process(later)
+    assert sum(m.to.startswith("+141500020") for m in sms.sent) == 10
 
 
 def test_threads_on_a_binding_rate_claim_each_row_once(engine: Engine) -> None:

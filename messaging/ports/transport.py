@@ -165,8 +165,15 @@ class RateLimiter(Protocol):
         per_send_rate_per_s: float = 1.0,
         cost: int = 1,
         horizon_s: float = 5.0,
+        express_share: bool = False,
+        express: bool = False,
     ) -> Reservation:
-        """Slots for ``n`` sends (or one per ``per_send_keys`` entry), each costing ``cost``."""
+        """Slots for ``n`` sends (or one per ``per_send_keys`` entry), each costing ``cost``.
+
+        With ``express_share`` (the same on every reservation of a key), each key's rate is
+        two schedules (``messaging.sending.pacing.express_rate_per_s``): sends take the main
+        one, and with ``express`` the first send takes the express one when that is earlier.
+        """
         ...
 
     def throttle(self, shared_key: str) -> float:

@@ -52,7 +52,8 @@ BLAST_CACHE_TTL_S = 5.0
 #: re-queued, so a cancel always finds most of a blast still in our hands, and - because
 #: the account's rate is one schedule - lower priorities only ever hold a short stretch of
 #: it: an urgent alert's first slot is at most the normal/bulk horizon away (contract §4:
-#: urgent overtakes work already queued).
+#: urgent overtakes work already queued), and a new blast's first text goes ahead of that
+#: stretch on the express schedule (``messaging.sending.pacing.EXPRESS_PER_RATE``).
 PACING_HORIZON_S = {"urgent": 10.0, "normal": 0.25, "bulk": 0.25}
 #: A process reports a provider's refusal of our credentials at most this often per channel.
 AUTH_REPORT_EVERY_S = 2.0

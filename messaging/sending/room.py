@@ -25,6 +25,11 @@ from collections.abc import Callable
 #: A thread waits for room for at least this share of the piece it wants before claiming
 #: (tiny pieces would pay a claim, a render pass and a Redis call for a handful of rows).
 MIN_PIECE_SHARE = 0.25
+#: A thread waiting for room asks this often whether to give its thread up (``give_up``).
+#: Waiting threads are most of a priority's threads while a big blast sends at a binding
+#: rate, and a new blast's opening waited ~150 ms for one of them (issue #21); each ask is
+#: one Redis call.
+GIVE_UP_POLL_S = 0.025
 
 
 class Booking:
@@ -58,10 +63,18 @@ class Room:
         #: The schedule's next free slot as this process sees it (local epoch seconds).
         self._booked_until_s = 0.0
 
-    def take(self, want: int, interval_s: float, horizon_s: float) -> Booking:
+    def take(
+        self,
+        want: int,
+        interval_s: float,
+        horizon_s: float,
+        give_up: Callable[[], bool] | None = None,
+    ) -> Booking | None:
         """Room for at most ``want`` sends slots ``interval_s`` apart within ``horizon_s`` of
-        now, waiting until there is room for at least a share of them."""
+        now, waiting until there is room for at least a share of them; None when
+        ``give_up`` said so while waiting (asked every :data:`GIVE_UP_POLL_S`)."""
         need = max(1, math.ceil(want * MIN_PIECE_SHARE))
+        poll_s = horizon_s if give_up is None else min(horizon_s, GIVE_UP_POLL_S)
         while True:
             with self._lock:
                 now = self._clock()
@@ -74,7 +87,9 @@ class Room:
                 # Until the horizon reaches `need` slots past the booking, at most a horizon:
                 # other processes' sends free nothing, time does.
                 wait_s = start + (need - 1) * interval_s - horizon_s - now
-            self._sleep(min(max(wait_s, 0.001), horizon_s))
+            self._sleep(min(max(wait_s, 0.001), poll_s))
+            if give_up is not None and give_up():
+                return None
 
     def _settle(self, unused_s: float, booked_until_s: float) -> None:
         with self._lock:

@@ -44,7 +44,7 @@ from messaging.sending.common import (
     send_time_checks,
     start_batch,
 )
-from messaging.sending.pacing import interval_us
+from messaging.sending.pacing import schedule_intervals_us
 from messaging.sending.room import Booking, Room
 from messaging.sending.sms_outcome import sms_outcome
 from messaging.supporters.normalize import derive_timezone
@@ -159,6 +159,11 @@ class SmsSender:
         while True:
             report = BatchReport()
             booking = self._book(work)
+            if isinstance(booking, _GaveUp):
+                # Other blasts waited for a thread while this one waited for room: a new
+                # blast's opening gets one now, not after this unit's next piece.
+                self._requeue(work, work.supporter_ids, 0.0, total)
+                return total
             try:
                 piece, rest = self._within_reach(work, booking)
                 waiting = self._process_piece(piece, report, booking)
@@ -208,17 +213,24 @@ class SmsSender:
         :data:`UNBINDING_RATE_PER_S`)."""
         return self._config.effective_rate_per_s <= UNBINDING_RATE_PER_S
 
-    def _book(self, work: SendWork) -> Booking | None:
+    def _book(self, work: SendWork) -> Booking | _GaveUp | None:
         """Room on the account's schedule for this thread's next piece, waiting for it (None:
-        the rate does not bind here, claim at once)."""
+        the rate does not bind here, claim at once), unless other blasts' units wait for a
+        thread meanwhile (an opening never gives up: it is the unit they would wait for)."""
         config = self._config
         if not self._binding() or not _sized_to_room(work.priority):
             return None
         horizon_s = self._horizon_s(work)
         want = min(self._piece_max(work), len(work.supporter_ids))
-        return self._rooms[work.priority].take(
-            max(1, want), interval_us(config.rate_account_per_s) / 1e6, horizon_s
+        main_us, _ = schedule_intervals_us(config.rate_account_per_s, express_share=True)
+        queue = self._ctx.queue
+        booking = self._rooms[work.priority].take(
+            max(1, want),
+            main_us / 1e6,
+            horizon_s,
+            give_up=None if work.opening else lambda: queue.others_waiting(work),
         )
+        return _GAVE_UP if booking is None else booking
 
     def _process_piece(
         self, work: SendWork, report: BatchReport, booking: Booking | None
@@ -286,7 +298,10 @@ class SmsSender:
             messages.append((c.supporter_id, message, segment_info(body).segments))
 
         horizon_s = self._horizon_s(work)
-        reservation = self._reserve([m for _, m, _ in messages], horizon_s)
+        # A blast's opening sends its first text on the express schedule when that is the
+        # earlier one: the main one is booked up to a horizon ahead by the blasts already
+        # sending (alert to first send, issue #21).
+        reservation = self._reserve([m for _, m, _ in messages], horizon_s, express=work.opening)
         if booking is not None:  # what it did not use is room for the next piece
             booking.settle(reservation.granted, reservation.booked_until_s)
         granted = messages[: reservation.granted]
@@ -375,7 +390,9 @@ class SmsSender:
             return None
         return lambda m: next(iter(self._reserve([m], horizon_s).slots_s), None)
 
-    def _reserve(self, messages: list[SmsMessage], horizon_s: float) -> Reservation:
+    def _reserve(
+        self, messages: list[SmsMessage], horizon_s: float, *, express: bool = False
+    ) -> Reservation:
         """Send times for ``messages`` under the account rate and each sender number's rate."""
         ctx, config = self._ctx, self._config
         per_sender = (
@@ -390,6 +407,8 @@ class SmsSender:
             n=len(messages),
             per_send_rate_per_s=config.rate_per_sender_per_s,
             horizon_s=horizon_s,
+            express_share=True,
+            express=express,
         )
 
     def _window(self, topic: str) -> QuietHours | None:
@@ -458,6 +477,13 @@ class SmsSender:
             ctx.control.progress.add(blast.blast_id, "email", {RowState.PENDING: len(added)})
             enqueue_in_batches(ctx.queue, blast.blast_id, "email", blast.priority, added)
         return reached
+
+
+class _GaveUp:
+    """The thread gave its unit up while waiting for room (see :meth:`SmsSender._book`)."""
+
+
+_GAVE_UP = _GaveUp()
 
 
 def _sized_to_room(priority: str) -> bool:

@@ -20,7 +20,7 @@ from messaging.sending.pacing import (
     THROTTLE_DECREASE,
     THROTTLE_FLOOR,
     THROTTLE_RECOVERY_PER_S,
-    interval_us,
+    schedule_intervals_us,
 )
 
 #: A reservation's slots are kept this long after the last one (a key idle longer resets).
@@ -29,6 +29,10 @@ KEY_TTL_MS = 60_000
 
 def _slow_key(shared_key: str) -> str:
     return f"{shared_key}:slow"
+
+
+def _express_key(shared_key: str) -> str:
+    return f"{shared_key}:express"
 
 
 class RedisRateLimiter:
@@ -49,19 +53,29 @@ class RedisRateLimiter:
         per_send_rate_per_s: float = 1.0,
         cost: int = 1,
         horizon_s: float = 5.0,
+        express_share: bool = False,
+        express: bool = False,
     ) -> Reservation:
         """See :class:`~messaging.ports.RateLimiter`."""
+        shared_us, shared_express_us = schedule_intervals_us(shared_rate_per_s, express_share)
+        each_us, each_express_us = schedule_intervals_us(per_send_rate_per_s, express_share)
+        keys = [shared_key, _slow_key(shared_key), _express_key(shared_key)]
+        if per_send_keys:  # only the first send may go express: only its key's express
+            keys += [_express_key(per_send_keys[0]), *per_send_keys]
         before = time.time()
         raw = self._script(
-            keys=[shared_key, _slow_key(shared_key), *per_send_keys],
+            keys=keys,
             args=[
-                interval_us(shared_rate_per_s),
-                interval_us(per_send_rate_per_s),
+                shared_us,
+                each_us,
                 n,
                 int(horizon_s * 1_000_000),
                 cost,
                 KEY_TTL_MS,
                 THROTTLE_RECOVERY_PER_S,
+                shared_express_us,
+                each_express_us,
+                int(express),
             ],
         )
         after = time.time()

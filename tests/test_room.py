@@ -120,36 +120,56 @@ def _expanded(engine: Engine, ctx: Any, queue: Any, alert_id: str, first: int, n
     return SendWork(alert_id, "sms", "normal", tuple(ids))
 
 
-def test_a_new_blast_goes_ahead_of_the_schedule_others_booked(engine: Engine) -> None:
-    # Given 500 texts/s, a big blast's piece has booked the schedule a quarter second ahead,
-    # and other blasts wait for a thread
+def _booked_by_a_big_blast(
+    engine: Engine, alert_id: str, texts: int
+) -> tuple[SendWork, Any, InMemorySms, SmsSender, float]:
+    """A blast of ``texts`` (``alert_id``) is expanded; then, at 500 texts/s, a big blast's
+    piece books the schedule a quarter second ahead while other blasts wait for a thread:
+    (the first blast's work, the queue, sms, sender, booked until)."""
     ctx, queue = send_context(engine)
     sms = InMemorySms()
     sender = SmsSender(ctx, sms, sms_config(500))
+    work = _expanded(engine, ctx, queue, alert_id, 1_000_000, texts)
     big = _expanded(engine, ctx, queue, "big", 0, 400)
-    new = _expanded(engine, ctx, queue, "new", 1_000, 10)
-    later = _expanded(engine, ctx, queue, "later", 2_000, 10)
     queue.contended = True
     sender.process(big)
-    booked_until = max(m.send_at_s or 0.0 for m in sms.sent)
-    assert booked_until - min(m.send_at_s or 0.0 for m in sms.sent) > 0.2
     queue.items.clear()
+    slots = [m.send_at_s or 0.0 for m in sms.sent]
+    assert max(slots) - min(slots) > 0.2
+    return work, queue, sms, sender, max(slots)
+
+
+def test_a_new_blasts_first_text_goes_ahead_of_the_schedule_others_booked(
+    engine: Engine,
+) -> None:
+    new, _, sms, sender, booked_until = _booked_by_a_big_blast(engine, "new", 10)
     # When the new blast's opening unit runs
+    started = time.time()
     sender.process(replace(new, opening=True))
-    # Then its first text goes now (the express schedule), the rest behind the booking
-    slots = sorted(m.send_at_s or 0.0 for m in sms.sent if m.to.startswith("+141500010"))
-    assert len(slots) == 5 and slots[0] < booked_until - 0.15 < booked_until <= slots[1]
-    queue.items.clear()
-    # And a unit that is not an opening, finding no room while others wait, gives its thread
-    # up at once, every row back on the lane, none claimed
+    # Then its first text goes at once (the express schedule), ahead of the booked stretch,
+    # and its next ones behind it
+    slots = sorted(m.send_at_s or 0.0 for m in sms.sent if m.to.startswith("+14151"))
+    assert len(slots) == 5
+    assert slots[0] - started < 0.05 and slots[0] < booked_until <= slots[1], (
+        started,
+        slots,
+        booked_until,
+    )
+
+
+def test_a_unit_waiting_for_room_gives_its_thread_up_while_others_wait(engine: Engine) -> None:
+    later, queue, sms, sender, _ = _booked_by_a_big_blast(engine, "later", 400)
+    # When a unit that is not an opening finds no room for a quarter of its piece (~0.1 s of
+    # the schedule) while others wait
     report = sender.process(later)
-    assert report.claimed == 0 and report.requeued == 10
+    # Then it gives its thread up, every row back on the lane, none claimed
+    assert report.claimed == 0 and report.requeued == 400, report
     assert [w.supporter_ids for w in queue.items] == [later.supporter_ids]
     # But alone on the lane it waits for room and sends
     queue.items.clear()
     queue.contended = False
     sender.process(later)
-    assert sum(m.to.startswith("+141500020") for m in sms.sent) == 10
+    assert sum(m.to.startswith("+14151") for m in sms.sent) == 400
 
 
 def test_threads_on_a_binding_rate_claim_each_row_once(engine: Engine) -> None:

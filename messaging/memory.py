@@ -25,6 +25,8 @@ class InMemorySendQueue:
         self.items: list[SendWork] = []
         #: What :meth:`others_waiting` answers: the list has no lanes to take turns on.
         self.contended = False
+        #: What :meth:`openings_waiting` answers.
+        self.opening_waits = False
 
     def enqueue(self, work: SendWork) -> None:
         """See :class:`~messaging.ports.SendQueue`."""
@@ -33,6 +35,10 @@ class InMemorySendQueue:
     def others_waiting(self, work: SendWork) -> bool:
         """See :class:`~messaging.ports.SendQueue`."""
         return self.contended
+
+    def openings_waiting(self, work: SendWork) -> bool:
+        """See :class:`~messaging.ports.SendQueue`."""
+        return self.opening_waits
 
 
 class InMemoryProgressCounters:

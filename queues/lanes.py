@@ -14,6 +14,8 @@ of the same priority starts sending at once instead of after it.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +46,10 @@ ACTOR_TIME_LIMIT_MS = 5 * 60_000
 ACTOR_MAX_RETRIES = 8
 ACTOR_MIN_BACKOFF_MS = 1_000
 ACTOR_MAX_BACKOFF_MS = 60_000
+#: How old an answer of :meth:`Lanes.openings_waiting` may be: every thread waiting for room
+#: asks every 25 ms (``messaging/sending/room.py``); one Redis call per lane per this long
+#: answers them all (eight threads each asking cost a 2,000/s sender a fifth of its rate).
+OPENINGS_ANSWER_TTL_S = 0.025
 #: Failures a redelivery cannot fix (bad input, a setting, a permanent refusal): the
 #: message goes to the dead-letter queue at once instead of eight times later.
 NEVER_RETRIED: tuple[type[Exception], ...] = (InputError, ConfigError, PermanentSendError)
@@ -81,6 +87,8 @@ class Lanes:
             else None
         )
         self._handlers: dict[str, Handler] = {}
+        self._openings: dict[str, tuple[float, bool]] = {}  # lane -> (asked at, answer)
+        self._openings_lock = threading.Lock()
         self._actors: dict[tuple[str, str], dramatiq.Actor[Any, Any]] = {}
         for channel in ("sms", "email"):
             for priority in PRIORITIES:
@@ -152,6 +160,27 @@ class Lanes:
         except Exception as exc:  # not worth failing a batch over: it keeps its thread
             log.warning("lanes.fair_others_failed", error=str(exc), error_type=type(exc).__name__)
             return False
+
+    def openings_waiting(self, work: SendWork) -> bool:
+        """See :class:`~messaging.ports.SendQueue`: one round trip (``fair_openings.lua``) per
+        lane per :data:`OPENINGS_ANSWER_TTL_S`; False when the lanes are plain FIFO or
+        Redis does not answer."""
+        if self.fair is None:
+            return False
+        lane = lane_name(work.channel, work.priority)
+        now = time.monotonic()
+        with self._openings_lock:
+            hit = self._openings.get(lane)
+            if hit is not None and now - hit[0] < OPENINGS_ANSWER_TTL_S:
+                return hit[1]
+        try:
+            answer = self.fair.openings_waiting(lane) > 0
+        except Exception as exc:  # not worth failing a batch over: it keeps waiting for room
+            log.warning("lanes.fair_openings_failed", error=str(exc), error_type=type(exc).__name__)
+            answer = False
+        with self._openings_lock:
+            self._openings[lane] = (now, answer)
+        return answer
 
     def pump(self) -> int:
         """Let in the next unit of every blast whose place in its lane lapsed (see

@@ -165,6 +165,31 @@ def test_a_unit_knows_when_other_blasts_wait_and_priorities_stay_apart(
     assert not lanes.others_waiting(a)
 
 
+def test_a_lane_knows_while_a_new_blasts_opening_waits_for_a_thread(client: redis.Redis) -> None:
+    from queues.lanes import OPENINGS_ANSWER_TTL_S
+
+    def asked_afresh(work: SendWork) -> bool:
+        time.sleep(OPENINGS_ANSWER_TTL_S)  # answers are kept that long
+        return lanes.openings_waiting(work)
+
+    lanes, _ = _lanes(client)
+    a = SendWork("a", "sms", "normal", (1,))
+    # Given blast a sending (its opening has started) and its next unit queued
+    lanes.enqueue(a)
+    _drain(lanes, "sms-normal")
+    lanes.enqueue(SendWork("a", "sms", "normal", (2,)))
+    assert not asked_afresh(a)
+    # When blast b arrives, its opening waits for a thread until it starts
+    lanes.enqueue(SendWork("b", "sms", "normal", (1,)))
+    lanes.enqueue(SendWork("b", "sms", "normal", (2,)))
+    assert asked_afresh(a)
+    # And not on another lane
+    assert not asked_afresh(SendWork("u", "sms", "urgent", (1,)))
+    # Then once it has started, no opening waits
+    _drain(lanes, "sms-normal")
+    assert not asked_afresh(a)
+
+
 def test_delayed_work_goes_on_the_lane_when_due_outside_the_turns(client: redis.Redis) -> None:
     lanes, _ = _lanes(client)
     lanes.enqueue(SendWork("a", "sms", "normal", (1,)))

@@ -160,15 +160,23 @@ def test_a_new_blasts_first_text_goes_ahead_of_the_schedule_others_booked(
 def test_a_unit_waiting_for_room_gives_its_thread_up_while_others_wait(engine: Engine) -> None:
     later, queue, sms, sender, _ = _booked_by_a_big_blast(engine, "later", 400)
     # When a unit that is not an opening finds no room for a quarter of its piece (~0.1 s of
-    # the schedule) while others wait
+    # the schedule) while a new blast's opening waits for a thread
+    queue.opening_waits = True
     report = sender.process(later)
     # Then it gives its thread up, every row back on the lane, none claimed
     assert report.claimed == 0 and report.requeued == 400, report
     assert [w.supporter_ids for w in queue.items] == [later.supporter_ids]
-    # But alone on the lane it waits for room and sends
+    # But with only blasts taking turns waiting (no opening), it waits for room and sends a
+    # piece before it takes its turn
+    queue.items.clear()
+    queue.opening_waits = False
+    report = sender.process(later)
+    assert report.claimed > 0 and report.claimed + report.requeued == 400, report
+    # And alone on the lane it sends all of it
+    (rest,) = queue.items
     queue.items.clear()
     queue.contended = False
-    sender.process(later)
+    sender.process(rest)
     assert sum(m.to.startswith("+14151") for m in sms.sent) == 400
 
 

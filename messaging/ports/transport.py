@@ -66,6 +66,13 @@ class SendQueue(Protocol):
         (the blasts of a priority take turns, issue #21)."""
         ...
 
+    def openings_waiting(self, work: SendWork) -> bool:
+        """True when a blast's opening (its first unit) waits for a thread on ``work``'s
+        lane: a thread waiting for room on the rate's schedule gives its unit up then, so a
+        new alert's first text does not wait for a piece of a big blast (issue #21). Asked
+        every few tens of milliseconds by every waiting thread: answers may be that old."""
+        ...
+
 
 def enqueue_in_batches(
     queue: SendQueue, blast_id: str, channel: str, priority: str, supporter_ids: Sequence[int]

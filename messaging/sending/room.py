@@ -27,8 +27,7 @@ from collections.abc import Callable
 MIN_PIECE_SHARE = 0.25
 #: A thread waiting for room asks this often whether to give its thread up (``give_up``).
 #: Waiting threads are most of a priority's threads while a big blast sends at a binding
-#: rate, and a new blast's opening waited ~150 ms for one of them (issue #21); each ask is
-#: one Redis call.
+#: rate, and a new blast's opening waited ~150 ms for one of them (issue #21).
 GIVE_UP_POLL_S = 0.025
 
 

@@ -160,8 +160,8 @@ class SmsSender:
             report = BatchReport()
             booking = self._book(work)
             if isinstance(booking, _GaveUp):
-                # Other blasts waited for a thread while this one waited for room: a new
-                # blast's opening gets one now, not after this unit's next piece.
+                # A new blast's opening waited for a thread while this one waited for room:
+                # it gets one now, not after this unit's next piece.
                 self._requeue(work, work.supporter_ids, 0.0, total)
                 return total
             try:
@@ -215,8 +215,10 @@ class SmsSender:
 
     def _book(self, work: SendWork) -> Booking | _GaveUp | None:
         """Room on the account's schedule for this thread's next piece, waiting for it (None:
-        the rate does not bind here, claim at once), unless other blasts' units wait for a
-        thread meanwhile (an opening never gives up: it is the unit they would wait for)."""
+        the rate does not bind here, claim at once), unless a new blast's opening waits for a
+        thread meanwhile (an opening never gives up: it is the unit that waits). Not any
+        other blast: units that gave up without sending lost their turns, and 50 blasts'
+        shares went from 0.89 to 0.35 of each other (min / max)."""
         config = self._config
         if not self._binding() or not _sized_to_room(work.priority):
             return None
@@ -228,7 +230,7 @@ class SmsSender:
             max(1, want),
             main_us / 1e6,
             horizon_s,
-            give_up=None if work.opening else lambda: queue.others_waiting(work),
+            give_up=None if work.opening else lambda: queue.openings_waiting(work),
         )
         return _GAVE_UP if booking is None else booking
 

@@ -55,7 +55,16 @@ Unit = tuple[str, list[int]]
 class FairShare:
     """Which units go on a lane now and which wait their blast's turn (Redis, Lua)."""
 
-    __slots__ = ("_front", "_key_prefix", "_next", "_others", "_pump", "_push", "_window")
+    __slots__ = (
+        "_front",
+        "_key_prefix",
+        "_next",
+        "_openings",
+        "_others",
+        "_pump",
+        "_push",
+        "_window",
+    )
 
     def __init__(self, client: Any, key_prefix: str, window: int = FAIR_WINDOW) -> None:
         """``client``: a Redis client; ``key_prefix``: namespaced and versioned, such as
@@ -66,6 +75,7 @@ class FairShare:
         self._others = client.register_script(lua.joinpath("fair_others.lua").read_text())
         self._pump = client.register_script(lua.joinpath("fair_pump.lua").read_text())
         self._front = client.register_script(lua.joinpath("fair_front.lua").read_text())
+        self._openings = client.register_script(lua.joinpath("fair_openings.lua").read_text())
         self._key_prefix = key_prefix
         self._window = window
 
@@ -78,6 +88,9 @@ class FairShare:
             f"{base}:waiters",
         ]
 
+    def _openings_key(self, lane: str) -> str:
+        return f"{self._key_prefix}:{lane}:openings"
+
     def push(
         self, lane: str, blast_id: str, supporter_ids: Sequence[int]
     ) -> tuple[Unit | None, bool]:
@@ -87,7 +100,7 @@ class FairShare:
         payload = json.dumps([blast_id, list(supporter_ids)])
         keys = self._keys(lane, blast_id)
         out = self._push(
-            keys=[*keys, f"{self._key_prefix}:{lane}:{blast_id}:seen"],
+            keys=[*keys, f"{self._key_prefix}:{lane}:{blast_id}:seen", self._openings_key(lane)],
             args=[self._window, payload, COUNT_TTL_MS, WAITING_TTL_MS, blast_id, NEW_AFTER_IDLE_MS],
         )
         return _unit(out[0]), bool(out[1])
@@ -100,7 +113,8 @@ class FairShare:
 
     def started(self, lane: str, blast_id: str) -> Unit | None:
         """A unit of the blast left the lane: its next unit to enqueue, if one waits."""
-        return _unit(self._next(keys=self._keys(lane, blast_id), args=[COUNT_TTL_MS, blast_id]))
+        keys = [*self._keys(lane, blast_id), self._openings_key(lane)]
+        return _unit(self._next(keys=keys, args=[COUNT_TTL_MS, blast_id]))
 
     def pump(self, lane: str) -> list[Unit]:
         """Units to enqueue on ``lane`` now: the next of each blast whose place lapsed."""
@@ -112,6 +126,10 @@ class FairShare:
         """How many other blasts have a unit waiting in ``lane`` for a thread."""
         turns = self._keys(lane, blast_id)[2]
         return int(self._others(keys=[turns], args=[COUNT_TTL_MS, blast_id]))
+
+    def openings_waiting(self, lane: str) -> int:
+        """How many blasts' openings (their first unit in ``lane``) wait for a thread."""
+        return int(self._openings(keys=[self._openings_key(lane)], args=[COUNT_TTL_MS]))
 
     def waiting(self, lane: str, blast_id: str) -> int:
         """Units of the blast waiting for their turn (for tests and metrics)."""

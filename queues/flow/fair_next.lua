@@ -6,12 +6,14 @@
 -- KEYS[2]  the blast's waiting units
 -- KEYS[3]  the lane's turns
 -- KEYS[4]  the lane's blasts with waiting units
+-- KEYS[5]  the lane's openings waiting for a thread (see fair_push.lua)
 -- ARGV[1]  ttl_ms of the count
 -- ARGV[2]  the blast id
 --
 -- Returns the next payload, or false.
 local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREM', KEYS[5], ARGV[2])  -- a blast's first unit to start is its opening
 local queued = tonumber(redis.call('GET', KEYS[1]) or '0')
 local nxt = redis.call('LPOP', KEYS[2])
 if nxt then

@@ -17,6 +17,8 @@
 -- ARGV[5]  the blast id
 -- ARGV[6]  ttl_ms of the blast's mark in the lane (KEYS[5])
 -- KEYS[5]  the blast's mark: set while it pushed units here in the last ARGV[6] ms
+-- KEYS[6]  the lane's openings waiting for a thread (sorted set: blast id -> ms pushed;
+--          fair_next.lua removes a blast when its unit starts, fair_openings.lua counts)
 --
 -- Returns {payload, new}: the payload to enqueue on the lane now (the oldest waiting one,
 -- if any, so a blast's units keep their order) or false, when the new unit waits here; and
@@ -29,6 +31,10 @@ local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZADD', KEYS[3], now_ms, ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if fresh == 1 then
+  redis.call('ZADD', KEYS[6], now_ms, ARGV[5])
+  redis.call('PEXPIRE', KEYS[6], ARGV[3])
+end
 local queued = tonumber(redis.call('GET', KEYS[1]) or '0')
 if queued >= tonumber(ARGV[1]) then
   redis.call('RPUSH', KEYS[2], ARGV[2])

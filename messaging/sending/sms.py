@@ -216,9 +216,8 @@ class SmsSender:
     def _book(self, work: SendWork) -> Booking | _GaveUp | None:
         """Room on the account's schedule for this thread's next piece, waiting for it (None:
         the rate does not bind here, claim at once), unless a new blast's opening waits for a
-        thread meanwhile (an opening never gives up: it is the unit that waits). Not any
-        other blast: units that gave up without sending lost their turns, and 50 blasts'
-        shares went from 0.89 to 0.35 of each other (min / max)."""
+        thread meanwhile (an opening never gives up: it is the unit that waits). Only for
+        an opening: giving turns up unsent cost 50 blasts their even shares (0.89 -> 0.35)."""
         config = self._config
         if not self._binding() or not _sized_to_room(work.priority):
             return None

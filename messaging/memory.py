@@ -168,8 +168,10 @@ class InMemoryRateLimiter:
                 slot = max(shared, own)
                 # The first send's express slot: both express schedules, or the per-send
                 # key's main one if that key has none (as schedule.lua).
-                fast_key = None if key is None or not each_express_us else _express_key(key)
                 fast = express and not slots and shared_express_us > 0
+                fast_key = (
+                    None if not fast or key is None or not each_express_us else _express_key(key)
+                )
                 if fast:
                     fast_slot = max(
                         self._at(shared_express, now),

@@ -47,8 +47,8 @@ ACTOR_MAX_RETRIES = 8
 ACTOR_MIN_BACKOFF_MS = 1_000
 ACTOR_MAX_BACKOFF_MS = 60_000
 #: How old an answer of :meth:`Lanes.openings_waiting` may be: every thread waiting for room
-#: asks every 25 ms (``messaging/sending/room.py``); one Redis call per lane per this long
-#: answers them all (eight threads each asking cost a 2,000/s sender a fifth of its rate).
+#: asks every 25 ms (``messaging/sending/room.py``), and one Redis call per lane per this
+#: long answers them all instead of one per thread.
 OPENINGS_ANSWER_TTL_S = 0.025
 #: Failures a redelivery cannot fix (bad input, a setting, a permanent refusal): the
 #: message goes to the dead-letter queue at once instead of eight times later.

@@ -121,12 +121,14 @@ def _expanded(engine: Engine, ctx: Any, queue: Any, alert_id: str, first: int, n
 
 
 def _booked_by_a_big_blast(
-    engine: Engine, alert_id: str, texts: int
+    engine: Engine, alert_id: str, texts: int, limiter: InMemoryRateLimiter | None = None
 ) -> tuple[SendWork, Any, InMemorySms, SmsSender, float]:
     """A blast of ``texts`` (``alert_id``) is expanded; then, at 500 texts/s, a big blast's
-    piece books the schedule a quarter second ahead while other blasts wait for a thread:
-    (the first blast's work, the queue, sms, sender, booked until)."""
+    piece books the schedule a quarter second ahead (of ``limiter``'s clock) while other
+    blasts wait for a thread: (the first blast's work, the queue, sms, sender, booked until)."""
     ctx, queue = send_context(engine)
+    if limiter is not None:
+        ctx = replace(ctx, limiter=limiter)
     sms = InMemorySms()
     sender = SmsSender(ctx, sms, sms_config(500))
     work = _expanded(engine, ctx, queue, alert_id, 1_000_000, texts)
@@ -158,9 +160,13 @@ def test_a_new_blasts_first_text_goes_ahead_of_the_schedule_others_booked(
 
 
 def test_a_unit_waiting_for_room_gives_its_thread_up_while_others_wait(engine: Engine) -> None:
-    later, queue, sms, sender, _ = _booked_by_a_big_blast(engine, "later", 400)
-    # When a unit that is not an opening finds no room for a quarter of its piece (~0.1 s of
-    # the schedule) while a new blast's opening waits for a thread
+    # (booked 1.5 s further ahead: however slow the host, the next step finds no room; a
+    # quarter second was too little once, with SQLite under a full parallel suite)
+    ahead_s = [1.5]
+    limiter = InMemoryRateLimiter(lambda: time.time() + ahead_s[0])
+    later, queue, sms, sender, _ = _booked_by_a_big_blast(engine, "later", 400, limiter)
+    # When a unit that is not an opening finds no room for a quarter of its piece while a
+    # new blast's opening waits for a thread
     queue.opening_waits = True
     report = sender.process(later)
     # Then it gives its thread up, every row back on the lane, none claimed
@@ -168,6 +174,7 @@ def test_a_unit_waiting_for_room_gives_its_thread_up_while_others_wait(engine: E
     assert [w.supporter_ids for w in queue.items] == [later.supporter_ids]
     # But with only blasts taking turns waiting (no opening), it waits for room and sends a
     # piece before it takes its turn
+    ahead_s[0] = 0.0
     queue.items.clear()
     queue.opening_waits = False
     report = sender.process(later)

@@ -24,13 +24,28 @@ class CountingSqs:
     """The boto3 client, with its receives counted (how many at once) and, optionally, one
     receive made to fail: what a network blip does to one call among several."""
 
-    def __init__(self, sqs: Any, fail_call: int | None = None) -> None:
+    def __init__(
+        self,
+        sqs: Any,
+        fail_call: int | None = None,
+        *,
+        slow_call: int | None = None,
+        delete_s: float = 0.0,
+        fail_delete: bool = False,
+    ) -> None:
         self._sqs = sqs
         self._lock = threading.Lock()
         self._now = 0
         self.most_at_once = 0
         self.calls = 0
         self._fail_call = fail_call
+        self._slow_call = slow_call
+        self._delete_s = delete_s
+        self._fail_delete = fail_delete
+        #: When the slow receive answered, and when the first delete did.
+        self.slow_answered_at: float | None = None
+        self.first_delete_at: float | None = None
+        self.failed_delete_entries = 0
 
     def receive_message(self, **kwargs: Any) -> Any:
         with self._lock:
@@ -42,10 +57,25 @@ class CountingSqs:
             if call == self._fail_call:
                 raise ConnectionError("connection reset by peer")
             time.sleep(0.05)  # a loaded host's receive, so that calls overlap when parallel
-            return self._sqs.receive_message(**kwargs)
+            answer = self._sqs.receive_message(**kwargs)
+            if call == self._slow_call:
+                time.sleep(1.0)
+                self.slow_answered_at = time.monotonic()
+            return answer
         finally:
             with self._lock:
                 self._now -= 1
+
+    def delete_message_batch(self, **kwargs: Any) -> Any:
+        time.sleep(self._delete_s)
+        try:
+            if self._fail_delete and self.first_delete_at is None:
+                self.failed_delete_entries = len(kwargs["Entries"])
+                raise ConnectionError("connection reset by peer")
+            return self._sqs.delete_message_batch(**kwargs)
+        finally:
+            if self.first_delete_at is None:
+                self.first_delete_at = time.monotonic()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sqs, name)
@@ -67,13 +97,25 @@ def _send(sqs: Any, url: str, bodies: list[str]) -> None:
         )
 
 
-def _drain(sqs: CountingSqs, url: str, dlq: str, expected: int) -> Counter[str]:
+def _drain(
+    sqs: CountingSqs,
+    url: str,
+    dlq: str,
+    expected: int,
+    *,
+    handle_s: float = 0.2,
+    started: dict[str, float] | None = None,
+) -> Counter[str]:
+    """Run a consumer until ``expected`` messages are handled; ``started`` gets each
+    message's handler start time."""
     handled: Counter[str] = Counter()
     lock = threading.Lock()
     stop = threading.Event()
 
     def handle(body: str, heartbeat: Any) -> None:
-        time.sleep(0.2)  # an alert's first page: handlers stay busy while the burst drains
+        if started is not None:
+            started.setdefault(body, time.monotonic())
+        time.sleep(handle_s)  # an alert's first page: handlers stay busy while a burst drains
         with lock:
             handled[body] += 1
             if sum(handled.values()) >= expected:
@@ -119,3 +161,58 @@ def test_one_failed_receive_among_parallel_ones_loses_no_message(moto_url: str) 
     # Then the other receives' messages were handled, and the rest came in later: all once
     assert sqs.most_at_once >= 2
     assert handled == Counter(bodies)
+
+
+def test_deletes_do_not_hold_up_the_alerts_still_on_the_queue(moto_url: str) -> None:
+    # Given 85 messages waiting (three rounds of receives), and deletes that take 1 s each
+    raw, url, dlq = _queues(moto_url)
+    bodies = [f"alert-{i}" for i in range(85)]
+    _send(raw, url, bodies)
+    sqs = CountingSqs(raw, delete_s=1.0)
+    started: dict[str, float] = {}
+    # When the consumer drains them, its handlers quick
+    handled = _drain(sqs, url, dlq, len(bodies), handle_s=0.01, started=started)
+    # Then every message went to a handler before the first delete was done: the deletes
+    # ran beside the receives, not between them
+    assert handled == Counter(bodies)
+    assert sqs.first_delete_at is not None
+    assert max(started.values()) < sqs.first_delete_at
+    # And every message was deleted before the consumer stopped
+    left = raw.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert left["ApproximateNumberOfMessages"] == "0"
+    assert left["ApproximateNumberOfMessagesNotVisible"] == "0"
+
+
+def test_a_failed_delete_is_survived_and_its_messages_come_back(moto_url: str) -> None:
+    # Given 30 messages, and the first delete failing (a network blip)
+    raw, url, dlq = _queues(moto_url)
+    bodies = [f"alert-{i}" for i in range(30)]
+    _send(raw, url, bodies)
+    sqs = CountingSqs(raw, fail_delete=True)
+    # When the consumer drains them
+    handled = _drain(sqs, url, dlq, len(bodies), handle_s=0.01)
+    # Then every message was handled once, the consumer carried on after the failure, and
+    # only the failed batch's messages are still on the queue, to reappear (intake's dedupe
+    # makes their second handling harmless)
+    assert handled == Counter(bodies)
+    assert sqs.failed_delete_entries > 0
+    left = raw.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert left["ApproximateNumberOfMessages"] == "0"
+    assert left["ApproximateNumberOfMessagesNotVisible"] == str(sqs.failed_delete_entries)
+
+
+def test_a_slow_receive_holds_up_no_other_receives_messages(moto_url: str) -> None:
+    # Given 40 messages, and the first receive of the parallel round answering 1 s late
+    raw, url, dlq = _queues(moto_url)
+    bodies = [f"alert-{i}" for i in range(40)]
+    _send(raw, url, bodies)
+    sqs = CountingSqs(raw, slow_call=2)
+    started: dict[str, float] = {}
+    # When the consumer drains them
+    handled = _drain(sqs, url, dlq, len(bodies), handle_s=0.01, started=started)
+    # Then the messages of the round's other receives went to handlers before the slow
+    # one answered (only its own, at most a batch, waited for it)
+    assert handled == Counter(bodies)
+    assert sqs.slow_answered_at is not None
+    before = [b for b, at in started.items() if at < sqs.slow_answered_at]
+    assert len(before) >= len(bodies) - MAX_BATCH

@@ -121,7 +121,9 @@ class Expander:
         enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expansion-enqueue")
         queued: Future[int] | None = None
         try:
-            queued = self._expand_pages(blast, cursor, result, enqueuer, hold=hold)
+            queued = self._expand_pages(
+                blast, cursor, result, enqueuer, hold=hold, audience_rows=stats.get("audience", 0)
+            )
         finally:
             enqueuer.shutdown(wait=True)
         if queued is not None:
@@ -170,6 +172,7 @@ class Expander:
         enqueuer: ThreadPoolExecutor,
         *,
         hold: bool = False,
+        audience_rows: int = 0,
     ) -> Future[int] | None:
         """Write pages until the audience ends; returns the last page's queueing, if any."""
         written = 0
@@ -179,10 +182,12 @@ class Expander:
         while True:
             if result.pages and self._hold_later_page is not None:
                 hold_budget.spend(self._hold_later_page)
-            current = self._blasts.get(blast.blast_id)
-            if current is None or current.status in ENDED_STATUSES:
-                result.stopped = current.status if current else "missing"
+            # The status alone (not the row with its alert to parse): asked every page.
+            current = self._blasts.status(blast.blast_id)
+            if current is None or current[0] in ENDED_STATUSES:
+                result.stopped = current[0] if current else "missing"
                 break
+            status = current[0]
             expanded = self._ledger.expand_page(
                 blast.blast_id,
                 blast.alert,
@@ -205,11 +210,11 @@ class Expander:
                 ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 # Re-driven on resume, approval or a final count under the threshold.
-                if current.status != BlastStatus.PAUSED and not hold:
+                if status != BlastStatus.PAUSED and not hold:
                     work.append((channel, ids))
             if queued is not None:
                 result.batches += queued.result()
-            queued = enqueuer.submit(self._after_page, blast, work, written)
+            queued = enqueuer.submit(self._after_page, blast, work, written, audience_rows)
             if result.pages == 1:
                 # The first page's units on their lanes before other alerts' later pages
                 # are written: the blast's first texts can go (issue #21, item 2).
@@ -221,18 +226,25 @@ class Expander:
         return queued
 
     def _after_page(
-        self, blast: BlastRecord, work: list[tuple[str, list[int]]], rows_written: int
+        self,
+        blast: BlastRecord,
+        work: list[tuple[str, list[int]]],
+        rows_written: int,
+        audience_rows: int,
     ) -> int:
         """In the helper thread, after a page's commit: queue its send work (returns the
-        batch count), then refresh the planner's statistics if the ledger outgrew them.
+        batch count), then refresh the planner's statistics where the ledger, or the
+        supporters and subscriptions, outgrew them.
 
-        The ANALYZE (one every doubling of the blast, ~0.2 s each) is for the senders'
-        claims; expansion's own statement reads the ledger only through its unique index,
-        so it need not wait for it."""
+        The ledger's ANALYZE (one every doubling of the blast, ~0.2 s each) is for the
+        senders' claims; expansion's own statement reads the ledger only through its unique
+        index, so it need not wait for it. The audience's (after a fresh import) is for
+        expansion's later pages: its first pages are small enough for any plan."""
         batches = sum(
             enqueue_in_batches(self._queue, blast.blast_id, channel, blast.priority, ids)
             for channel, ids in work
         )
+        self._ledger.refresh_audience_statistics(audience_rows)
         self._ledger.refresh_statistics(rows_written)
         return batches
 

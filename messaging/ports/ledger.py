@@ -171,6 +171,11 @@ class LedgerExpansion(Protocol):
         """Refresh the planner's picture of the ledger if it has outgrown it."""
         ...
 
+    def refresh_audience_statistics(self, audience_rows: int) -> bool:
+        """Refresh the planner's picture of the supporters and their subscriptions if an
+        audience of ``audience_rows`` has outgrown it (a fresh import)."""
+        ...
+
 
 class LedgerClaims(Protocol):
     """The senders' half: take rows, write what happened."""

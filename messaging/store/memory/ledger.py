@@ -213,6 +213,9 @@ class MemoryLedger:
     def refresh_statistics(self, rows_written: int) -> bool:
         return False
 
+    def refresh_audience_statistics(self, audience_rows: int) -> bool:
+        return False
+
     # --- claims and outcomes -----------------------------------------------------------
 
     def claim(

@@ -21,5 +21,6 @@ class SqlLedger(SqlLedgerExpansion, SqlLedgerClaims, SqlLedgerSweep):
     def __init__(self, engine: Engine, dialect: SqlDialect | None = None) -> None:
         self.engine = engine
         self._dialect = dialect or dialect_for(engine)
-        # See SqlLedgerExpansion.refresh_statistics.
+        # See SqlLedgerExpansion.refresh_statistics and refresh_audience_statistics.
         self._estimate_rows = 0.0
+        self._audience_estimate_rows = 0.0

@@ -22,6 +22,12 @@ from messaging.store.sql.dialect import SqlDialect
 from messaging.store.sql.fallback import fallback_by_timezone
 from messaging.store.sql.ledger_claims import template_fields
 
+#: The tables an audience is read from (see refresh_audience_statistics).
+AUDIENCE_TABLES = ("supporters", "subscriptions")
+#: Audiences up to twice this many rows never ask: a page of them costs little whatever the
+#: plan (the first page is 200).
+AUDIENCE_ESTIMATE_FLOOR = 250.0
+
 
 class SqlLedgerExpansion:
     """:class:`~messaging.ports.LedgerExpansion` on the ``deliveries`` table (a part of
@@ -31,6 +37,9 @@ class SqlLedgerExpansion:
     _dialect: SqlDialect
     #: The planner's row estimate of the ledger, as last read (see refresh_statistics).
     _estimate_rows: float
+    #: The smaller of its estimates of supporters and subscriptions, as last read (see
+    #: refresh_audience_statistics).
+    _audience_estimate_rows: float
 
     def expand_page(
         self,
@@ -132,6 +141,35 @@ class SqlLedgerExpansion:
             self._dialect.analyze(conn, "deliveries")
             conn.commit()
         return True
+
+    def refresh_audience_statistics(self, audience_rows: int) -> bool:
+        """ANALYZE supporters and subscriptions when an audience is over twice what the
+        planner believes either table holds.
+
+        Right after an import (COPY, and no ANALYZE until autovacuum comes by, a minute or
+        more later) the planner takes a topic's page for one row and joins it to the
+        supporters' id range in a nested loop, that range scanned again for every
+        subscription: quadratic in the page. A 1,600-row page took 202 ms (1,279,200 rows
+        filtered), against 30 ms analyzed; fifty 2,000-recipient blasts published together
+        paid it on every later page. As with the ledger, once per doubling of the tables at
+        most; a database whose statistics are current never gets here.
+        """
+        if not self._dialect.keeps_statistics:
+            return False
+        if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
+            return False
+        with self.engine.connect() as conn:
+            self._audience_estimate_rows = self._audience_estimate(conn)
+            if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
+                return False
+            for table in AUDIENCE_TABLES:
+                self._dialect.analyze(conn, table)
+            conn.commit()
+            self._audience_estimate_rows = self._audience_estimate(conn)
+        return True
+
+    def _audience_estimate(self, conn: Connection) -> float:
+        return min(self._dialect.estimated_rows(conn, table) for table in AUDIENCE_TABLES)
 
 
 class _SqlPendingView:

@@ -23,6 +23,7 @@ from messaging.blasts.dry_run import DryRunConfig, estimate
 from messaging.blasts.first_pages import HoldBudget
 from messaging.blasts.lifecycle import ENDED_STATUSES, BlastLifecycle, BlastStatus, RowState
 from messaging.compliance.frequency_caps import FrequencyCaps
+from messaging.content.alert import Alert
 from messaging.memory import InMemoryBlastControl, InMemoryProgressCounters
 from messaging.ports import (
     BlastRecord,
@@ -105,29 +106,33 @@ class Expander:
         if blast.alert.dry_run:
             return self._dry_run(blast, result)
         cursor = blast.expansion_cursor
-        # The audience's figures, read once: they decide the hold below and are the blast's
-        # stats when expansion ends (reading them again at the end scanned the whole
-        # audience a second time).
-        stats = self._ledger.audience_stats(blast.alert, blast.topic)
-        # A blast that may exceed the approval threshold queues no send work until its
-        # final count says it does not (then it is re-driven at once).
-        hold = self._approval is not None and self._approval.may_hold(blast.alert, stats)
-        # Base the live counters on the ledger (empty unless this resumes an expansion).
+        # Base the live counters on the ledger. A page's rows commit with the cursor, so a
+        # blast whose cursor has not moved has none: no count to ask for before its first
+        # page (one round trip less before its first text).
         self._progress.replace(
-            blast.blast_id, self._blasts.state_counts([blast.blast_id])[blast.blast_id]
+            blast.blast_id,
+            self._blasts.state_counts([blast.blast_id])[blast.blast_id] if cursor else {},
         )
         # One helper thread queues a page's send work while the next page is written; at
         # most one page is in its hands, and its errors surface in this thread.
         enqueuer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expansion-enqueue")
+        # The audience's figures, read once, by the helper thread while the first page is
+        # written (they were a round trip before it): they decide the hold and are the
+        # blast's stats when expansion ends (reading them again at the end scanned the
+        # whole audience a second time).
+        figures = _Figures(
+            enqueuer.submit(self._ledger.audience_stats, blast.alert, blast.topic),
+            self._approval,
+            blast.alert,
+        )
         queued: Future[int] | None = None
         try:
-            queued = self._expand_pages(
-                blast, cursor, result, enqueuer, hold=hold, audience_rows=stats.get("audience", 0)
-            )
+            queued = self._expand_pages(blast, cursor, result, enqueuer, figures)
         finally:
             enqueuer.shutdown(wait=True)
         if queued is not None:
             result.batches += queued.result()
+        stats, hold = figures.stats, figures.hold
         if result.stopped is None:
             if hold:
                 self._finish_held(blast, stats)
@@ -170,9 +175,7 @@ class Expander:
         cursor: int,
         result: ExpansionResult,
         enqueuer: ThreadPoolExecutor,
-        *,
-        hold: bool = False,
-        audience_rows: int = 0,
+        figures: _Figures,
     ) -> Future[int] | None:
         """Write pages until the audience ends; returns the last page's queueing, if any."""
         written = 0
@@ -210,11 +213,11 @@ class Expander:
                 ids = page.pending_ids
                 result.pending[channel] = result.pending.get(channel, 0) + len(ids)
                 # Re-driven on resume, approval or a final count under the threshold.
-                if status != BlastStatus.PAUSED and not hold:
+                if status != BlastStatus.PAUSED and not figures.hold:
                     work.append((channel, ids))
             if queued is not None:
                 result.batches += queued.result()
-            queued = enqueuer.submit(self._after_page, blast, work, written, audience_rows)
+            queued = enqueuer.submit(self._after_page, blast, work, written, figures)
             if result.pages == 1:
                 # The first page's units on their lanes before other alerts' later pages
                 # are written: the blast's first texts can go (issue #21, item 2).
@@ -230,7 +233,7 @@ class Expander:
         blast: BlastRecord,
         work: list[tuple[str, list[int]]],
         rows_written: int,
-        audience_rows: int,
+        figures: _Figures,
     ) -> int:
         """In the helper thread, after a page's commit: queue its send work (returns the
         batch count), then refresh the planner's statistics where the ledger, or the
@@ -244,7 +247,8 @@ class Expander:
             enqueue_in_batches(self._queue, blast.blast_id, channel, blast.priority, ids)
             for channel, ids in work
         )
-        self._ledger.refresh_audience_statistics(audience_rows)
+        # Read in this thread before this page's turn came: no wait.
+        self._ledger.refresh_audience_statistics(figures.stats.get("audience", 0))
         self._ledger.refresh_statistics(rows_written)
         return batches
 
@@ -275,3 +279,30 @@ class Expander:
         self._lifecycle.finish_expansion(blast.blast_id, stats)
         self._lifecycle.complete(blast.blast_id)  # nothing was written: nothing is owed
         return result
+
+
+class _Figures:
+    """An expansion's audience figures, read in the helper thread, and what they decide."""
+
+    def __init__(
+        self, reading: Future[dict[str, Any]], approval: ApprovalGate | None, alert: Alert
+    ) -> None:
+        self._reading = reading
+        self._approval = approval
+        self._alert = alert
+        self._hold: bool | None = None
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The figures (waits for them; a failed read raises here)."""
+        return self._reading.result()
+
+    @property
+    def hold(self) -> bool:
+        """Whether the blast may exceed the approval threshold: then it queues no send work
+        until its final count says it does not (and is re-driven at once)."""
+        if self._hold is None:
+            self._hold = self._approval is not None and self._approval.may_hold(
+                self._alert, self.stats
+            )
+        return self._hold

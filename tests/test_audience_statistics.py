@@ -9,11 +9,14 @@ supporters' id range in a nested loop, scanning the range again per subscription
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from messaging.blasts.expansion import Expander
 from messaging.content.alert import parse_alert
@@ -21,6 +24,7 @@ from messaging.memory import InMemorySendQueue
 from messaging.store.db import create_db_engine
 from messaging.store.schema import subscriptions, supporters
 from messaging.store.sql.blasts import SqlBlastStore
+from messaging.store.sql.dialect import dialect_for
 from messaging.store.sql.ledger import SqlLedger
 from messaging.store.sql.ledger_expansion import AUDIENCE_TABLES
 
@@ -115,3 +119,36 @@ def test_an_audience_within_the_planners_picture_analyzes_nothing(pg_engine: Eng
             conn.exec_driver_sql(f"ANALYZE {table}")
     assert SqlLedger(pg_engine).refresh_audience_statistics(400) is False
     assert all(n == 0 for n in _estimates(pg_engine).values())
+
+
+class _CountingDialect:
+    """PostgreSQL's dialect, its ANALYZEs counted and made slow enough to overlap."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._inner = dialect_for(engine)
+        self.analyzed: list[str] = []
+
+    def analyze(self, conn: Connection, table: str) -> None:
+        time.sleep(0.1)
+        self._inner.analyze(conn, table)
+        self.analyzed.append(table)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_alerts_arriving_together_analyze_their_audience_once(pg_engine: Engine) -> None:
+    # Given 3,000 supporters imported after the tables were analyzed empty
+    with pg_engine.begin() as conn:
+        for table in AUDIENCE_TABLES:
+            conn.exec_driver_sql(f"ANALYZE {table}")
+    _import(pg_engine, AUDIENCE, "debate-night")
+    dialect = _CountingDialect(pg_engine)
+    ledger = SqlLedger(pg_engine, dialect)  # type: ignore[arg-type]
+    # When eight expansions of one process ask at once
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: ledger.refresh_audience_statistics(AUDIENCE), range(8)))
+    # Then one of them analyzed each table, once
+    assert answers.count(True) == 1
+    assert sorted(dialect.analyzed) == sorted(AUDIENCE_TABLES)
+    assert all(n >= AUDIENCE for n in _estimates(pg_engine).values())

@@ -7,6 +7,8 @@ engine and the dialect they share.
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import Engine
 
 from messaging.store.sql.dialect import SqlDialect, dialect_for
@@ -24,3 +26,4 @@ class SqlLedger(SqlLedgerExpansion, SqlLedgerClaims, SqlLedgerSweep):
         # See SqlLedgerExpansion.refresh_statistics and refresh_audience_statistics.
         self._estimate_rows = 0.0
         self._audience_estimate_rows = 0.0
+        self._audience_analyzing = threading.Lock()

@@ -7,6 +7,7 @@ the same pages inside one transaction and rolls it back.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -37,9 +38,10 @@ class SqlLedgerExpansion:
     _dialect: SqlDialect
     #: The planner's row estimate of the ledger, as last read (see refresh_statistics).
     _estimate_rows: float
-    #: The smaller of its estimates of supporters and subscriptions, as last read (see
-    #: refresh_audience_statistics).
+    #: The smaller of its estimates of supporters and subscriptions, as last read, and held
+    #: while one thread analyzes them (see refresh_audience_statistics).
     _audience_estimate_rows: float
+    _audience_analyzing: threading.Lock
 
     def expand_page(
         self,
@@ -158,15 +160,22 @@ class SqlLedgerExpansion:
             return False
         if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
             return False
-        with self.engine.connect() as conn:
-            self._audience_estimate_rows = self._audience_estimate(conn)
-            if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
-                return False
-            for table in AUDIENCE_TABLES:
-                self._dialect.analyze(conn, table)
-            conn.commit()
-            self._audience_estimate_rows = self._audience_estimate(conn)
-        return True
+        # Fifty alerts to a fresh import arrive together: one of this process's expansions
+        # analyzes, the others go on (their next pages find the new picture).
+        if not self._audience_analyzing.acquire(blocking=False):
+            return False
+        try:
+            with self.engine.connect() as conn:
+                self._audience_estimate_rows = self._audience_estimate(conn)
+                if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
+                    return False
+                for table in AUDIENCE_TABLES:
+                    self._dialect.analyze(conn, table)
+                conn.commit()
+                self._audience_estimate_rows = self._audience_estimate(conn)
+            return True
+        finally:
+            self._audience_analyzing.release()
 
     def _audience_estimate(self, conn: Connection) -> float:
         return min(self._dialect.estimated_rows(conn, table) for table in AUDIENCE_TABLES)

@@ -118,7 +118,7 @@ def _drain(
         time.sleep(handle_s)  # an alert's first page: handlers stay busy while a burst drains
         with lock:
             handled[body] += 1
-            if sum(handled.values()) >= expected:
+            if len(handled) >= expected:  # every message, once or (moto's race) more
                 stop.set()
 
     consumer = SqsConsumer(sqs, url, dlq, handle, wait_time_s=1, stop=stop)
@@ -172,9 +172,9 @@ def test_deletes_do_not_hold_up_the_alerts_still_on_the_queue(moto_url: str) -> 
     started: dict[str, float] = {}
     # When the consumer drains them, its handlers quick
     handled = _drain(sqs, url, dlq, len(bodies), handle_s=0.01, started=started)
-    # Then every message went to a handler before the first delete was done: the deletes
-    # ran beside the receives, not between them
-    assert handled == Counter(bodies)
+    # Then every message went to a handler (see the test below on moto's double handing)
+    # before the first delete was done: the deletes ran beside the receives, not between
+    assert set(handled) == set(bodies)
     assert sqs.first_delete_at is not None
     assert max(started.values()) < sqs.first_delete_at
     # And every message was deleted before the consumer stopped
@@ -211,8 +211,10 @@ def test_a_slow_receive_holds_up_no_other_receives_messages(moto_url: str) -> No
     # When the consumer drains them
     handled = _drain(sqs, url, dlq, len(bodies), handle_s=0.01, started=started)
     # Then the messages of the round's other receives went to handlers before the slow
-    # one answered (only its own, at most a batch, waited for it)
-    assert handled == Counter(bodies)
+    # one answered (only its own, at most a batch, waited for it). Each was handled, once
+    # or, where moto handed one message to two of the parallel receives (real SQS may
+    # too), twice: intake's dedupe is what makes that harmless, not the consumer.
+    assert set(handled) == set(bodies)
     assert sqs.slow_answered_at is not None
     before = [b for b, at in started.items() if at < sqs.slow_answered_at]
     assert len(before) >= len(bodies) - MAX_BATCH

@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}, PostgreSQL, Redis and the emulators on the same "
         "machine, one benchmark at a time. Shared, noisy machines: read the ratios, taken in "
         "one run, and rerun before trusting a single figure. Figures are the median "
-        "(min–max) of the runs. Raw results: `docs/benchmarks.json`.",
+        f"(min–max) of the runs. Raw results: `docs/{raw.name}`.",
         "",
         "Finished: "
         + "; ".join(

@@ -23,6 +23,8 @@ from messaging.store.sql.dialect import SqlDialect
 from messaging.store.sql.fallback import fallback_by_timezone
 from messaging.store.sql.ledger_claims import template_fields
 
+#: Ledgers up to twice this many rows are never analyzed by expansion (see refresh_statistics).
+LEDGER_ESTIMATE_FLOOR = 1000.0
 #: The tables an audience is read from (see refresh_audience_statistics).
 AUDIENCE_TABLES = ("supporters", "subscriptions")
 #: Audiences up to twice this many rows never ask: a page of them costs little whatever the
@@ -134,11 +136,11 @@ class SqlLedgerExpansion:
             return False
         # The estimate only grows (ANALYZE, autovacuum): below twice the last one read there
         # is nothing to ask the database.
-        if rows_written <= 2 * max(self._estimate_rows, 1000.0):
+        if not _outgrown(rows_written, self._estimate_rows, LEDGER_ESTIMATE_FLOOR):
             return False
         with self.engine.connect() as conn:
             self._estimate_rows = self._dialect.estimated_rows(conn, "deliveries")
-            if rows_written <= 2 * max(self._estimate_rows, 1000.0):
+            if not _outgrown(rows_written, self._estimate_rows, LEDGER_ESTIMATE_FLOOR):
                 return False
             self._dialect.analyze(conn, "deliveries")
             conn.commit()
@@ -158,7 +160,7 @@ class SqlLedgerExpansion:
         """
         if not self._dialect.keeps_statistics:
             return False
-        if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
+        if not _outgrown(audience_rows, self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
             return False
         # Fifty alerts to a fresh import arrive together: one of this process's expansions
         # analyzes, the others go on (their next pages find the new picture).
@@ -167,7 +169,9 @@ class SqlLedgerExpansion:
         try:
             with self.engine.connect() as conn:
                 self._audience_estimate_rows = self._audience_estimate(conn)
-                if audience_rows <= 2 * max(self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR):
+                if not _outgrown(
+                    audience_rows, self._audience_estimate_rows, AUDIENCE_ESTIMATE_FLOOR
+                ):
                     return False
                 for table in AUDIENCE_TABLES:
                     self._dialect.analyze(conn, table)
@@ -179,6 +183,12 @@ class SqlLedgerExpansion:
 
     def _audience_estimate(self, conn: Connection) -> float:
         return min(self._dialect.estimated_rows(conn, table) for table in AUDIENCE_TABLES)
+
+
+def _outgrown(rows: int, estimate_rows: float, floor_rows: float) -> bool:
+    """Whether ``rows`` is over twice the planner's estimate (at least ``floor_rows``): the
+    point at which expansion analyzes, so at most once per doubling of a table."""
+    return rows > 2 * max(estimate_rows, floor_rows)
 
 
 class _SqlPendingView:

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +76,21 @@ class UnsubscribeTokens:
                 raise ValueError(f"unsubscribe key must be at least {MIN_KEY_BYTES} bytes")
         self._kid = key_id(key)
         self._keys = {key_id(k): k for k in (*previous, key)}
-        #: The current key's HMAC state, keyed once: each token copies it rather than
-        #: padding and hashing the key again (one token per email recipient).
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        #: The current key's two HMAC states (RFC 2104: SHA-256 of the padded key XOR ipad,
+        #: and XOR opad), keyed once: each token copies them. ``hmac.HMAC.copy`` does the
+        #: same behind two Python layers, and one token per email recipient made those
+        #: layers half the token's cost.
+        self._inner, self._outer = _keyed_states(key)
 
     def make(self, email: str, blast_id: str) -> str:
         """A token for ``email`` (lower-cased) from ``blast_id``."""
         payload = _b64(_json_pair(email.lower(), blast_id).encode())
         signed = f"{self._kid}.{payload}"
-        mac = self._keyed.copy()
-        mac.update(signed.encode())
-        return f"{signed}.{_b64(mac.digest())}"
+        inner = self._inner.copy()
+        inner.update(signed.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"{signed}.{_b64(outer.digest())}"
 
     def verify(self, token: str) -> UnsubscribeClaim | None:
         """The claim of a genuine token, or None for a forged, altered or malformed one."""
@@ -113,6 +118,23 @@ class UnsubscribeTokens:
         if not _PLAUSIBLE.fullmatch(email) or not _PLAUSIBLE.fullmatch(blast_id):
             return None
         return UnsubscribeClaim(email, blast_id)
+
+
+#: RFC 2104's pads as translation tables: a key XOR 0x36 (or 0x5C), byte by byte.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def _keyed_states(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after the inner and the outer padded key: ``hmac.new(key, msg,
+    sha256).digest()`` is ``outer.update(inner.update(msg).digest()).digest()`` on copies."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.sha256(key.translate(_IPAD))
+    outer = hashlib.sha256(key.translate(_OPAD))
+    return inner, outer
 
 
 def _mac_ok(key: bytes, signed: bytes, mac_b64: str) -> bool:

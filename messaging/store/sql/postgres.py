@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
+    String,
     Table,
+    Text,
     TextClause,
     any_,
     bindparam,
+    cast,
     literal,
     or_,
     text,
@@ -30,6 +34,7 @@ from sqlalchemy.dialects import postgresql
 
 from messaging.blasts.lifecycle import RowState
 from messaging.store.sql.dialect import ClaimRow, SqlDialect, clipped_error
+from messaging.store.sql.pg_arrays import int_array, text_array
 
 if TYPE_CHECKING:
     from messaging.ports import Outcome, SupporterRow
@@ -41,7 +46,7 @@ CLAIM_SQL = """
         UPDATE deliveries
         SET state = :sending, attempts = attempts + 1, updated_at = :now
         WHERE blast_id = :blast_id AND channel = :channel
-          AND supporter_id = ANY(:ids) AND state = :pending
+          AND supporter_id = ANY(CAST(:ids AS bigint[])) AND state = :pending
         RETURNING supporter_id, destination, attempts
     )
     SELECT taken.supporter_id, taken.destination, taken.attempts, s.first_sms_at{fields}
@@ -102,8 +107,13 @@ class PostgresDialect(SqlDialect):
 
     def among(self, column: ColumnElement[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         # One bound array instead of one parameter per value: a batch binds hundreds, and
-        # compiling them cost more than the query.
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        # compiling them cost more than the query. Ids and strings go as array text.
+        as_array = postgresql.ARRAY(column.type)
+        if isinstance(column.type, Integer):
+            return column == any_(cast(bindparam(None, int_array(values), Text()), as_array))
+        if isinstance(column.type, String):
+            return column == any_(cast(bindparam(None, text_array(values), Text()), as_array))
+        return column == any_(bindparam(None, list(values), type_=as_array))
 
     def json_field_in(
         self, column: ColumnElement[Any], name: str, values: Sequence[str]
@@ -129,7 +139,7 @@ class PostgresDialect(SqlDialect):
                 "now": now,
                 "blast_id": blast_id,
                 "channel": channel,
-                "ids": list(supporter_ids),
+                "ids": int_array(supporter_ids),
             },
         ).all()  # fetchall: iterating the result fetches row by row
 
@@ -159,7 +169,7 @@ class PostgresDialect(SqlDialect):
                     "sending": RowState.SENDING,
                     "blast_id": blast_id,
                     "channel": channel,
-                    "sids": [x.supporter_id for x in outcomes],
+                    "sids": int_array([x.supporter_id for x in outcomes]),
                     "state": o.state,
                     "pid": o.provider_message_id,
                     "sender": o.sender,
@@ -179,13 +189,13 @@ class PostgresDialect(SqlDialect):
                 "sending": RowState.SENDING,
                 "blast_id": blast_id,
                 "channel": channel,
-                "sids": [o.supporter_id for o in outcomes],
-                "states": [o.state for o in outcomes],
-                "pids": [o.provider_message_id for o in outcomes],
-                "senders": [o.sender for o in outcomes],
-                "codes": [o.error_code for o in outcomes],
-                "errors": [clipped_error(o.error) for o in outcomes],
-                "segments": [o.segments for o in outcomes],
+                "sids": int_array([o.supporter_id for o in outcomes]),
+                "states": text_array([o.state for o in outcomes]),
+                "pids": text_array([o.provider_message_id for o in outcomes]),
+                "senders": text_array([o.sender for o in outcomes]),
+                "codes": text_array([o.error_code for o in outcomes]),
+                "errors": text_array([clipped_error(o.error) for o in outcomes]),
+                "segments": int_array([o.segments for o in outcomes]),
                 "deferred": [o.deferred_until for o in outcomes],
             },
         )

@@ -85,11 +85,13 @@ class SqlLedgerClaims:
             if sids and channel == "sms":
                 self._apply_early_statuses(conn, blast_id, sids)
 
-    @staticmethod
-    def _apply_early_statuses(conn: Connection, blast_id: str, sids: Sequence[str]) -> None:
+    def _apply_early_statuses(self, conn: Connection, blast_id: str, sids: Sequence[str]) -> None:
         """Apply status callbacks that arrived before these SIDs were recorded."""
+        # One bound array, not an IN of a batch's hundreds of SIDs (2 % of an SMS sender).
         parked = conn.execute(
-            select(early_statuses).where(early_statuses.c.provider_message_id.in_(list(sids)))
+            select(early_statuses).where(
+                self._dialect.among(early_statuses.c.provider_message_id, sids)
+            )
         ).all()
         for p in parked:
             values: dict[str, Any] = {"state": p.state, "updated_at": p.received_at}
@@ -109,8 +111,9 @@ class SqlLedgerClaims:
         if parked:
             conn.execute(
                 early_statuses.delete().where(
-                    early_statuses.c.provider_message_id.in_(
-                        [p.provider_message_id for p in parked]
+                    self._dialect.among(
+                        early_statuses.c.provider_message_id,
+                        [p.provider_message_id for p in parked],
                     )
                 )
             )

@@ -146,10 +146,7 @@ def test_a_burst_of_alerts_is_received_in_parallel_and_each_handled_once(
     moto_url: str,
 ) -> None:
     # Given 45 messages waiting on the queue
-    raw, url, dlq = _queues(moto_url)
-    bodies = [f"alert-{i}" for i in range(45)]
-    _send(raw, url, bodies)
-    sqs = CountingSqs(raw)
+    raw, url, dlq, bodies, sqs = _burst(moto_url, 45)
     # When the consumer drains them
     handled = _drain(sqs, url, dlq, len(bodies))
     # Then every one is handled, once per time a receive answered with it: once, or twice
@@ -167,10 +164,7 @@ def test_a_burst_of_alerts_is_received_in_parallel_and_each_handled_once(
 def test_one_failed_receive_among_parallel_ones_loses_no_message(moto_url: str) -> None:
     # Given 40 messages, and the second receive of the consumer failing (the first
     # parallel round: one full batch came in before it)
-    raw, url, dlq = _queues(moto_url)
-    bodies = [f"alert-{i}" for i in range(40)]
-    _send(raw, url, bodies)
-    sqs = CountingSqs(raw, fail_call=3)
+    _, url, dlq, bodies, sqs = _burst(moto_url, 40, fail_call=3)
     # When the consumer drains them
     handled = _drain(sqs, url, dlq, len(bodies))
     # Then the other receives' messages were handled, and the rest came in later: none lost

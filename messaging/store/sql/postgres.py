@@ -75,8 +75,8 @@ RECORD_SQL = text(
 
 
 #: A batch whose outcomes differ only by supporter (an email call's recipients, all sent
-#: with one message id): one array bound instead of eight of a thousand values each, which
-#: psycopg dumps value by value in Python.
+#: with one message id): one array bound instead of eight of a thousand values each, each
+#: built from the outcomes one by one.
 RECORD_SAME_SQL = text(
     """
     UPDATE deliveries

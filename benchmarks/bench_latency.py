@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import random
 import shutil
@@ -303,17 +302,35 @@ def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """A real moto server (SNS + SQS over HTTP) on a free loopback port."""
-    from moto.server import ThreadedMotoServer
+    """A real moto server (SNS + SQS over HTTP) on a free loopback port, in its own process.
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    Its own process, as the emulators have: SNS and SQS are not in our process in
+    production, and a moto thread in the bench's process would share its interpreter lock
+    with the publishing threads and the emulator's reader, timing them, not the fleet.
+    """
+    import urllib.request
+
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # werkzeug logs a line per request there
+    )
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the moto server did not start on {url}") from None
+                time.sleep(0.1)
+        yield url
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def publish_and_time(

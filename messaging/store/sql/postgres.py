@@ -110,10 +110,12 @@ class PostgresDialect(SqlDialect):
         # compiling them cost more than the query. Ids and strings go as array text.
         as_array = postgresql.ARRAY(column.type)
         if isinstance(column.type, Integer):
-            return column == any_(cast(bindparam(None, int_array(values), Text()), as_array))
-        if isinstance(column.type, String):
-            return column == any_(cast(bindparam(None, text_array(values), Text()), as_array))
-        return column == any_(bindparam(None, list(values), type_=as_array))
+            as_text = int_array(values)
+        elif isinstance(column.type, String):
+            as_text = text_array(values)
+        else:
+            return column == any_(bindparam(None, list(values), type_=as_array))
+        return column == any_(cast(bindparam(None, as_text, Text()), as_array))
 
     def json_field_in(
         self, column: ColumnElement[Any], name: str, values: Sequence[str]

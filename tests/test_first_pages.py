@@ -87,6 +87,35 @@ def test_expansion_reports_its_first_page_once_queued_and_holds_later_pages(
     assert sum(len(w.supporter_ids) for w in queue.items) == 30
 
 
+@pytest.mark.parametrize(("subscribers", "pages", "holds"), [(25, 3, 2), (7, 1, 0)])
+def test_an_expansion_whose_audience_ends_in_a_short_page_holds_no_more(
+    engine: Engine, subscribers: int, pages: int, holds: int
+) -> None:
+    # Given a blast whose audience ends part-way through a page of 10
+    add_supporters(
+        engine,
+        [{"phone": f"+1415555{3000 + i:04d}"} for i in range(subscribers)],
+        topic="short-topic",
+    )
+    blasts, ledger, queue = SqlBlastStore(engine), SqlLedger(engine), InMemorySendQueue()
+    alert = parse_alert(json.dumps({"alert_id": "sp-1", "sms": {"body": "Hi"}}), fallback_id="x")
+    blast, _ = blasts.create(alert, "short-topic", None)
+    held: list[float] = []
+
+    def hold(budget_s: float) -> float:
+        held.append(budget_s)
+        return 0.0
+
+    # When it is expanded
+    result = Expander(ledger, blasts, queue, page_size=10, hold_later_page=hold).expand(blast)
+    # Then the short page was the last: no page after it gave way to other alerts (a
+    # twenty-recipient alert holds nobody and is held by nobody)
+    assert result.pages == pages and len(held) == holds
+    assert sum(len(w.supporter_ids) for w in queue.items) == subscribers
+    # And the blast is expanded to its end
+    assert blasts.get("sp-1").expanded_at is not None  # type: ignore[union-attr]
+
+
 def test_a_long_expansion_earns_its_hold_budget_back_as_it_runs() -> None:
     # Given an expansion whose holds each take all the budget offered (alerts keep coming)
     now = [0.0]

@@ -174,6 +174,45 @@ def test_state_and_postal_filters_and_test_recipients(stores: Stores) -> None:
     assert len(ids_of(stores, "t")) == 2
 
 
+@pytest.mark.parametrize(
+    ("page_size", "expected"),
+    [
+        # Given 5 subscribers and a filtered-out one: pages of 2 end with a short page of 1
+        (2, [(2, False), (2, False), (1, True)]),
+        # Pages exactly as large as what is left cannot know it: one more ask finds nothing
+        (5, [(5, False)]),
+        (6, [(5, True)]),
+        # A page larger than the whole audience is its first and last
+        (10, [(5, True)]),
+    ],
+)
+def test_a_page_says_when_the_audience_ended_in_it(
+    stores: Stores, page_size: int, expected: list[tuple[int, bool]]
+) -> None:
+    seed(stores, [person(n) for n in range(1, 6)] + [person(6, topics=())])
+    the_alert = alert("last")
+    stores.blasts.create(the_alert, TOPIC, None)
+    # When the blast is expanded page by page until the store says it ended, or has none
+    pages: list[tuple[int, bool]] = []
+    cursor = 0
+    while (
+        step := stores.ledger.expand_page("last", the_alert, TOPIC, cursor, page_size, no_op)
+    ) is not None:
+        pages.append((len(step.pages["sms"].pending_ids), step.last))
+        cursor = step.upto
+        if step.last:
+            break
+    # Then each page says whether it was the last, and the short one always is
+    assert pages == expected
+    # And nothing is left after a last page: asking again writes nothing
+    assert stores.ledger.expand_page("last", the_alert, TOPIC, cursor, 10, no_op) is None
+    assert len(ids_of(stores, "last")) == 5
+
+
+def no_op(_channel: str, _page: ExpandedPage) -> None:
+    pass
+
+
 # --- claims and outcomes ---------------------------------------------------------------------
 
 

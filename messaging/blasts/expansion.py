@@ -203,7 +203,7 @@ class Expander:
             )
             if expanded is None:
                 break
-            upto, pages = expanded
+            upto, pages, last = expanded
             cursor = upto
             result.pages += 1
             written += page_size * len(pages)
@@ -226,6 +226,8 @@ class Expander:
                 self._first_page_done()
                 log.info("blast.first_page_queued", blast_id=blast.blast_id, batches=result.batches)
             self._heartbeat()
+            if last:  # a short page: the audience ended in it
+                break
         return queued
 
     def _after_page(

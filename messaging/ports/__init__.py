@@ -27,6 +27,7 @@ from messaging.ports.ledger import (
     LedgerStore,
     LedgerSweep,
     Outcome,
+    PageWritten,
     PendingView,
     SendingRow,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "LiveCounts",
     "NewReply",
     "Outcome",
+    "PageWritten",
     "PendingView",
     "ProgressCounters",
     "RateLimiter",

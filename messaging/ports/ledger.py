@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from messaging.content.alert import Alert
@@ -78,6 +78,18 @@ class ExpandedPage:
     by_state: dict[str, int]
 
 
+class PageWritten(NamedTuple):
+    """One expansion page, committed: where the cursor is now and what each channel got."""
+
+    #: The blast's new cursor: the page's highest audience key.
+    upto: int
+    pages: dict[str, ExpandedPage]
+    #: The page held fewer than ``page_size`` audience members, so the audience ended in it:
+    #: the expansion is done without asking for another page (for a small alert, one status
+    #: read and one page query less, and no hold behind other alerts' first pages).
+    last: bool = False
+
+
 #: Frequency caps at expansion: given a channel and a page's new ``pending`` supporter ids,
 #: those over their cap (their rows are written ``capped`` in the page's transaction).
 CapScreen = Callable[[str, list[int]], set[int]]
@@ -134,9 +146,9 @@ class LedgerExpansion(Protocol):
         before_commit: Callable[[str, ExpandedPage], None],
         *,
         capped: CapScreen | None = None,
-    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+    ) -> PageWritten | None:
         """Write the rows of the next page after ``after`` for every channel of ``alert``
-        and move the blast's cursor, atomically; ``(new cursor, pages)`` or None when the
+        and move the blast's cursor, atomically; the page written, or None when the
         audience is done. ``before_commit(channel, page)`` runs inside the transaction;
         so does ``capped``, whose answer is written ``capped`` instead of ``pending``."""
         ...

@@ -16,6 +16,7 @@ from messaging.ports import (
     DryRun,
     ExpandedPage,
     Outcome,
+    PageWritten,
     SendingRow,
 )
 from messaging.store.memory.audience import AudienceFilter
@@ -152,7 +153,7 @@ class MemoryLedger:
         before_commit: Callable[[str, ExpandedPage], None],
         *,
         capped: CapScreen | None = None,
-    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+    ) -> PageWritten | None:
         with self._t.lock:
             ids = _Audience(self._t, alert, topic).page(after, page_size)
             if not ids:
@@ -171,7 +172,7 @@ class MemoryLedger:
                 self._t.blasts[blast_id].update(
                     expansion_cursor=ids[-1], updated_at=datetime.now(UTC)
                 )
-            return ids[-1], pages
+            return PageWritten(ids[-1], pages, len(ids) < page_size)
 
     def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
         with self._t.lock:

@@ -92,8 +92,11 @@ class Audience:
             bounds += [key <= upto for key in self._keys]
         return bounds
 
-    def page_upper_bound(self, conn: Connection, after: int, page_size: int) -> int | None:
-        """The highest key of the next page after ``after``, or None when the audience is done."""
+    def page_upper_bound(
+        self, conn: Connection, after: int, page_size: int
+    ) -> tuple[int, bool] | None:
+        """The highest key of the next page after ``after`` and whether the audience ends in
+        that page (it is short of ``page_size``), or None when the audience is done."""
         source, where, keys = self._bounds_from
         page = (
             select(self.key.label("key"))
@@ -103,8 +106,8 @@ class Audience:
             .limit(page_size)
             .subquery()
         )
-        upto = conn.execute(select(func.max(page.c.key))).scalar()
-        return int(upto) if upto is not None else None
+        upto, n = conn.execute(select(func.max(page.c.key), func.count())).one()
+        return (int(upto), n < page_size) if upto is not None else None
 
     def stats(self, conn: Connection) -> dict[str, Any]:
         """How the audience divides per channel: eligible, without consent, without address."""

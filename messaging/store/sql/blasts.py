@@ -82,9 +82,10 @@ class SqlBlastStore(Summaries):
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(index_elements=["blast_id"])
-                .returning(blasts.c.blast_id)
+                # The new row whole: no second read before the alert's first page.
+                .returning(*blasts.c)
             ).first()
-            record = self._get(conn, alert.alert_id)
+            record = _record(inserted) if inserted else self._get(conn, alert.alert_id)
         assert record is not None
         return record, inserted is not None
 

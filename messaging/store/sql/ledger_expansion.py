@@ -16,7 +16,14 @@ from sqlalchemy import Connection, Engine, func, select
 
 from messaging.blasts.lifecycle import RowState
 from messaging.content.alert import Alert
-from messaging.ports import TEMPLATE_FIELDS, CapScreen, DryRun, ExpandedPage, PendingView
+from messaging.ports import (
+    TEMPLATE_FIELDS,
+    CapScreen,
+    DryRun,
+    ExpandedPage,
+    PageWritten,
+    PendingView,
+)
 from messaging.store.schema import blasts, deliveries, supporters
 from messaging.store.sql.audience import Audience, insert_page
 from messaging.store.sql.dialect import SqlDialect
@@ -55,15 +62,16 @@ class SqlLedgerExpansion:
         before_commit: Callable[[str, ExpandedPage], None],
         *,
         capped: CapScreen | None = None,
-    ) -> tuple[int, dict[str, ExpandedPage]] | None:
+    ) -> PageWritten | None:
         """Write the next page's rows for every channel and move the blast's cursor, in one
         transaction; ``(new cursor, pages)``, or None when the audience is done."""
         audience = Audience(alert, topic, self._dialect)
         pages: dict[str, ExpandedPage] = {}
         with self.engine.begin() as conn:
-            upto = audience.page_upper_bound(conn, after, page_size)
-            if upto is None:
+            bound = audience.page_upper_bound(conn, after, page_size)
+            if bound is None:
                 return None
+            upto, last = bound
             for channel in alert.channels:
                 ids = insert_page(
                     conn, self._dialect, blast_id, channel, audience, after, upto, capped
@@ -78,7 +86,7 @@ class SqlLedgerExpansion:
                 .where(blasts.c.blast_id == blast_id)
                 .values(expansion_cursor=upto, updated_at=datetime.now(UTC))
             )
-        return upto, pages
+        return PageWritten(upto, pages, last)
 
     def audience_stats(self, alert: Alert, topic: str) -> dict[str, Any]:
         """How the audience divides per channel: eligible, without consent, without address."""
@@ -101,7 +109,8 @@ class SqlLedgerExpansion:
         counts: dict[str, dict[str, int]] = {c: {} for c in alert.channels}
         cursor, pages = 0, 0
         with self.engine.connect() as conn, conn.begin() as tx:
-            while (upto := audience.page_upper_bound(conn, cursor, page_size)) is not None:
+            while (bound := audience.page_upper_bound(conn, cursor, page_size)) is not None:
+                upto = bound[0]
                 for channel in alert.channels:
                     written = insert_page(
                         conn, self._dialect, blast_id, channel, audience, cursor, upto, capped

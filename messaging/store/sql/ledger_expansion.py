@@ -64,7 +64,7 @@ class SqlLedgerExpansion:
         capped: CapScreen | None = None,
     ) -> PageWritten | None:
         """Write the next page's rows for every channel and move the blast's cursor, in one
-        transaction; ``(new cursor, pages)``, or None when the audience is done."""
+        transaction; the page written, or None when the audience is done."""
         audience = Audience(alert, topic, self._dialect)
         pages: dict[str, ExpandedPage] = {}
         with self.engine.begin() as conn:

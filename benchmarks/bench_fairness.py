@@ -33,11 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_latency import Inbox, _topic_arn, fleet, moto_server, percentile
+from benchmarks.bench_latency import Inbox, _topic_arn, fleet, percentile
 from benchmarks.harness import (
     DEFAULT_PG_URL,
     emulator_process,
     fleet_env,
+    moto_server,
     seed_subscribers,
     throwaway_pg,
 )

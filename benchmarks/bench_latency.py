@@ -63,8 +63,8 @@ from benchmarks.harness import (
     DEFAULT_PG_URL,
     emulator_process,
     fleet_env,
-    free_port,
     median,
+    moto_server,
     seed_subscribers,
     throwaway_pg,
 )
@@ -298,39 +298,6 @@ def bench_rate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- item 4: alert to first send --------------------------------------------------------
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """A real moto server (SNS + SQS over HTTP) on a free loopback port, in its own process.
-
-    Its own process, as the emulators have: SNS and SQS are not in our process in
-    production, and a moto thread in the bench's process would share its interpreter lock
-    with the publishing threads and the emulator's reader, timing them, not the fleet.
-    """
-    import urllib.request
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,  # werkzeug logs a line per request there
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the moto server did not start on {url}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def publish_and_time(

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +62,37 @@ def emulator_process(latency_ms: int = 0) -> Iterator[dict[str, str]]:
         yield emulators.urls
     finally:
         emulators.stop()
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A real moto server (SNS + SQS over HTTP) on a free loopback port, in its own process.
+
+    Its own process, as the emulators have: SNS and SQS are not in our process in
+    production, and a moto thread in the bench's process would share its interpreter lock
+    with the publishing threads and the emulator's reader, timing them, not the fleet.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,  # werkzeug logs a line per request there
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1).close()  # noqa: S310
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the moto server did not start on {url}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def far_quiet_window() -> str:

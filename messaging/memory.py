@@ -103,8 +103,8 @@ class InMemoryBlastControl:
         """See :class:`~messaging.ports.BlastControl`."""
         self._status[blast_id] = str(status)
 
-    def get(self, blast_id: str) -> str | None:
-        """See :class:`~messaging.ports.BlastControl`."""
+    def get(self, blast_id: str, *, fresh: bool = False) -> str | None:
+        """See :class:`~messaging.ports.BlastControl` (nothing here is ever stale)."""
         return self._status.get(blast_id)
 
     def bump_suppressions(self) -> None:

@@ -131,8 +131,9 @@ class BlastControl(Protocol):
         """Publish a blast's status to the fleet."""
         ...
 
-    def get(self, blast_id: str) -> str | None:
-        """The blast's status as last published, or None if never published."""
+    def get(self, blast_id: str, *, fresh: bool = False) -> str | None:
+        """The blast's status as last published, or None if never published. ``fresh``:
+        read past any copy this process keeps."""
         ...
 
     def bump_suppressions(self) -> None:

@@ -112,7 +112,22 @@ class SendContext:
         reopen it."""
         if blast.ended:
             return blast.status
-        return self.control.get(blast.blast_id) or blast.status
+        status = self.control.get(blast.blast_id) or blast.status
+        if status in HOLDING_STATUSES:
+            # A hold leaves work waiting for the transition that ends it (resume, approve,
+            # release), and that transition publishes its status before it re-drives the
+            # held rows. This process's copies lag (the fleet's status a quarter second,
+            # the row longer): work re-driven by a resume a moment after the pause met
+            # "paused" here and waited, pending, for the sweep. So a hold is confirmed at
+            # the source; blasts on hold are few, the extra read is theirs alone.
+            fresh = self.control.get(blast.blast_id, fresh=True)
+            if fresh is None:
+                record = self.blasts.get(blast.blast_id)
+                if record is not None:
+                    self._cache[blast.blast_id] = (time.monotonic(), record)
+                fresh = record.status if record is not None else status
+            status = fresh
+        return status
 
     @property
     def lifecycle(self) -> BlastLifecycle:

@@ -44,13 +44,14 @@ class RedisBlastControl:
         with self._lock:
             self._cache.pop(blast_id, None)
 
-    def get(self, blast_id: str) -> str | None:
+    def get(self, blast_id: str, *, fresh: bool = False) -> str | None:
         """See :class:`~messaging.ports.BlastControl`."""
         now = self._clock()
-        with self._lock:
-            hit = self._cache.get(blast_id)
-        if hit is not None and now - hit[0] < CACHE_TTL_S:
-            return hit[1]
+        if not fresh:
+            with self._lock:
+                hit = self._cache.get(blast_id)
+            if hit is not None and now - hit[0] < CACHE_TTL_S:
+                return hit[1]
         raw = self._client.get(self._key(blast_id))
         status = raw.decode() if isinstance(raw, bytes) else raw
         with self._lock:

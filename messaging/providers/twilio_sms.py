@@ -46,12 +46,15 @@ _TWILIO_HOST_RE = re.compile(r"^https://[A-Za-z0-9.-]*twilio\.com")
 OPTED_OUT_CODES = frozenset({21610})
 #: Per-request timeout; a hung connection must not hold a slot of the in-flight pool.
 REQUEST_TIMEOUT_S = 10.0
-#: Requests one process keeps in flight (bounded by the rate limiter anyway). At 200 ms a
-#: call that is ~1,280/s a process. 512 took two processes to 0.93 of 2,000/s, but the
-#: emulator, sharing two cores with them, then counted 2,004–2,135 arrivals in one second
-#: (our departures stayed under 1,970): a host too busy to see the rate kept is one
-#: whose sends may not be pushed closer together (benchmarks/NOTES.md, 2026-12-04).
-MAX_IN_FLIGHT = 256
+#: Requests one process keeps in flight (bounded by the rate limiter anyway). A piece of
+#: work books consecutive slots of the fleet's schedule, so while it runs its process sends
+#: at the fleet's whole rate, whatever its average share: it needs rate x latency places
+#: (2,000/s x 200 ms = 400), not its share of them. At 256, two processes at 2,000/s sent
+#: 0.85 of the rate: a third of one process's sends waited for a place and took fresh
+#: slots (per-process counts, 2026-12-05). At 384: 0.94-0.96 in 42 runs, our departures'
+#: busiest second 1,959 at most, the emulator's (on the same two cores) above 2,000 in one
+#: run (2,038). 512 and 1,024 (2026-12-04) had it count 2,012-2,075 in most runs.
+MAX_IN_FLIGHT = 384
 #: A send may leave this late after its slot; later, it takes a new slot. With the early
 #: tolerance below, the spread of our own departures; the limiter's lateness budget
 #: (``messaging.sending.pacing.LATENESS_BUDGET_S``, 40 ms) leaves the rest (19 ms) to what

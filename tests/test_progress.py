@@ -1,9 +1,11 @@
 """Live progress counters in real Redis: kept by expansion, senders and the sweep, reconciled
-with the ledger, read by `blast show`/`watch`/the API instead of counting the ledger."""
+with the ledger, read by `blast show`/`watch`/the API instead of counting the ledger; and the
+fleet's status copy beside them, which senders cache."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +22,7 @@ from messaging.safety.sweep import Sweeper
 from messaging.sending.common import SendContext
 from messaging.sending.sms import SmsSender
 from messaging.store.schema import deliveries
-from queues.flow.control import RedisBlastControl
+from queues.flow.control import CACHE_TTL_S, RedisBlastControl
 from queues.flow.progress import KEY_TTL_S, RedisProgressCounters
 from tests.factories import add_supporters, live_redis, send_context, sms_config
 from workers.watch import watch
@@ -163,3 +165,38 @@ def test_watch_reads_the_counters_and_checks_idleness_with_the_ledger(
     assert json.loads(lines[0])["channels"]["sms"]["sent"] == 51
     assert final["counts_source"] == "ledger" and final["counts"]["sms"]["pending"] == 51
     assert len(lines) > 1
+
+
+# A resume right after a pause: each process caches the fleet's status copy for a quarter
+# second, and that cache must not keep the re-driven work waiting.
+def test_work_redriven_by_a_resume_is_sent_by_a_sender_that_just_saw_the_pause(
+    engine: Engine, client: redis.Redis, prefix: str
+) -> None:
+    # Given a sender process and an operator's process, each with its own view of the fleet's
+    # status copy (urgent: batches of 100, sent at once at this rate)
+    add_supporters(engine, [{"phone": f"+1415555{i:04d}"} for i in range(250)], topic="t")
+    ctx, queue = send_context(
+        engine, control=RedisBlastControl(client, Names(prefix)), prefix=prefix
+    )
+    operator = RedisBlastControl(client, Names(prefix))
+    doc = {"alert_id": "q1", "priority": "urgent", "sms": {"body": "Hi"}}
+    blast, _ = ctx.blasts.create(parse_alert(json.dumps(doc), fallback_id="x"), "t", None)
+    Expander(ctx.ledger, ctx.blasts, queue).expand(blast)
+    actions = BlastActions(ctx.blasts, ctx.ledger, queue, operator)
+    sms = InMemorySms()
+    sender = SmsSender(ctx, sms, sms_config())
+    sender.process(queue.items.pop(0))
+    # And the blast was paused: the sender meets the pause on its next unit, once its cached
+    # view of the sending blast has lapsed, and caches the pause in turn
+    actions.pause("q1")
+    time.sleep(CACHE_TTL_S)
+    assert sender.process(queue.items.pop(0)).skipped == "paused"
+    queue.items.clear()  # the paused units are done with; resume re-drives their rows
+    # When the operator resumes it a moment later, within the sender's cache of the pause
+    actions.resume("q1")
+    while queue.items:
+        report = sender.process(queue.items.pop(0))
+        assert report.skipped is None
+    # Then every re-driven row is sent now, once, not left pending for the sweep
+    assert ctx.ledger.open_ids("q1", "sms", RowState.PENDING, 0, 10_000) == []
+    assert len(sms.sent) == 250 and len({m.to for m in sms.sent}) == 250

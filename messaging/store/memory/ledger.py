@@ -201,6 +201,8 @@ class MemoryLedger:
                         counts[channel][state] = counts[channel].get(state, 0) + len(sids)
                 cursor, pages = ids[-1], pages + 1
                 heartbeat()
+                if len(ids) < page_size:  # a short page: the audience ended in it
+                    break
             view = _MemoryPendingView(self._t, list(scratch.values()))
             return DryRun(pages, counts, audience.stats(), estimate(view))
 

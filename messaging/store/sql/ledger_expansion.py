@@ -110,7 +110,7 @@ class SqlLedgerExpansion:
         cursor, pages = 0, 0
         with self.engine.connect() as conn, conn.begin() as tx:
             while (bound := audience.page_upper_bound(conn, cursor, page_size)) is not None:
-                upto = bound[0]
+                upto, last = bound
                 for channel in alert.channels:
                     written = insert_page(
                         conn, self._dialect, blast_id, channel, audience, cursor, upto, capped
@@ -120,6 +120,8 @@ class SqlLedgerExpansion:
                 cursor = upto
                 pages += 1
                 heartbeat()
+                if last:  # a short page: the audience ended in it
+                    break
             stats = audience.stats(conn)
             report = estimate(_SqlPendingView(conn, blast_id))
             tx.rollback()

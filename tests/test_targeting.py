@@ -9,6 +9,7 @@ come in through the CSV import (contract §5: any other column is kept) and reac
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,25 @@ def test_targeting_expressions_against_a_table_of_supporters(
 def test_bad_targeting_is_refused_at_validation(audience: dict[str, Any]) -> None:
     with pytest.raises(InputError):
         parse_alert(json.dumps({"sms": {"body": "x"}, "audience": audience}), fallback_id="x")
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        # Found by the intake fuzzer: the audience query failed in PostgreSQL instead
+        ({"sms": {"body": "x"}, "audience": {"postal_codes": ["\x00"]}}, "audience.postal_codes.0"),
+        ({"sms": {"body": "x"}, "audience": {"fields": {"ward": "1\x00"}}}, "audience.fields.ward"),
+        ({"sms": {"body": "Hi\x00"}}, "sms.body"),
+        ({"sms": {"body": "x"}, "audience": {"tags": ["ok", "a\x00b"]}}, "audience.tags.1"),
+    ],
+)
+def test_a_nul_anywhere_in_an_alert_is_refused_with_where_it_is(
+    document: dict[str, Any], where: str
+) -> None:
+    # Given an alert carrying U+0000, which PostgreSQL text cannot hold: when it is parsed,
+    # then it is refused, saying where (the intake dead-letters it with that reason)
+    with pytest.raises(InputError, match=rf"{re.escape(where)}: .*NUL"):
+        parse_alert(json.dumps(document), fallback_id="x")
 
 
 def _mark_clicked(stores: Stores, blast_id: str, supporter_id: int) -> None:

@@ -330,6 +330,25 @@ def new_alert_id(topic: str) -> str:
     return f"{topic}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
+def _nul_at(document: dict[str, Any]) -> str | None:
+    """Where the first NUL character of a JSON document is (``audience.tags.0``), if any.
+    A walk with a stack of its own: the parser accepts nesting deeper than recursion."""
+    stack: list[tuple[str, Any]] = [("alert", document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    return path
+                stack.append((key if path == "alert" else f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}", item) for i, item in enumerate(value))
+    return None
+
+
 def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = None) -> Alert:
     """Validate an alert document; :class:`InputError` with every problem in one line if bad."""
     try:
@@ -340,6 +359,10 @@ def parse_alert(payload: str | bytes, *, fallback_id: str, topic: str | None = N
         raise InputError("alert is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError("alert must be a JSON object")
+    if (where := _nul_at(data)) is not None:
+        # PostgreSQL text cannot hold U+0000: a filter value carrying one failed the
+        # audience query (a DataError, retried as if transient) instead of being refused.
+        raise InputError(f"invalid alert: {where}: text must not contain U+0000 (NUL)")
     data.setdefault("alert_id", fallback_id)
     if topic is not None:
         if data.get("topic") not in (None, topic):

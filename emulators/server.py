@@ -53,6 +53,8 @@ def server_config(app: ASGIApp, host: str, port: int, *, embedded: bool) -> uvic
         lifespan="off",
         log_level="warning",
         access_log=False,
+        # Nothing proxies a local emulator; the middleware read every request's headers.
+        proxy_headers=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         **extra,
     )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import math
 import re
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -94,6 +96,7 @@ _GSM_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM_EXTENSION = frozenset("^{}\\[~]|€\f")
+_GSM_CHARS = _GSM_BASIC | _GSM_EXTENSION
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -103,8 +106,9 @@ def count_segments(body: str) -> int:
     """How many SMS segments Twilio bills for ``body`` (GSM-7 or UCS-2, concatenated)."""
     if not body:
         return 1
-    if all(ch in _GSM_BASIC or ch in _GSM_EXTENSION for ch in body):
-        septets = len(body) + sum(ch in _GSM_EXTENSION for ch in body)
+    chars = set(body)  # a set test per distinct character, not a lookup per character
+    if chars <= _GSM_CHARS:
+        septets = len(body) + sum(body.count(ch) for ch in chars & _GSM_EXTENSION)
         return 1 if septets <= 160 else math.ceil(septets / 153)
     units = len(body.encode("utf-16-le")) // 2  # an emoji is two UTF-16 code units
     return 1 if units <= 70 else math.ceil(units / 67)
@@ -122,7 +126,13 @@ def _valid_media_url(url: str) -> bool:
 
 def rfc2822(ts: float) -> str:
     """Twilio's date format, ``Thu, 24 Aug 2023 05:01:45 +0000`` (locale-independent)."""
-    t = time.gmtime(ts)
+    return _rfc2822_second(int(ts))
+
+
+@functools.lru_cache(maxsize=4)
+def _rfc2822_second(second: int) -> str:
+    # Thousands of messages a second share their second: format it once.
+    t = time.gmtime(second)
     return (
         f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
         f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
@@ -326,7 +336,7 @@ class TwilioEmulator:
             return error_reply(code, to=to, from_=sender or SERVICE_POOL_NUMBER)
 
         account_sid = request.path_params["AccountSid"]
-        sid = "SM" + uuid.uuid4().hex
+        sid = "SM" + secrets.token_hex(16)  # uuid4().hex, minus building a UUID
         now = arrived_at(request)
         date, segments = rfc2822(now), count_segments(text)
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}.json"

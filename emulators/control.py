@@ -81,7 +81,8 @@ def stopping_event(app: Any) -> asyncio.Event | None:
 
 
 def arrived_at(request: Request) -> float:
-    """When :func:`provider_call` received ``request`` (now, outside it)."""
+    """When ``request`` arrived: stamped by the server as its first bytes were parsed, by
+    :func:`provider_call` otherwise (now, outside both)."""
     return getattr(request.state, "arrived_at", None) or time.time()
 
 
@@ -96,10 +97,11 @@ async def provider_call(
     handle: Handle,
 ) -> Response:
     """Answer one provider request: latency, auth, faults, handler; record it all."""
-    body = await request.body()
     # A provider counts a request against its rate when it arrives, not when it answers:
-    # ``received_at`` is this moment, before the simulated latency (and its timer's jitter).
-    request.state.arrived_at = time.time()
+    # ``received_at`` is when its first bytes were parsed (the server stamps it, see
+    # :mod:`emulators.server`), else this moment; before the simulated latency either way.
+    request.state.arrived_at = arrived_at(request)
+    body = await request.body()
     delay = faults.latency_s()
     if delay > 0:
         await asyncio.sleep(delay)

@@ -8,9 +8,11 @@ vendors' OpenAPI files, and so are deliberately wrong ones, to prove the check c
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -289,6 +291,48 @@ def test_latency_is_concurrent(twilio_emu: Emulator) -> None:
     started = time.monotonic()
     assert asyncio.run(burst()) == [201] * 20
     assert time.monotonic() - started < 1.5
+
+
+def test_a_request_arrives_when_its_bytes_are_read_not_when_its_turn_comes(
+    twilio_emu: Emulator,
+) -> None:
+    # Given 300 ms of latency, and two requests written at once on one connection (HTTP/1.1
+    # pipelining: the second is read with the first but handled after the first's answer),
+    # the first's body 0.2 s after its headers
+    twilio_emu.faults.update(latency_ms=300)
+    token = base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+
+    def request(text: str) -> tuple[bytes, bytes]:
+        body = urlencode({"To": "+14155550123", "From": SENDER, "Body": text}).encode()
+        head = (
+            f"POST {MESSAGES_PATH} HTTP/1.1\r\nHost: emulator\r\n"
+            f"Authorization: Basic {token}\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        return head, body
+
+    (head1, body1), (head2, body2) = request("first"), request("second")
+    parts = urlsplit(twilio_emu.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as conn:
+        # When they are sent
+        sent_at = time.time()
+        conn.sendall(head1)
+        time.sleep(0.2)
+        second_sent_at = time.time()
+        conn.sendall(body1 + head2 + body2)
+        assert _eventually(lambda: len(twilio_emu.recorder.messages()) == 2)
+
+    # Then each is recorded as arriving when its first bytes were read: the first with its
+    # headers, the second with the first's body, not 0.3 s later when its turn came
+    first, second = twilio_emu.recorder.messages()
+    assert (first["body"], second["body"]) == ("first", "second")
+    assert sent_at <= first["received_at"] < sent_at + 0.1
+    assert second_sent_at <= second["received_at"] < second_sent_at + 0.1
+    assert [r.received_at for r in twilio_emu.recorder.requests()] == [
+        first["received_at"],
+        second["received_at"],
+    ]
 
 
 class CallbackSink:

@@ -60,29 +60,35 @@ def server_config(app: ASGIApp, host: str, port: int, *, embedded: bool) -> uvic
     )
 
 
-def _arrival_stamping_protocol() -> type[asyncio.Protocol] | str:
-    """uvicorn's httptools protocol, stamping each request's arrival in its ASGI state
-    (``request.state.arrived_at``) as its first bytes are parsed; "auto" without httptools.
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # no httptools: uvicorn falls back to h11, and the app stamps
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
-    Stamped in the app instead, a request's arrival was when its turn came on the event
-    loop, after the requests read in the same pass, each handled in turn: emulator time,
-    not the request's. At 2,000/s from two sender processes (`bench_latency --only rate`,
-    16 runs each way, alternated, 2026-12-05) the busiest second the emulator counted
-    exceeded our departures' by 37 on average and passed 2,000 in 4 of 16 runs (2,073 at
-    most); stamped here, by 23 and in 1 of 16 (2,015). What is left is the host's: the
-    emulator waits for a core.
-    """
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # no httptools: h11, and the app stamps
-        return "auto"
+
+def _arrival_stamping_protocol() -> type[asyncio.Protocol] | str:
+    """:class:`ArrivalStampingProtocol`, or "auto" (h11) without httptools."""
+    return ArrivalStampingProtocol if HttpToolsProtocol is not None else "auto"
+
+
+if HttpToolsProtocol is not None:
 
     class ArrivalStampingProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, stamping each request's arrival in its ASGI state
+        (``request.state.arrived_at``) as its first bytes are parsed.
+
+        Stamped in the app instead, a request's arrival was when its turn came on the event
+        loop, after the requests read in the same pass, each handled in turn: emulator time,
+        not the request's. At 2,000/s from two sender processes (`bench_latency --only
+        rate`, 16 runs each way, alternated, 2026-12-05) the busiest second the emulator
+        counted exceeded our departures' by 37 on average and passed 2,000 in 4 of 16 runs
+        (2,073 at most); stamped here, by 23 and in 1 of 16 (2,015). What is left is the
+        host's: the emulator waits for a core.
+        """
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.scope["state"]["arrived_at"] = time.time()
-
-    return ArrivalStampingProtocol
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -331,7 +331,7 @@ def new_alert_id(topic: str) -> str:
 
 
 def _nul_at(document: dict[str, Any]) -> str | None:
-    """Where the first NUL character of a JSON document is (``audience.tags.0``), if any.
+    """Where a NUL character of a JSON document is (``audience.tags.0``), if any.
     A walk with a stack of its own: the parser accepts nesting deeper than recursion."""
     stack: list[tuple[str, Any]] = [("alert", document)]
     while stack:

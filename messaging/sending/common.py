@@ -93,9 +93,9 @@ class SendContext:
     _cache: dict[str, tuple[float, BlastRecord]] = field(default_factory=dict)
     _auth_reported: dict[str, float] = field(default_factory=dict)
 
-    def blast(self, blast_id: str) -> BlastRecord | None:
-        """The blast row, cached briefly."""
-        hit = self._cache.get(blast_id)
+    def blast(self, blast_id: str, *, fresh: bool = False) -> BlastRecord | None:
+        """The blast row, cached briefly (``fresh``: read now, and cache that)."""
+        hit = None if fresh else self._cache.get(blast_id)
         now = time.monotonic()
         if hit and now - hit[0] < BLAST_CACHE_TTL_S:
             return hit[1]
@@ -122,9 +122,7 @@ class SendContext:
             # the source; blasts on hold are few, the extra read is theirs alone.
             fresh = self.control.get(blast.blast_id, fresh=True)
             if fresh is None:
-                record = self.blasts.get(blast.blast_id)
-                if record is not None:
-                    self._cache[blast.blast_id] = (time.monotonic(), record)
+                record = self.blast(blast.blast_id, fresh=True)
                 fresh = record.status if record is not None else status
             status = fresh
         return status
